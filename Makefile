@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine:
+#   make train   runs the main experiment (equivarified CNN on rotated MNIST)
+#   make test    runs the test suite
+# Both create .venv and install eqnn with its dependencies first if that is not done yet.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# The MNIST IDX files; ../shared/data/mnist is where they live on the project's machines.
+DATA ?= $(firstword $(wildcard ../shared/data/mnist) data/mnist)
+WORKDIR ?= runs/default
+CONFIG ?= experiments/configs/default.py
+
+.PHONY: install test train baselines paper bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+train: $(STAMP)
+	$(PY) -m experiments.mnist_rotated --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  --config.data_dir=$(DATA)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,339 @@
+"""Finite groups as static data: a Cayley table, an inverse table and element names.
+
+A group never enters a traced computation as anything but constant index tables, so it
+is built and checked once, in numpy, and is hashable so that a jitted function may close
+over it. Element 0 is always the identity.
+
+Convention: ``table[a, b]`` is the index of the product ``a b`` (first b, then a when
+the elements act on something on the left).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from typing import Sequence
+
+import numpy as np
+
+
+class GroupAxiomError(ValueError):
+  """A multiplication table that is not a group; the message names the axiom and where."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FiniteGroup:
+  """A finite group of order n given by its Cayley table.
+
+  Attributes:
+    name: a readable name, e.g. ``"C4"`` or ``"D4"``.
+    table: ``int32 [n, n]``, ``table[a, b] = a b``; element 0 is the identity.
+    inverse: ``int32 [n]``, ``inverse[a] = a^-1``.
+    element_names: readable names, e.g. ``("e", "r", "r^2", "f r")``.
+  """
+
+  name: str
+  table: np.ndarray
+  inverse: np.ndarray
+  element_names: tuple[str, ...]
+
+  def __post_init__(self):
+    self.table.setflags(write=False)
+    self.inverse.setflags(write=False)
+
+  @property
+  def order(self) -> int:
+    return self.table.shape[0]
+
+  def __len__(self) -> int:
+    return self.order
+
+  def __repr__(self) -> str:
+    return f"FiniteGroup({self.name}, order={self.order})"
+
+  # Hash and equality by content, so two constructions of the same group share jit caches.
+  @functools.cached_property
+  def _key(self):
+    return (self.table.tobytes(), self.table.shape, self.element_names)
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, FiniteGroup) and self._key == other._key
+
+  def mul(self, a: int, b: int) -> int:
+    return int(self.table[a, b])
+
+  def inv(self, a: int) -> int:
+    return int(self.inverse[a])
+
+  def index(self, element_name: str) -> int:
+    """The index of the element called ``element_name``."""
+    try:
+      return self.element_names.index(element_name)
+    except ValueError:
+      raise ValueError(
+          f"{self.name} has no element named {element_name!r}; "
+          f"its elements are {self.element_names}") from None
+
+  def element_order(self, a: int) -> int:
+    k, x = 1, a
+    while x != 0:
+      x, k = int(self.table[a, x]), k + 1
+    return k
+
+  @property
+  def is_abelian(self) -> bool:
+    return bool(np.array_equal(self.table, self.table.T))
+
+  def regular_permutations(self) -> np.ndarray:
+    """``int32 [n, n]``: row h is the permutation of the regular action on maps G -> Z.
+
+    ``(h.s)(g) = s(h^-1 g)``, so ``(h.s)[g] = s[perm[h, g]]`` with
+    ``perm[h, g] = table[inverse[h], g]``.
+    """
+    return self.table[self.inverse][:, :]
+
+  def subgroup(self, elements: Sequence[int], name: str | None = None) -> "Subgroup":
+    """The subgroup H given by its element indices; refused if they are not a subgroup."""
+    return Subgroup.of(self, elements, name)
+
+  def generated_subgroup(self, generators: Sequence[int], name: str | None = None):
+    """The smallest subgroup containing ``generators``."""
+    elems = {0}
+    frontier = [0]
+    while frontier:
+      a = frontier.pop()
+      for s in generators:
+        b = int(self.table[a, s])
+        if b not in elems:
+          elems.add(b)
+          frontier.append(b)
+    return Subgroup.of(self, sorted(elems), name)
+
+  def check(self) -> "FiniteGroup":
+    check_group_axioms(self.table, self.inverse)
+    return self
+
+
+def check_group_axioms(table: np.ndarray, inverse: np.ndarray | None = None) -> None:
+  """Raises :class:`GroupAxiomError` naming the first axiom that fails, and where."""
+  table = np.asarray(table)
+  if table.ndim != 2 or table.shape[0] != table.shape[1] or table.shape[0] == 0:
+    raise GroupAxiomError(f"a Cayley table must be a non-empty square matrix, got shape {table.shape}")
+  if not np.issubdtype(table.dtype, np.integer):
+    raise GroupAxiomError(f"a Cayley table holds element indices (integers), got dtype {table.dtype}")
+  n = table.shape[0]
+  bad = np.argwhere((table < 0) | (table >= n))
+  if bad.size:
+    a, b = bad[0]
+    raise GroupAxiomError(
+        f"closure fails: table[{a}, {b}] = {table[a, b]} is not an element index in [0, {n})")
+  e = np.arange(n)
+  if not (np.array_equal(table[0], e) and np.array_equal(table[:, 0], e)):
+    ids = [i for i in range(n) if np.array_equal(table[i], e) and np.array_equal(table[:, i], e)]
+    where = (f"element {ids[0]} is the identity; reorder so that it is element 0" if ids
+             else "no element is a two-sided identity")
+    raise GroupAxiomError(f"identity fails: element 0 must be the identity ({where})")
+  for a in range(n):
+    row = np.nonzero(table[a] == 0)[0]
+    if row.size == 0 or table[row[0], a] != 0:
+      raise GroupAxiomError(f"inverses fail: element {a} has no two-sided inverse")
+    if inverse is not None and int(inverse[a]) != int(row[0]):
+      raise GroupAxiomError(
+          f"inverses fail: inverse[{a}] = {inverse[a]} but {a} * {inverse[a]} = "
+          f"{table[a, inverse[a]]}, not the identity")
+  # Associativity, vectorised over all triples: (ab)c == a(bc).
+  left = table[table[:, :, None], np.arange(n)[None, None, :]]      # (a b) c
+  right = table[np.arange(n)[:, None, None], table[None, :, :]]     # a (b c)
+  bad = np.argwhere(left != right)
+  if bad.size:
+    a, b, c = bad[0]
+    raise GroupAxiomError(
+        f"associativity fails: ({a}*{b})*{c} = {left[a, b, c]} but {a}*({b}*{c}) = {right[a, b, c]}")
+
+
+def from_cayley_table(table, element_names: Sequence[str] | None = None,
+                      name: str = "G") -> FiniteGroup:
+  """A group from its Cayley table ``table[a, b] = a b``, checked for every axiom."""
+  table = np.asarray(table)
+  check_group_axioms(table)
+  table = table.astype(np.int32)
+  n = table.shape[0]
+  inverse = np.array([int(np.nonzero(table[a] == 0)[0][0]) for a in range(n)], np.int32)
+  if element_names is None:
+    element_names = ["e"] + [f"g{i}" for i in range(1, n)]
+  if len(element_names) != n or len(set(element_names)) != n:
+    raise ValueError(f"need {n} distinct element names, got {list(element_names)}")
+  return FiniteGroup(name, table, inverse, tuple(element_names))
+
+
+def _power_name(base: str, k: int) -> str:
+  return "" if k == 0 else base if k == 1 else f"{base}^{k}"
+
+
+def cyclic(n: int) -> FiniteGroup:
+  """C_n = <r | r^n>, elements ``r^k`` in order k = 0..n-1 (``e, r, r^2, ...``)."""
+  if n < 1:
+    raise ValueError(f"cyclic group order must be >= 1, got {n}")
+  k = np.arange(n)
+  table = (k[:, None] + k[None, :]) % n
+  names = ["e"] + [_power_name("r", i) for i in range(1, n)]
+  return from_cayley_table(table, names, name=f"C{n}")
+
+
+def dihedral(n: int) -> FiniteGroup:
+  """D_n of order 2n: rotations ``r^k`` then reflections ``f r^k``, index ``m*n + k`` for ``f^m r^k``.
+
+  Relations ``r^n = f^2 = e`` and ``r f = f r^-1``. Acting on the plane, r is the
+  counter-clockwise rotation by 2 pi / n and f a reflection.
+  """
+  if n < 1:
+    raise ValueError(f"dihedral group needs n >= 1, got {n}")
+  # f^m1 r^k1 f^m2 r^k2 = f^(m1+m2) r^((-1)^m2 k1 + k2)
+  idx = np.arange(2 * n)
+  m, k = idx // n, idx % n
+  m1, k1, m2, k2 = m[:, None], k[:, None], m[None, :], k[None, :]
+  table = ((m1 + m2) % 2) * n + (np.where(m2 == 1, -k1, k1) + k2) % n
+  names = ["e"] + [_power_name("r", i) for i in range(1, n)]
+  names += ["f" + ("" if i == 0 else " " + _power_name("r", i)) for i in range(n)]
+  return from_cayley_table(table, names, name=f"D{n}")
+
+
+def direct_product(a: FiniteGroup, b: FiniteGroup) -> FiniteGroup:
+  """A x B with element ``(i, j)`` at index ``i * |B| + j``; names ``(a_i, b_j)``."""
+  na, nb = a.order, b.order
+  idx = np.arange(na * nb)
+  i, j = idx // nb, idx % nb
+  table = a.table[i[:, None], i[None, :]] * nb + b.table[j[:, None], j[None, :]]
+  names = [f"({a.element_names[p]}, {b.element_names[q]})" for p, q in zip(i, j)]
+  names[0] = "e"
+  return from_cayley_table(table, names, name=f"{a.name}x{b.name}")
+
+
+def from_permutations(generators: Sequence[Sequence[int]], name: str = "G",
+                      max_order: int = 10_000) -> tuple[FiniteGroup, np.ndarray]:
+  """The group generated by permutations of ``range(m)``.
+
+  Args:
+    generators: each a permutation ``p`` of ``range(m)``, acting on points by ``i -> p[i]``.
+    name: the group's name.
+    max_order: refuse to enumerate larger groups.
+
+  Returns:
+    ``(group, perms)`` with ``perms[g]`` the permutation of element g (``perms[0]`` the
+    identity). Products compose as maps: ``perms[table[a, b]] = perms[a][perms[b]]``,
+    i.e. ``(a b)(i) = a(b(i))``.
+  """
+  gens = [np.asarray(p, dtype=np.int64) for p in generators]
+  if not gens:
+    raise ValueError("need at least one generator")
+  m = gens[0].size
+  for p in gens:
+    if p.ndim != 1 or p.size != m or not np.array_equal(np.sort(p), np.arange(m)):
+      raise ValueError(f"generator {p.tolist()} is not a permutation of range({m})")
+  elems = [np.arange(m)]
+  seen = {elems[0].tobytes(): 0}
+  frontier = [0]
+  while frontier:
+    a = frontier.pop(0)
+    for p in gens:
+      q = elems[a][p]      # compose: first p... any generating product reaches all elements
+      key = q.tobytes()
+      if key not in seen:
+        if len(elems) >= max_order:
+          raise ValueError(f"the generated group has more than {max_order} elements")
+        seen[key] = len(elems)
+        elems.append(q)
+        frontier.append(seen[key])
+  perms = np.stack(elems)
+  n = len(elems)
+  table = np.empty((n, n), np.int32)
+  for a, b in itertools.product(range(n), range(n)):
+    table[a, b] = seen[perms[a][perms[b]].tobytes()]
+  names = ["e"] + [f"p{i}" for i in range(1, n)]
+  return from_cayley_table(table, names, name=name), perms.astype(np.int32)
+
+
+def symmetric(m: int) -> tuple[FiniteGroup, np.ndarray]:
+  """S_m permuting m points, generated by a transposition and an m-cycle."""
+  if m < 1:
+    raise ValueError(f"S_m needs m >= 1, got {m}")
+  if m == 1:
+    return from_permutations([[0]], name="S1")
+  swap = np.arange(m)
+  swap[[0, 1]] = [1, 0]
+  cycle = np.roll(np.arange(m), -1)
+  return from_permutations([swap, cycle], name=f"S{m}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Subgroup:
+  """A subgroup H of G with its left cosets G/H.
+
+  Attributes:
+    group: the ambient group G.
+    elements: sorted indices in G of H's elements (0 first).
+    name: readable name.
+    representatives: ``int32 [|G/H|]``, one element g per left coset gH, the smallest
+      index of the coset, so the coset of the identity (H itself) comes first.
+    coset_of: ``int32 [|G|]``, ``coset_of[g]`` is the index of the coset gH.
+  """
+
+  group: FiniteGroup
+  elements: tuple[int, ...]
+  name: str
+  representatives: np.ndarray
+  coset_of: np.ndarray
+
+  @classmethod
+  def of(cls, group: FiniteGroup, elements: Sequence[int], name: str | None = None):
+    elements = sorted({int(e) for e in elements})
+    if not elements or any(e < 0 or e >= group.order for e in elements):
+      raise ValueError(f"subgroup elements must be indices in [0, {group.order}), got {elements}")
+    es = set(elements)
+    if 0 not in es:
+      raise GroupAxiomError(f"not a subgroup: {elements} does not contain the identity 0")
+    for a in elements:
+      if int(group.inverse[a]) not in es:
+        raise GroupAxiomError(f"not a subgroup: the inverse of {a} ({group.inverse[a]}) is missing")
+      for b in elements:
+        if int(group.table[a, b]) not in es:
+          raise GroupAxiomError(
+              f"not a subgroup: {a}*{b} = {group.table[a, b]} is not in {elements}")
+    coset_of = -np.ones(group.order, np.int32)
+    reps = []
+    for g in range(group.order):
+      if coset_of[g] < 0:
+        members = group.table[g, elements]
+        coset_of[members] = len(reps)
+        reps.append(g)
+    if name is None:
+      name = "{" + ", ".join(group.element_names[e] for e in elements) + "}"
+    return cls(group, tuple(elements), name, np.asarray(reps, np.int32), coset_of)
+
+  @property
+  def order(self) -> int:
+    return len(self.elements)
+
+  @property
+  def index(self) -> int:
+    """[G : H], the number of left cosets."""
+    return len(self.representatives)
+
+  def __hash__(self):
+    return hash((self.group, self.elements))
+
+  def __eq__(self, other):
+    return isinstance(other, Subgroup) and (self.group, self.elements) == (other.group, other.elements)
+
+  def coset_permutations(self) -> np.ndarray:
+    """``int32 [|G|, |G/H|]``: row k is the action of k on maps s: G/H -> Z.
+
+    ``(k.s)(gH) = s(k^-1 g H)``, so ``(k.s)[c] = s[perm[k, c]]`` with
+    ``perm[k, c] = coset_of[table[k^-1, rep[c]]]``.
+    """
+    g = self.group
+    return self.coset_of[g.table[g.inverse][:, self.representatives]]

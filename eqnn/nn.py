@@ -1,0 +1,303 @@
+"""Flax modules that own parameters and call eqnn's pure functions.
+
+Layouts follow the paper's stacking: a hidden feature map is ``[B, H, W, |G| * C]`` with
+group-major channel blocks, G acting by :class:`eqnn.actions.ChannelBlocks` (for C4 a cyclic
+shift of the blocks, pixels untouched). So:
+
+* :class:`LiftConv` equivarifies a conv over the *input* action (e.g. rotations):
+  block g of the output is ``conv(g^-1 . x)``.
+* :class:`GroupConv` equivarifies a standard conv on the stack over the block action:
+  block g is ``conv(g^-1 . y)``.
+* :class:`GroupDense` equivarifies a dense layer on the flattened stack: ``[B, |G|, out]``.
+
+Each has two implementations that compute the same function (tests check it):
+``"vmap"`` lifts the plain layer with ``nn.vmap`` over the group (the copies in the batch
+axis, one shared parameter set); ``"expanded"`` does one conv or matmul with |G|-fold
+output channels whose weights are the block-permuted filters (as group-conv libraries
+do), which is faster on CPU. Any per-channel op (ReLU, pooling of any size) commutes with
+the block action, so it may sit anywhere between these layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eqnn import actions as actions_lib
+from eqnn import lift as lift_lib
+from eqnn.groups import FiniteGroup
+
+IMPLS = ("expanded", "vmap")
+
+
+def _check_impl(impl):
+  if impl not in IMPLS:
+    raise ValueError(f"unknown implementation {impl!r}; choose one of {IMPLS}")
+
+
+class Equivarified(nn.Module):
+  """Any Flax module ``inner`` lifted over ``action``: output ``[|G|, ...]``, ``F(g^-1 . x)``.
+
+  One set of parameters is shared by all group elements (``nn.vmap`` with
+  ``variable_axes={'params': None}``), so ``project(out) == inner(x)`` with the same params.
+  """
+
+  inner: nn.Module
+  action: actions_lib.Action
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.asarray(x)
+    self.action.validate(x)
+    inv = jnp.asarray(self.action.group.inverse)
+    moved = jax.vmap(lambda g: self.action._apply(g, x))(inv)  # pylint: disable=protected-access
+    shared = nn.vmap(lambda mdl, y: mdl(y), variable_axes={"params": None},
+                     split_rngs={"params": False}, in_axes=0, out_axes=0)
+    return shared(self.inner, moved)
+
+
+def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axis: int):
+  """Expanded weights of a layer lifted over the block action.
+
+  ``kernel`` has ``|G| * C_in`` entries on ``in_axis`` (the stacked input) and ``C_out`` on
+  ``out_axis``. Returns the kernel with ``|G| * C_out`` on ``out_axis`` whose block
+  ``(i, g)`` is the kernel's input block ``table[g^-1, i]``: output block g then equals the
+  plain layer applied to ``g^-1 . y``, because ``(g^-1 . y)`` block j is y block ``g j``.
+  """
+  n = group.order
+  in_axis %= kernel.ndim
+  out_axis %= kernel.ndim
+  k = jnp.moveaxis(kernel, (in_axis, out_axis), (-2, -1))
+  cin = k.shape[-2] // n
+  blocks = k.reshape(k.shape[:-2] + (n, cin, k.shape[-1]))           # [..., j, c, o]
+  idx = jnp.asarray(group.table[group.inverse].T)                     # [i, g] -> g^-1 i
+  e = jnp.take(blocks, idx, axis=-3)                                  # [..., i, g, c, o]
+  e = jnp.moveaxis(e, -3, -2)                                         # [..., i, c, g, o]
+  e = e.reshape(k.shape[:-2] + (n * cin, n * k.shape[-1]))
+  return jnp.moveaxis(e, (-2, -1), (in_axis, out_axis))
+
+
+def _stack_blocks(copies):
+  """``[|G|, B, ..., C]`` -> ``[B, ..., |G| * C]`` (group-major channel blocks)."""
+  moved = jnp.moveaxis(copies, 0, -2)
+  return moved.reshape(moved.shape[:-2] + (-1,))
+
+
+def _unstack_blocks(y, n):
+  """``[B, ..., |G| * C]`` -> ``[|G|, B, ..., C]``."""
+  blocks = y.reshape(y.shape[:-1] + (n, y.shape[-1] // n))
+  return jnp.moveaxis(blocks, -2, 0)
+
+
+class _Conv(nn.Module):
+  """A plain 2-D conv; the shared layer inside the lifted ones."""
+
+  features: int
+  kernel_size: int
+  padding: str
+  use_bias: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, expand: Callable | None = None, groups: int = 1):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1] // groups, self.features), jnp.float32)
+    if expand is not None:
+      kernel = expand(kernel)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + jnp.tile(bias, y.shape[-1] // self.features).astype(self.dtype)
+    return y
+
+
+class LiftConv(nn.Module):
+  """The input lift of a conv: ``[B, H, W, C_in] -> [B, H, W, |G| * features]``.
+
+  Block g is ``conv(g^-1 . x)`` where ``action`` moves the pixels (rotations need square
+  images). Both implementations build the |G| transformed copies of the input; "expanded"
+  stacks them on the channel axis and runs one grouped conv, "vmap" runs the conv on each.
+  """
+
+  action: actions_lib.ImageAction
+  features: int
+  kernel_size: int = 3
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str = "expanded"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    _check_impl(self.impl)
+    x = jnp.asarray(x)
+    self.action.validate(x)
+    n = self.action.group.order
+    copies = jax.vmap(lambda g: self.action._apply(g, x))(  # pylint: disable=protected-access
+        jnp.asarray(self.action.group.inverse))              # [G, B, H, W, C]
+    conv = _Conv(self.features, self.kernel_size, self.padding, self.use_bias, self.dtype,
+                 name="conv")
+    if self.impl == "vmap":
+      out = nn.vmap(lambda m, y: m(y), variable_axes={"params": None},
+                    split_rngs={"params": False})(conv, copies)
+      return _stack_blocks(out)
+    # One grouped conv: input block g only feeds output block g, with the same kernel.
+    return conv(_stack_blocks(copies), expand=lambda k: jnp.tile(k, (1, 1, 1, n)), groups=n)
+
+
+class GroupConv(nn.Module):
+  """A standard conv on the stack, lifted over the block action:
+  ``[B, H, W, |G| * C_in] -> [B, H, W, |G| * features]``, block g = ``conv(g^-1 . y)``."""
+
+  group: FiniteGroup
+  features: int
+  kernel_size: int = 3
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str = "expanded"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, y):
+    _check_impl(self.impl)
+    action = actions_lib.ChannelBlocks(self.group)
+    action.validate(y)
+    conv = _Conv(self.features, self.kernel_size, self.padding, self.use_bias, self.dtype,
+                 name="conv")
+    if self.impl == "vmap":
+      copies = jax.vmap(lambda g: action._apply(g, y))(  # pylint: disable=protected-access
+          jnp.asarray(self.group.inverse))
+      out = nn.vmap(lambda m, z: m(z), variable_axes={"params": None},
+                    split_rngs={"params": False})(conv, copies)
+      return _stack_blocks(out)
+    return conv(y, expand=lambda k: block_circulant(k, self.group, 2, 3))
+
+
+class GroupDense(nn.Module):
+  """A dense layer on the flattened stack, lifted over the block action.
+
+  ``[B, ..., |G| * C] -> [B, |G|, features]``: slot g is ``dense(flatten(g^-1 . y))``.
+  """
+
+  group: FiniteGroup
+  features: int
+  use_bias: bool = True
+  impl: str = "expanded"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, y):
+    _check_impl(self.impl)
+    n = self.group.order
+    actions_lib.ChannelBlocks(self.group).validate(y)
+    b = y.shape[0]
+    spatial = int(np.prod(y.shape[1:-1]))
+    c = y.shape[-1] // n
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (spatial * n * c, self.features), jnp.float32)
+    # [B, S, G*C]: the flattening keeps the block axis, so the action stays a block permutation.
+    y = y.reshape(b, spatial, n * c).astype(self.dtype)
+    k4 = kernel.reshape(spatial, n * c, self.features)
+    if self.impl == "vmap":
+      action = actions_lib.ChannelBlocks(self.group)
+      copies = jax.vmap(lambda g: action._apply(g, y))(  # pylint: disable=protected-access
+          jnp.asarray(self.group.inverse))               # [G, B, S, G*C]
+      out = jnp.einsum("gbsc,sco->bgo", copies, k4.astype(self.dtype))
+    else:
+      e = block_circulant(k4, self.group, 1, 2)                           # [S, G*C, G*F]
+      out = (y.reshape(b, -1) @ e.reshape(-1, n * self.features).astype(self.dtype))
+      out = out.reshape(b, n, self.features)
+    if self.use_bias:
+      out = out + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return out
+
+
+def max_pool(x, window: int):
+  """Per-channel max pooling (window = stride); commutes with the block action."""
+  if window <= 1:
+    return x
+  return nn.max_pool(x, (window, window), strides=(window, window), padding="VALID")
+
+
+class LiftedCNN(nn.Module):
+  """The paper's Figure 3 network, for any group acting on square images.
+
+  ``LiftConv`` (conv1 on the |G| transformed copies, stacked on channels), then
+  ``GroupConv`` layers on the stack, then the equivarified head ``dense . pool . conv``:
+  a :class:`GroupDense` whose |G| outputs go through the rest of the MLP with shared
+  weights (the lift of the composite head), giving ``[B, |G| * num_classes]`` logits,
+  slot ``g * num_classes + m`` meaning "digit m seen at group element g".
+
+  Attributes:
+    action: how G acts on input images.
+    conv_features: filters per group element of each conv (the first is the input lift).
+    pools: max-pool window after each conv (1: none); pooling commutes with the group.
+    dense_features: hidden widths of the head (the first is lifted over the stack).
+    num_classes: classes per group element.
+  """
+
+  action: actions_lib.ImageAction
+  conv_features: Sequence[int] = (16, 32, 32)
+  pools: Sequence[int] = (2, 2, 1)
+  dense_features: Sequence[int] = (128,)
+  num_classes: int = 10
+  kernel_size: int = 3
+  impl: str = "expanded"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if len(self.pools) != len(self.conv_features):
+      raise ValueError(f"need one pool window per conv: {len(self.pools)} pools for "
+                       f"{len(self.conv_features)} convs")
+    group = self.action.group
+    y = LiftConv(self.action, self.conv_features[0], self.kernel_size, impl=self.impl,
+                 dtype=self.dtype)(x)
+    y = max_pool(nn.relu(y), self.pools[0])
+    for feats, pool in zip(self.conv_features[1:], self.pools[1:]):
+      y = GroupConv(group, feats, self.kernel_size, impl=self.impl, dtype=self.dtype)(y)
+      y = max_pool(nn.relu(y), pool)
+    widths = list(self.dense_features) + [self.num_classes]
+    h = GroupDense(group, widths[0], impl=self.impl, dtype=self.dtype)(y)   # [B, G, w0]
+    for w in widths[1:]:
+      h = nn.Dense(w, dtype=self.dtype)(nn.relu(h))                          # shared over G
+    return h.reshape(h.shape[0], -1).astype(jnp.float32)
+
+
+class PlainCNN(nn.Module):
+  """The same network before equivarification: ``[B, H, W, C] -> [B, num_classes]``."""
+
+  conv_features: Sequence[int] = (16, 32, 32)
+  pools: Sequence[int] = (2, 2, 1)
+  dense_features: Sequence[int] = (128,)
+  num_classes: int = 10
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = x.astype(self.dtype)
+    for feats, pool in zip(self.conv_features, self.pools):
+      y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype)(y)
+      y = max_pool(nn.relu(y), pool)
+    y = y.reshape(y.shape[0], -1)
+    for w in self.dense_features:
+      y = nn.relu(nn.Dense(w, dtype=self.dtype)(y))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(y).astype(jnp.float32)
+
+
+def group_logits(logits: jax.Array, group_order: int) -> jax.Array:
+  """``[B, |G| * K] -> [B, |G|, K]``: the joint logits with the group axis explicit."""
+  return logits.reshape(logits.shape[0], group_order, -1)
+
+
+def invariant_logits(logits: jax.Array, group_order: int, reduce: str = "logsumexp"):
+  """``[B, K]`` class scores that forget the group element (exactly G-invariant)."""
+  return lift_lib.invariant(group_logits(logits, group_order), reduce, axis=1)

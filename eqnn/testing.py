@@ -1,0 +1,120 @@
+"""Equivariance and invariance checks for anyone's models, and hypothesis strategies.
+
+    f(g . x) = g' . f(x)     equivariant: the output moves with the input (out_action)
+    f(g . x) = f(x)          invariant: the output does not move (out_action trivial)
+
+Both are measured, never assumed: :func:`equivariance_error` returns the worst absolute
+error and the error relative to the size of ``f(x)``, over every group element or the
+ones given. Actions that permute entries (all of eqnn's) are exact, so float32 errors at
+rounding level (~1e-6 relative) mean "equivariant"; anything larger is a real violation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eqnn.actions import Action, TrivialAction
+from eqnn.groups import FiniteGroup
+
+
+@dataclasses.dataclass(frozen=True)
+class Error:
+  """Worst-case error over the group elements checked.
+
+  Attributes:
+    max_abs: ``max_g max |f(g.x) - g'.f(x)|`` over all output entries.
+    max_rel: ``max_abs / max |f(x)|`` (0 if f(x) is all zeros and so is the error).
+    per_element: ``max_abs`` for each checked element, in the order of ``elements``.
+    elements: the group element indices checked.
+  """
+
+  max_abs: float
+  max_rel: float
+  per_element: tuple[float, ...]
+  elements: tuple[int, ...]
+
+
+def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
+                       elements: Sequence[int] | None = None) -> Error:
+  """How far ``f`` is from ``f(g . x) = g' . f(x)``; g' is g acting through ``out_action``.
+
+  ``f`` may return any pytree; ``out_action`` acts on every leaf. ``in_action`` and
+  ``out_action`` must be actions of the same group (e.g. rotations of images in,
+  :func:`eqnn.actions.regular` on the group axis out).
+  """
+  if in_action.group != out_action.group:
+    raise ValueError(f"input action is of {in_action.group.name}, output action of {out_action.group.name}")
+  group = in_action.group
+  elements = tuple(range(group.order)) if elements is None else tuple(int(g) for g in elements)
+  for g in elements:
+    if not 0 <= g < group.order:
+      raise ValueError(f"element {g} is out of range for {group.name} (order {group.order})")
+  x = jnp.asarray(x)
+  in_action.validate(x)
+  fx = f(x)
+
+  def errors(g):
+    lhs = f(in_action._apply(g, x))  # pylint: disable=protected-access
+    rhs = jax.tree.map(lambda leaf: out_action(g, leaf), fx)
+    diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), lhs, rhs)
+    return jnp.max(jnp.stack(jax.tree.leaves(diffs)))
+
+  per = np.asarray(jax.jit(jax.vmap(errors))(jnp.asarray(elements)))
+  scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(fx))
+  max_abs = float(per.max())
+  max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+  return Error(max_abs, max_rel, tuple(float(e) for e in per), elements)
+
+
+def invariance_error(f: Callable, in_action: Action, x,
+                     elements: Sequence[int] | None = None) -> Error:
+  """How far ``f`` is from ``f(g . x) = f(x)``."""
+  return equivariance_error(f, in_action, TrivialAction(in_action.group), x, elements)
+
+
+def assert_equivariant(f: Callable, in_action: Action, out_action: Action, x,
+                       atol: float = 1e-5, rtol: float = 1e-5,
+                       elements: Sequence[int] | None = None) -> Error:
+  """Raises AssertionError naming the worst group element unless f is equivariant on x.
+
+  Passes when ``max_abs <= atol + rtol * max|f(x)|``. The defaults fit float32 and exact
+  (permutation) actions; loosen them only with a reason.
+  """
+  err = equivariance_error(f, in_action, out_action, x, elements)
+  scale = err.max_abs / err.max_rel if err.max_rel not in (0.0, float("inf")) else 0.0
+  if err.max_abs > atol + rtol * scale:
+    worst = err.elements[int(np.argmax(err.per_element))]
+    name = in_action.group.element_names[worst]
+    raise AssertionError(
+        f"not equivariant: max |f(g.x) - g'.f(x)| = {err.max_abs:.3g} "
+        f"(relative {err.max_rel:.3g}) at g = {name}; tolerance atol={atol}, rtol={rtol}")
+  return err
+
+
+def assert_invariant(f: Callable, in_action: Action, x, atol: float = 1e-5,
+                     rtol: float = 1e-5, elements: Sequence[int] | None = None) -> Error:
+  """Raises AssertionError unless ``f(g . x) = f(x)`` within tolerance."""
+  return assert_equivariant(f, in_action, TrivialAction(in_action.group), x, atol, rtol,
+                            elements)
+
+
+# --- hypothesis strategies -------------------------------------------------------------
+
+def group_elements(group: FiniteGroup, include_identity: bool = True):
+  """A hypothesis strategy drawing element indices of ``group`` (shrinks towards e)."""
+  from hypothesis import strategies as st  # hypothesis is a test-time dependency
+  lo = 0 if include_identity else 1
+  if lo >= group.order:
+    raise ValueError(f"{group.name} has no non-identity elements")
+  return st.integers(min_value=lo, max_value=group.order - 1)
+
+
+def element_pairs(group: FiniteGroup):
+  """A strategy drawing pairs ``(g, h)`` of element indices."""
+  from hypothesis import strategies as st
+  return st.tuples(group_elements(group), group_elements(group))

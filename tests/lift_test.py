@@ -1,0 +1,233 @@
+"""The lift: equivariance and p . F_hat = F as properties over groups, elements and inputs.
+
+Every action is an exact permutation, so tolerances are float32 rounding (1e-5).
+"""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import eqnn
+from eqnn import actions, groups, testing
+from eqnn import nn as enn
+
+S3, S3_PERMS = groups.symmetric(3)
+SEEDS = st.integers(0, 2**31 - 1)
+
+
+def _mlp(shape, seed=1, width=16, out=5):
+  """A non-linear MLP on the flattened input (not equivariant to anything)."""
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  w1 = jax.random.normal(k1, (int(np.prod(shape)), width)) / 4
+  w2 = jax.random.normal(k2, (width, out))
+  return lambda x: jnp.tanh(x.reshape(-1) @ w1) @ w2
+
+
+class _ConvNet(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (3, 3))(x))
+    x = nn.max_pool(x, (2, 2), (2, 2))
+    return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def _convnet(shape, seed=1):
+  model = _ConvNet()
+  params = model.init(jax.random.key(seed), jnp.zeros(shape))
+  return lambda x: model.apply(params, x)
+
+
+# (name, input action, input shape, F): C2, C4, D4, a product, S3 on points; MLP and conv net.
+CASES = [
+    ("C2-mlp", actions.rotations(2), (4, 4, 1), _mlp),
+    ("C4-mlp", actions.rotations(), (5, 5, 2), _mlp),
+    ("C4-conv", actions.rotations(), (2, 6, 6, 1), _convnet),
+    ("D4-mlp", actions.rotations_reflections(), (4, 4, 1), _mlp),
+    ("D4-conv", actions.rotations_reflections(), (2, 6, 6, 1), _convnet),
+    ("C2xC3-conv", actions.translations(2, 3), (2, 2, 3, 1), _convnet),
+    ("S3-points-mlp", actions.permute_points(S3, S3_PERMS), (3, 2), _mlp),
+]
+# Build F and the jitted lift once, at import, so examples reuse one compilation.
+LIFTED = {name: (act, shape, f, jax.jit(eqnn.equivarify(f, act)))
+          for name, act, shape, make in CASES for f in [make(shape)]}
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize("name", IDS)
+@given(data=st.data(), seed=SEEDS)
+def test_lift_is_equivariant(name, data, seed):
+  act, shape, _, f_hat = LIFTED[name]
+  g = data.draw(testing.group_elements(act.group), label="g")
+  x = jax.random.normal(jax.random.key(seed), shape)
+  lhs = f_hat(act(g, x))
+  rhs = actions.regular(act.group)(g, f_hat(x))
+  np.testing.assert_allclose(lhs, rhs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", IDS)
+@given(seed=SEEDS)
+def test_projection_gives_back_f(name, seed):
+  act, shape, f, f_hat = LIFTED[name]
+  x = jax.random.normal(jax.random.key(seed), shape)
+  s = f_hat(x)
+  assert s.shape[0] == act.group.order
+  np.testing.assert_allclose(eqnn.project(s), f(x), atol=1e-5, rtol=1e-5)
+  # Slot g holds F(g^-1 x): the paper's formula, element by element.
+  for g in range(act.group.order):
+    np.testing.assert_allclose(s[g], f(act(act.group.inv(g), x)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_unlifted_f_is_neither_invariant_nor_equivariant(name):
+  # Negative control: the same checks that pass for the lift fail for F itself.
+  act, shape, f, _ = LIFTED[name]
+  x = jax.random.normal(jax.random.key(3), shape)
+  with pytest.raises(AssertionError, match="not equivariant"):
+    testing.assert_invariant(f, act, x)
+
+
+def test_c4_lift_formula_and_shift():
+  act = actions.rotations()
+  f = _mlp((4, 4, 1))
+  x = jax.random.normal(jax.random.key(0), (4, 4, 1))
+  s = eqnn.equivarify(f, act)(x)
+  rot = lambda k: jnp.rot90(x, k, axes=(0, 1))
+  # F_hat(x) = (F(x), F(g^-1 x), F(g^-2 x), F(g^-3 x)), g counter-clockwise.
+  for k in range(4):
+    np.testing.assert_allclose(s[k], f(rot(-k)), atol=1e-6)
+  # F_hat(g x) = (z3, z0, z1, z2).
+  np.testing.assert_allclose(eqnn.equivarify(f, act)(rot(1)), s[jnp.array([3, 0, 1, 2])],
+                             atol=1e-5)
+
+
+def test_swapping_g_and_inverse_fails_on_d4():
+  # Negative control 1: a lift that uses F(g . x) instead of F(g^-1 . x).
+  act = actions.rotations_reflections()
+  d4 = act.group
+  f = _mlp((4, 4, 1))
+  wrong = lambda x: jax.vmap(lambda g: f(act(g, x)))(jnp.arange(8))
+  x = jax.random.normal(jax.random.key(0), (4, 4, 1))
+  with pytest.raises(AssertionError, match="not equivariant"):
+    testing.assert_equivariant(wrong, act, actions.regular(d4), x)
+  # Negative control 2: the right lift, but G acting on it by s(g h^-1) instead of s(h^-1 g).
+  # On an abelian group the two coincide, so only D4 can catch it.
+  right_mult = lambda grp: actions.TableAction(grp, grp.table[:, grp.inverse].T, 0, 1)
+  f_hat = eqnn.equivarify(f, act)
+  testing.assert_equivariant(f_hat, act, actions.regular(d4), x)
+  with pytest.raises(AssertionError, match="not equivariant"):
+    testing.assert_equivariant(f_hat, act, right_mult(d4), x)
+  c4 = actions.rotations()
+  testing.assert_equivariant(eqnn.equivarify(f, c4), c4, right_mult(c4.group), x)
+
+
+def test_pytree_valued_f():
+  act = actions.rotations_reflections()
+  mlp = _mlp((4, 4, 1))
+  f = lambda x: {"a": mlp(x), "b": (jnp.sum(x[0]), x[1:3, 0])}
+  f_hat = eqnn.equivarify(f, act)
+  x = jax.random.normal(jax.random.key(0), (4, 4, 1))
+  out = f_hat(x)
+  assert out["a"].shape == (8, 5) and out["b"][0].shape == (8,) and out["b"][1].shape == (8, 2, 1)
+  testing.assert_equivariant(f_hat, act, actions.regular(act.group), x)
+  chex.assert_trees_all_close(eqnn.project(out), f(x), atol=1e-6)
+
+
+def test_extra_arguments_pass_through():
+  model = _ConvNet()
+  act = actions.rotations()
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
+  params = model.init(jax.random.key(1), x)
+  f_hat = eqnn.equivarify(model.apply, act, argnum=1)
+  out = f_hat(params, x)
+  np.testing.assert_allclose(out[0], model.apply(params, x), atol=1e-6)
+  with pytest.raises(ValueError, match="positional argument 1"):
+    f_hat(x)
+
+
+def test_lift_compiles_once_per_shape():
+  act = actions.rotations()
+  calls = []
+
+  def f(x):
+    calls.append(x.shape)
+    return jnp.sum(x * x, axis=(-3, -2, -1))
+
+  f_hat = jax.jit(chex.assert_max_traces(eqnn.equivarify(f, act), n=2))
+  for seed in range(3):
+    f_hat(jax.random.normal(jax.random.key(seed), (2, 4, 4, 1)))
+  f_hat(jnp.zeros((3, 4, 4, 1)))
+  assert len(calls) == 2          # one trace of F per input shape, not one per group element
+
+
+def test_flax_module_shares_one_parameter_set():
+  act = actions.rotations_reflections()
+  inner = _ConvNet()
+  lifted = enn.Equivarified(inner, act)
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
+  params = lifted.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, params["params"]["inner"]) == jax.tree.map(
+      jnp.shape, inner.init(jax.random.key(1), x)["params"])
+  out = lifted.apply(params, x)
+  np.testing.assert_allclose(eqnn.project(out), inner.apply({"params": params["params"]["inner"]}, x),
+                             atol=1e-6)
+  testing.assert_equivariant(lambda x: lifted.apply(params, x), act, actions.regular(act.group), x)
+
+
+@pytest.mark.parametrize("reduce", ["max", "mean", "sum", "logsumexp"])
+def test_invariant_readouts(reduce):
+  act = actions.rotations_reflections()
+  f_hat = eqnn.equivarify(_mlp((4, 4, 1)), act)
+  x = jax.random.normal(jax.random.key(0), (4, 4, 1))
+  testing.assert_invariant(lambda x: eqnn.invariant(f_hat(x), reduce), act, x)
+  with pytest.raises(AssertionError):   # the lift itself is equivariant, not invariant
+    testing.assert_invariant(f_hat, act, x)
+
+
+def test_unknown_readout_is_refused():
+  with pytest.raises(ValueError, match="unknown reduction 'median'"):
+    eqnn.invariant(jnp.zeros((4, 2)), "median")
+
+
+# --- minimal equivarification (paper appendix 5.4) ------------------------------------
+
+D4_ACT = actions.rotations_reflections()
+# {e, r^2} is normal, {e, f} is not: both must work, with left cosets.
+SUBGROUPS = {"half-turn": D4_ACT.group.subgroup([0, 2]), "flip": D4_ACT.group.subgroup([0, 4]),
+             "rotations": D4_ACT.group.subgroup([0, 1, 2, 3])}
+
+
+def _h_invariant(f, act, h):
+  """F symmetrised over H: F_H(x) = mean_h F(h x), exactly H-invariant."""
+  return lambda x: jnp.mean(jnp.stack([f(act(e, x)) for e in h.elements]), axis=0)
+
+
+@pytest.mark.parametrize("hname", list(SUBGROUPS))
+@given(g=st.integers(0, 7), seed=SEEDS)
+def test_minimal_lift_is_equivariant_and_factors_the_full_lift(hname, g, seed):
+  h = SUBGROUPS[hname]
+  f = _h_invariant(_mlp((4, 4, 1)), D4_ACT, h)
+  x = jax.random.normal(jax.random.key(seed), (4, 4, 1))
+  f_min = eqnn.equivarify_minimal(f, D4_ACT, h)
+  s_min = f_min(x)
+  assert s_min.shape == (h.index, 5)
+  np.testing.assert_allclose(f_min(D4_ACT(g, x)), actions.on_cosets(h)(g, s_min),
+                             atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(eqnn.expand_minimal(s_min, h), eqnn.equivarify(f, D4_ACT)(x),
+                             atol=1e-5, rtol=1e-5)
+
+
+def test_minimal_lift_needs_h_invariance():
+  h = SUBGROUPS["flip"]
+  f = _mlp((4, 4, 1))                                   # not flip-invariant
+  x = jax.random.normal(jax.random.key(0), (4, 4, 1))
+  assert testing.invariance_error(f, D4_ACT, x, elements=h.elements).max_rel > 1e-2
+  f_min = eqnn.equivarify_minimal(f, D4_ACT, h)
+  with pytest.raises(AssertionError, match="not equivariant"):
+    testing.assert_equivariant(f_min, D4_ACT, actions.on_cosets(h), x)
+  with pytest.raises(ValueError, match="subgroup lives in C4"):
+    eqnn.equivarify_minimal(f, D4_ACT, groups.cyclic(4).subgroup([0, 2]))
