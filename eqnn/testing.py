@@ -57,14 +57,18 @@ def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
   x = jnp.asarray(x)
   in_action.validate(x)
   fx = f(x)
+  if jax.tree.structure(fx).num_leaves == 0:
+    raise ValueError("f returned no arrays to compare")
 
-  def errors(g):
-    lhs = f(in_action._apply(g, x))  # pylint: disable=protected-access
-    rhs = jax.tree.map(lambda leaf: out_action(g, leaf), fx)
-    diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), lhs, rhs)
-    return jnp.max(jnp.stack(jax.tree.leaves(diffs)))
-
-  per = np.asarray(jax.jit(jax.vmap(errors))(jnp.asarray(elements)))
+  # A loop, not a jit of a vmap: the caller's f is usually jitted already, and a fresh jit
+  # here would recompile for every new closure.
+  per = []
+  for g in elements:
+    lhs = f(in_action(g, x))
+    rhs = jax.tree.map(lambda leaf, g=g: out_action(g, leaf), fx)
+    diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), lhs, rhs)
+    per.append(max(jax.tree.leaves(diffs)))
+  per = np.asarray(per)
   scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(fx))
   max_abs = float(per.max())
   max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
