@@ -1,0 +1,175 @@
+"""Image classification data for the experiments, and the equivariant label encoding.
+
+MNIST comes from the four original IDX files (no TensorFlow), verified by sha256 against
+the sums tensorflow-datasets registers; any other tensorflow-datasets image classification
+dataset comes through ``tfds.data_source``. Everything is returned as numpy arrays
+``uint8 [N, H, W, C]`` and ``int32 [N]`` and scaled to [0, 1] exactly once (:func:`to_float`).
+
+Equivariant labels (the lift's convention, eqnn/lift.py): for an image ``x' = g . x`` of
+digit m, the lifted network's slot g holds ``F(g^-1 . x') = F(x)``, the upright view, so
+the target is slot ``g * K + m`` of the ``[|G| * K]`` joint logits (block g, class m).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eqnn import actions as actions_lib
+
+# name -> (file, sha256), as registered by tensorflow-datasets' mnist builder.
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz",
+                     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    "train_labels": ("train-labels-idx1-ubyte.gz",
+                     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    "test_images": ("t10k-images-idx3-ubyte.gz",
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz",
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+}
+_IDX_MAGIC = {3: 2051, 1: 2049}   # ndim -> magic number
+
+
+class DataError(ValueError):
+  """A missing, corrupt or unusable data file or dataset; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray   # uint8 [N, H, W, C]
+  labels: np.ndarray   # int32 [N]
+
+  def __post_init__(self):
+    if self.images.ndim != 4 or self.labels.shape != (self.images.shape[0],):
+      raise DataError(f"images [N, H, W, C] and labels [N] expected, got "
+                      f"{self.images.shape} and {self.labels.shape}")
+
+  def take(self, n: int | None) -> "Split":
+    return self if n is None or n >= len(self.labels) else Split(self.images[:n], self.labels[:n])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: Split
+  test: Split
+  num_classes: int
+
+
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def read_idx(path: str, ndim: int) -> np.ndarray:
+  """An IDX file (gzip or not) as a uint8 array; checks the magic number and the size."""
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot be read ({e}); replace it with an intact copy") from e
+  header = 4 * (1 + ndim)
+  if len(data) < header:
+    raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
+  magic, *dims = np.frombuffer(data[:header], ">u4").tolist()
+  if magic != _IDX_MAGIC[ndim]:
+    raise DataError(f"{path}: IDX magic {magic}, expected {_IDX_MAGIC[ndim]} for a "
+                    f"{ndim}-d array")
+  payload = np.frombuffer(data, np.uint8, offset=header)
+  if payload.size != int(np.prod(dims)):
+    raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but the "
+                    f"payload has {payload.size}; the file is truncated or corrupt")
+  return payload.reshape(dims)
+
+
+def load_mnist(data_dir: str, verify: bool = True) -> Dataset:
+  """MNIST from the four original IDX files in ``data_dir``, checked by sha256."""
+  arrays = {}
+  for key, (fname, digest) in MNIST_FILES.items():
+    path = os.path.join(data_dir, fname)
+    if not os.path.exists(path):
+      raise DataError(
+          f"MNIST file {fname} is missing from {os.path.abspath(data_dir)}. Put the four "
+          f"original files ({', '.join(f for f, _ in MNIST_FILES.values())}) there, or point "
+          f"--config.data_dir at the folder that holds them.")
+    if verify:
+      got = sha256(path)
+      if got != digest:
+        raise DataError(f"{path}: sha256 {got} does not match the published {digest}; the "
+                        f"file is corrupt or not the original MNIST file. Replace it.")
+    arrays[key] = read_idx(path, 3 if key.endswith("images") else 1)
+  split = lambda s: Split(arrays[f"{s}_images"][..., None], arrays[f"{s}_labels"].astype(np.int32))
+  return Dataset("mnist", split("train"), split("test"), 10)
+
+
+def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
+              image_key: str = "image", label_key: str = "label") -> Dataset:
+  """Any tensorflow-datasets image classification dataset, through ``tfds.data_source``.
+
+  Needs the dataset prepared in ``data_dir`` (or ``download=True`` on a machine that is
+  online); TensorFlow is not needed.
+  """
+  import tensorflow_datasets as tfds  # only this path needs tfds
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # tfds raises several types for unknown names
+    raise DataError(f"tensorflow-datasets has no dataset {name!r}: {e}") from e
+  try:
+    if download:
+      builder.download_and_prepare(file_format="array_record")
+    sources = {s: tfds.data_source(name, split=s, data_dir=data_dir, download=False)
+               for s in ("train", "test")}
+  except Exception as e:
+    raise DataError(
+        f"tensorflow-datasets could not provide {name!r} from data_dir={data_dir!r} "
+        f"({type(e).__name__}: {e}). Prepare it there first (on a machine that is online: "
+        f"download=True), or use the MNIST IDX files.") from e
+  splits = {}
+  for s, src in sources.items():
+    records = [src[i] for i in range(len(src))]
+    images = np.stack([np.asarray(r[image_key]) for r in records]).astype(np.uint8)
+    if images.ndim == 3:
+      images = images[..., None]
+    splits[s] = Split(images, np.asarray([r[label_key] for r in records], np.int32))
+  num_classes = builder.info.features[label_key].num_classes
+  return Dataset(name, splits["train"], splits["test"], num_classes)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 -> float32 in [0, 1]. Scaled exactly once (the authors' code scaled twice)."""
+  if images.dtype != np.uint8:
+    raise DataError(f"to_float expects raw uint8 images, got {images.dtype}: already scaled?")
+  return images.astype(np.float32) / 255.0
+
+
+def equivariant_labels(labels, elements, num_classes: int):
+  """The joint target ``g * num_classes + m`` for digit m shown at group element g."""
+  return elements * num_classes + labels
+
+
+def decode_labels(joint, num_classes: int):
+  """``(g, m)`` from a joint index ``g * num_classes + m``."""
+  return joint // num_classes, joint % num_classes
+
+
+def transform_randomly(key: jax.Array, images, action: actions_lib.Action):
+  """Each image moved by its own uniformly drawn group element.
+
+  Returns ``(g . images, g)`` with ``g: int32 [N]``.
+  """
+  images = jnp.asarray(images)
+  action.validate(images)
+  g = jax.random.randint(key, (images.shape[0],), 0, action.group.order, dtype=jnp.int32)
+  moved = jax.vmap(action._apply)(g, images)  # pylint: disable=protected-access
+  return moved, g

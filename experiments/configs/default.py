@@ -1,0 +1,71 @@
+"""The default run: a C4-equivarified CNN on MNIST, trained upright, tested rotated.
+
+Variants: ``--config=experiments/configs/default.py:smoke`` trains a shrunken model on a few
+hundred images in seconds (what the tests use). Override any field on the command line,
+e.g. ``--config.num_epochs=2``.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Data: "mnist" reads the four IDX files in data_dir; any other name goes to tfds.
+  c.dataset = "mnist"
+  c.data_dir = "../shared/data/mnist"
+  c.tfds_data_dir = ""
+  c.tfds_download = False
+  c.max_train_examples = 0        # 0: all
+  c.max_test_examples = 0
+  # Group acting on the input images: "C4" (quarter turns), "D4" (and reflections), "C2", "C1".
+  c.group = "C4"
+  c.train_transformed = False     # False: upright training images only (the paper's setting)
+  c.test_transformed = True       # test images moved by a seeded random group element
+  # Model: "lifted" (the equivarified network) or "plain" (the same CNN, not lifted).
+  c.model = "lifted"
+  c.conv_features = (16, 32, 32)
+  c.pools = (2, 2, 1)
+  c.dense_features = (128,)
+  c.kernel_size = 3
+  c.impl = "auto"
+  # Optimisation.
+  c.batch_size = 128
+  c.num_epochs = 3
+  c.learning_rate = 2e-3
+  c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
+  c.warmup_steps = 100
+  c.weight_decay = 0.0
+  c.eval_batch_size = 1000
+  c.eval_every_epochs = 1
+  # Logging and checkpoints.
+  c.log_every_steps = 20
+  c.checkpoint_every_steps = 0    # 0: at the end of every epoch only
+  c.keep_checkpoints = 2
+  c.make_figures = True
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds on a CPU: a tiny network on a few hundred images."""
+  c.conv_features = (4, 8)
+  c.pools = (2, 2)
+  c.dense_features = (16,)
+  c.max_train_examples = 512
+  c.max_test_examples = 256
+  c.batch_size = 64
+  c.num_epochs = 2
+  c.warmup_steps = 2
+  c.eval_batch_size = 128
+  c.log_every_steps = 4
+  c.make_figures = False
+  return c
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = base_config()
+  if variant == "smoke":
+    c = smoke(c)
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of the default config; use '' or 'smoke'")
+  return c

@@ -1,0 +1,35 @@
+"""The authors' own network (their V1 code), equivarified over C4 as in the paper's Figure 3.
+
+3x3 'same' convs with 80, 80 and 32 filters and ReLU (conv1 on the 4 rotated copies -> 320
+channels; conv2 on the 320-channel stack -> 320; conv3 -> 128), 4x4 max pool with stride 4
+-> 7x7x128, dense 1024 with ReLU, dense 10, lifted to 40 logits; Adam at 1e-4, batch 200.
+About 1 GMAC per image: it builds, trains and passes its equivariance test here, but a full
+training run is for an accelerator (`:short` trains on 6,000 images for a CPU figure).
+"""
+
+from experiments.configs import default
+
+
+def get_config(variant: str = ""):
+  c = default.base_config()
+  c.conv_features = (80, 80, 32)
+  c.pools = (1, 1, 4)
+  c.dense_features = (1024,)
+  c.learning_rate = 1e-4
+  c.schedule = "constant"
+  c.batch_size = 200
+  c.num_epochs = 10
+  c.eval_batch_size = 500
+  c.log_every_steps = 5
+  if variant == "short":
+    c.max_train_examples = 6000
+    c.num_epochs = 1
+  elif variant == "smoke":
+    c.max_train_examples = 400
+    c.max_test_examples = 200
+    c.num_epochs = 1
+    c.eval_batch_size = 100
+    c.make_figures = False
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r} of the paper config; use '', 'short' or 'smoke'")
+  return c

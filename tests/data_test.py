@@ -1,0 +1,118 @@
+"""Data: IDX parsing, checksums, clear errors, scaling, and the label convention."""
+
+import gzip
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eqnn
+from eqnn import actions, data
+
+MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+HAVE_MNIST = all(os.path.exists(os.path.join(MNIST_DIR, f)) for f, _ in data.MNIST_FILES.values())
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST IDX files not in {MNIST_DIR}")
+
+
+def _write_idx(path, array, magic=None, truncate=0):
+  array = np.asarray(array, np.uint8)
+  magic = magic or (2051 if array.ndim == 3 else 2049)
+  raw = np.array([magic, *array.shape], ">u4").tobytes() + array.tobytes()
+  with gzip.open(path, "wb") as f:
+    f.write(raw[:len(raw) - truncate])
+
+
+def test_read_idx_round_trip(tmp_path):
+  imgs = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+  _write_idx(tmp_path / "x.gz", imgs)
+  np.testing.assert_array_equal(data.read_idx(str(tmp_path / "x.gz"), 3), imgs)
+
+
+def test_read_idx_refuses_bad_files(tmp_path):
+  _write_idx(tmp_path / "magic.gz", np.zeros((2, 2, 2)), magic=1234)
+  with pytest.raises(data.DataError, match="IDX magic 1234, expected 2051"):
+    data.read_idx(str(tmp_path / "magic.gz"), 3)
+  _write_idx(tmp_path / "short.gz", np.zeros((2, 2, 2)), truncate=3)
+  with pytest.raises(data.DataError, match="truncated or corrupt"):
+    data.read_idx(str(tmp_path / "short.gz"), 3)
+  (tmp_path / "junk.gz").write_bytes(b"not gzip at all")
+  with pytest.raises(data.DataError, match="cannot be read"):
+    data.read_idx(str(tmp_path / "junk.gz"), 3)
+
+
+def test_missing_file_names_the_file(tmp_path):
+  with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz is missing"):
+    data.load_mnist(str(tmp_path))
+
+
+@needs_mnist
+def test_corrupt_file_fails_the_checksum(tmp_path):
+  for fname, _ in data.MNIST_FILES.values():
+    shutil.copy(os.path.join(MNIST_DIR, fname), tmp_path / fname)
+  bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+  raw = bytearray(bad.read_bytes())
+  raw[-1] ^= 0xFF
+  bad.write_bytes(bytes(raw))
+  with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: sha256 .* does not match"):
+    data.load_mnist(str(tmp_path))
+
+
+@needs_mnist
+def test_load_real_mnist():
+  ds = data.load_mnist(MNIST_DIR)
+  assert ds.train.images.shape == (60000, 28, 28, 1) and ds.train.images.dtype == np.uint8
+  assert ds.test.images.shape == (10000, 28, 28, 1)
+  assert ds.train.labels[:5].tolist() == [5, 0, 4, 1, 9]
+  assert np.bincount(ds.test.labels).tolist()[:2] == [980, 1135]
+
+
+def test_to_float_scales_once():
+  x = np.array([[0, 255]], np.uint8)[..., None, None]
+  y = data.to_float(x)
+  assert y.dtype == np.float32 and y.max() == 1.0 and y.min() == 0.0
+  with pytest.raises(data.DataError, match="already scaled"):
+    data.to_float(y)
+
+
+def test_transform_randomly_is_seeded_and_moves_each_image():
+  act = actions.rotations()
+  x = jax.random.normal(jax.random.key(0), (64, 5, 5, 1))
+  y1, g1 = data.transform_randomly(jax.random.key(1), x, act)
+  y2, g2 = data.transform_randomly(jax.random.key(1), x, act)
+  np.testing.assert_array_equal(y1, y2)
+  assert set(np.asarray(g1).tolist()) == {0, 1, 2, 3}
+  for i in range(8):
+    np.testing.assert_array_equal(y1[i], jnp.rot90(x[i], int(g1[i]), axes=(0, 1)))
+  with pytest.raises(ValueError, match="square"):
+    data.transform_randomly(jax.random.key(1), jnp.zeros((2, 5, 6, 1)), act)
+
+
+@pytest.mark.parametrize("action", [actions.rotations(), actions.rotations_reflections()],
+                         ids=["C4", "D4"])
+def test_label_slots_match_the_lift_model_free(action):
+  """An oracle F that recognises the upright images, lifted, puts each moved image's score
+  exactly in the slot the label encoding names. A label/lift order mismatch fails here."""
+  k = 10
+  upright = jax.random.uniform(jax.random.key(0), (k, 6, 6, 1))   # "digit" m is image m
+  labels = np.arange(k)
+
+  def oracle(x):   # one-hot of the upright image x equals, else zeros
+    match = jnp.all(jnp.abs(upright - x[None]) < 1e-6, axis=(1, 2, 3))
+    return match.astype(jnp.float32)
+
+  lifted = jax.vmap(eqnn.equivarify(oracle, action))                 # [N, |G|, K]
+  moved, g = data.transform_randomly(jax.random.key(1), upright, action)
+  scores = lifted(moved).reshape(k, -1)
+  want = data.equivariant_labels(labels, np.asarray(g), k)
+  np.testing.assert_array_equal(scores.argmax(-1), want)
+  assert float(scores.sum()) == k                                    # exactly one hit each
+  # The opposite convention (slot g^-1) is wrong wherever g is not an involution.
+  opposite = data.equivariant_labels(labels, action.group.inverse[np.asarray(g)], k)
+  involution = action.group.inverse[np.asarray(g)] == np.asarray(g)
+  assert np.all((scores.argmax(-1) == opposite) == involution)
+  gg, mm = data.decode_labels(want, k)
+  np.testing.assert_array_equal(gg, g)
+  np.testing.assert_array_equal(mm, labels)
