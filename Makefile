@@ -29,5 +29,19 @@ train: $(STAMP)
 	$(PY) -m experiments.mnist_rotated --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  --config.data_dir=$(DATA)
 
+# The two baselines with the default's training budget, and the authors' V1 network.
+baselines: $(STAMP)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/plain.py \
+	  --workdir=runs/plain --config.data_dir=$(DATA)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/plain.py:augmented \
+	  --workdir=runs/plain_augmented --config.data_dir=$(DATA)
+
+paper: $(STAMP)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/paper.py:short \
+	  --workdir=runs/paper_short --config.data_dir=$(DATA)
+
+bench: $(STAMP)
+	$(PY) -m experiments.bench --out=runs/bench/bench.json
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -215,11 +215,12 @@ class _Rotate:
 
 @dataclasses.dataclass(frozen=True)
 class _Roll:
-  w: int
+  w: int            # the order of the column shifts
+  step: int = 1
 
   def __call__(self, g, grid):
     i, j = divmod(g, self.w)
-    return np.roll(grid, (i, j), axis=(0, 1))
+    return np.roll(grid, (i * self.step, j * self.step), axis=(0, 1))
 
 
 def _dihedral4(g, grid):
@@ -248,11 +249,17 @@ def rotations_reflections() -> ImageAction:
   return ImageAction(groups_lib.dihedral(4), _dihedral4, what="D4 rotation/reflection")
 
 
-def translations(h: int, w: int) -> ImageAction:
-  """C_h x C_w shifting ``h x w`` images cyclically: element (i, j) rolls rows by i, columns by j."""
-  group = groups_lib.direct_product(groups_lib.cyclic(h), groups_lib.cyclic(w))
-  return ImageAction(group, _Roll(w), what=f"cyclic translations of "
-                     f"{h} x {w} images", square=False, size=(h, w))
+def translations(h: int, w: int, step: int = 1) -> ImageAction:
+  """Cyclic translations of ``h x w`` images (an image on a torus) by multiples of ``step``.
+
+  The group is ``C_(h/step) x C_(w/step)``; element (i, j) rolls rows by ``i * step`` and
+  columns by ``j * step`` pixels (with wrap-around, so it is an exact pixel permutation).
+  """
+  if step < 1 or h % step or w % step:
+    raise ValueError(f"the shift step {step} must divide the image size {h} x {w}")
+  group = groups_lib.direct_product(groups_lib.cyclic(h // step), groups_lib.cyclic(w // step))
+  return ImageAction(group, _Roll(w // step, step), what=f"cyclic translations of {h} x {w} "
+                     f"images by multiples of {step} px", square=False, size=(h, w))
 
 
 def permute_points(group: FiniteGroup, perms: np.ndarray, axis: int = -2) -> TableAction:

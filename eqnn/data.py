@@ -153,6 +153,44 @@ def to_float(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) / 255.0
 
 
+def as_inputs(x: np.ndarray) -> np.ndarray:
+  """Model inputs: raw uint8 images scaled once to [0, 1]; float data passed through."""
+  return to_float(x) if x.dtype == np.uint8 else np.asarray(x, np.float32)
+
+
+def point_sets(seed: int, n_train: int = 20000, n_test: int = 5000, n_points: int = 4,
+               radius: float = 1.0) -> Dataset:
+  """A set-structured task: ``n_points`` points in the plane, ``[N, n_points, 2]``.
+
+  The class is how many points lie within ``radius`` of the origin (0 .. n_points), a
+  property of the set; the canonical ("upright") order lists the points by increasing x,
+  so a permutation of the points is the analogue of a rotated digit.
+  """
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    pts = rng.uniform(-1.6, 1.6, size=(n, n_points, 2)).astype(np.float32)
+    pts = np.take_along_axis(pts, np.argsort(pts[..., 0], axis=1)[..., None], axis=1)
+    labels = (np.linalg.norm(pts, axis=-1) < radius).sum(-1).astype(np.int32)
+    return _PointSplit(pts, labels)
+
+  return Dataset(f"point_sets{n_points}", split(n_train), split(n_test), n_points + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PointSplit(Split):
+  """A split whose inputs are point sets ``[N, n, d]`` rather than images."""
+
+  def __post_init__(self):
+    if self.images.ndim != 3 or self.labels.shape != (self.images.shape[0],):
+      raise DataError(f"point sets [N, n, d] and labels [N] expected, got "
+                      f"{self.images.shape} and {self.labels.shape}")
+
+  def take(self, n):
+    return self if n is None or n >= len(self.labels) else _PointSplit(self.images[:n],
+                                                                          self.labels[:n])
+
+
 def equivariant_labels(labels, elements, num_classes: int):
   """The joint target ``g * num_classes + m`` for digit m shown at group element g."""
   return elements * num_classes + labels

@@ -13,7 +13,9 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -26,16 +28,27 @@ import optax
 import orbax.checkpoint as ocp
 from flax.training import train_state
 
-from eqnn import actions, data
+from eqnn import actions, data, groups
 from eqnn import nn as enn
+from experiments import parallel
 
 GROUP_ACTIONS = {
     "C1": lambda: actions.rotations(1),
     "C2": lambda: actions.rotations(2),
     "C4": lambda: actions.rotations(4),
     "D4": actions.rotations_reflections,
+    # Cyclic shifts of 28 x 28 images by multiples of 7 pixels: C4 x C4 on the torus.
+    "T4x4": lambda: actions.translations(28, 28, 7),
+    # The 24 permutations of the 4 points of a set [4, 2].
+    "S4": lambda: actions.permute_points(*groups.symmetric(4), axis=-2),
 }
 MODELS = ("lifted", "plain")
+ARCHITECTURES = ("cnn", "mlp")
+# Digits that look the same after some elements of D4 (f mirrors left-right, so f r^2
+# mirrors top-bottom): a prediction off by such an element is right "up to the digit's
+# own symmetry".
+DIGIT_SYMMETRIES = {0: ("r^2", "f", "f r^2"), 1: ("r^2", "f", "f r^2"),
+                    8: ("r^2", "f", "f r^2"), 3: ("f r^2",)}
 
 
 class ConfigError(ValueError):
@@ -48,6 +61,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{field} = {c.get(field)!r}: {msg}")
   need(c.group in GROUP_ACTIONS, "group", f"choose one of {sorted(GROUP_ACTIONS)}")
   need(c.model in MODELS, "model", f"choose one of {MODELS}")
+  need(c.architecture in ARCHITECTURES, "architecture", f"choose one of {ARCHITECTURES}")
   need(len(c.pools) == len(c.conv_features), "pools",
        f"need one pool window per conv ({len(c.conv_features)})")
   need(len(c.conv_features) >= 1, "conv_features", "need at least one conv")
@@ -74,19 +88,23 @@ class Problem:
 
 def build_problem(c: ml_collections.ConfigDict, num_classes: int) -> Problem:
   action = GROUP_ACTIONS[c.group]()
+  lifted = c.model == "lifted"
+  if c.architecture == "mlp":
+    kw = dict(features=tuple(c.mlp_features), num_classes=num_classes)
+    model = enn.LiftedMLP(action, **kw) if lifted else enn.MLP(**kw)
+    return Problem(model, action, lifted, num_classes)
   kw = dict(conv_features=tuple(c.conv_features), pools=tuple(c.pools),
             dense_features=tuple(c.dense_features), num_classes=num_classes,
             kernel_size=c.kernel_size)
-  if c.model == "lifted":
-    model = enn.LiftedCNN(action, impl=c.impl, **kw)
-  else:
-    model = enn.PlainCNN(**kw)
-  return Problem(model, action, c.model == "lifted", num_classes)
+  model = enn.LiftedCNN(action, impl=c.impl, **kw) if lifted else enn.PlainCNN(**kw)
+  return Problem(model, action, lifted, num_classes)
 
 
 def load_dataset(c: ml_collections.ConfigDict) -> data.Dataset:
   if c.dataset == "mnist":
     ds = data.load_mnist(c.data_dir)
+  elif c.dataset == "point_sets":
+    ds = data.point_sets(c.seed)
   else:
     ds = data.load_tfds(c.dataset, c.tfds_data_dir or None, download=c.tfds_download)
   return data.Dataset(ds.name, ds.train.take(c.max_train_examples or None),
@@ -123,7 +141,7 @@ def update(state, images, labels):
 
 
 def make_train_step(problem: Problem, batch_size: int, steps_per_epoch: int,
-                    transform: bool):
+                    transform: bool, batch_sharding=None):
   """A jitted step ``(state, images, labels, perm, key) -> (state, loss)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
@@ -142,6 +160,9 @@ def make_train_step(problem: Problem, batch_size: int, steps_per_epoch: int,
     i = state.step % steps_per_epoch
     idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
     x, m = images[idx], labels[idx]
+    if batch_sharding is not None:     # each device computes its slice of the batch
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+      m = jax.lax.with_sharding_constraint(m, batch_sharding)
     g = jnp.zeros_like(m)
     if transform:
       x, g = data.transform_randomly(jax.random.fold_in(key, state.step), x, problem.action)
@@ -150,18 +171,19 @@ def make_train_step(problem: Problem, batch_size: int, steps_per_epoch: int,
   return step
 
 
-def predict(problem: Problem, state, images, batch_size: int) -> np.ndarray:
-  """Logits ``[N, |G| * K]`` (or ``[N, K]``) for all images, in batches."""
+def predict(state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
+  """Logits for all ``images`` (host numpy, every process holds all), in sharded batches."""
   fwd = jax.jit(state.apply_fn)
+  sharding = parallel.batch_sharded(mesh)
   n = images.shape[0]
   out = []
   for s in range(0, n, batch_size):
     batch = images[s:s + batch_size]
     pad = batch_size - batch.shape[0]
     if pad:
-      batch = jnp.concatenate([batch, jnp.zeros((pad,) + batch.shape[1:], batch.dtype)])
-    out.append(fwd(state.params, batch)[:batch_size - pad])
-  return np.asarray(jnp.concatenate(out))
+      batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
+    out.append(parallel.fetch(fwd(state.params, parallel.put(batch, sharding)))[:batch_size - pad])
+  return np.concatenate(out)
 
 
 def readouts(problem: Problem, logits: np.ndarray):
@@ -182,6 +204,17 @@ def metrics_from_predictions(problem: Problem, logits, labels, elements) -> dict
     want = data.equivariant_labels(labels, elements, problem.num_classes)
     out["joint_accuracy"] = float(np.mean(joint == want))
     out["angle_accuracy"] = float(np.mean(element == elements))
+    group = problem.action.group
+    if problem.num_classes == 10 and "r^2" in group.element_names:
+      pg, pm = data.decode_labels(joint, problem.num_classes)
+      ok = np.zeros((10, group.order), bool)           # ok[m, s]: digit m looks the same after s
+      ok[:, 0] = True
+      for m, names in DIGIT_SYMMETRIES.items():
+        for name in names:
+          if name in group.element_names:
+            ok[m, group.index(name)] = True
+      rel = group.table[group.inverse[elements], pg]     # g^-1 g': the element the guess is off by
+      out["joint_accuracy_up_to_symmetry"] = float(np.mean((pm == labels) & ok[labels, rel]))
   return out
 
 
@@ -234,30 +267,86 @@ def parameter_count(params) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
+class Preempted(Exception):
+  """Raised inside the loop when SIGTERM arrived; caught by train_and_evaluate."""
+
+
+def _install_sigterm_handler():
+  """SIGTERM (what schedulers send before preemption) sets a flag the loop checks per step."""
+  flag = {"set": False}
+  if threading.current_thread() is not threading.main_thread():
+    return flag, None        # signal handlers can only be installed from the main thread
+  previous = signal.getsignal(signal.SIGTERM)
+
+  def handler(signum, frame):
+    del signum, frame
+    flag["set"] = True
+
+  signal.signal(signal.SIGTERM, handler)
+  return flag, previous
+
+
+def _preempted(flag, step: int, every: int) -> bool:
+  """Whether to stop now. With several processes all must stop at the same step (each
+  saves its part of the checkpoint), so the flags are combined every ``every`` steps."""
+  if jax.process_count() == 1:
+    return flag["set"]
+  if step % every:
+    return False
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag["set"]))))
+
+
+def restore_latest(manager, state, log=print):
+  """Restores the newest readable checkpoint; a corrupt one is reported and skipped."""
+  for step in sorted(manager.all_steps(read=True), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(state))
+    except Exception as e:  # orbax raises many types for a damaged checkpoint
+      log(f"checkpoint at step {step} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+          f"trying the one before it")
+      continue
+    log(f"resumed from checkpoint at step {step} in {manager.directory}")
+    return restored, step
+  return state, None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        start_time: float | None = None) -> dict[str, Any]:
-  """Runs the experiment; writes metrics.jsonl, checkpoints, results.json and figures."""
+  """Runs the experiment; writes metrics.jsonl, checkpoints, results.json and figures.
+
+  Returns the results dict, or ``{"preempted": True, "step": ...}`` if SIGTERM arrived (a
+  checkpoint of that step is saved first).
+  """
   start_time = time.time() if start_time is None else start_time
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2))
+  main = parallel.is_main()
+  say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+  mesh = parallel.mesh()
+  parallel.check_batch(config.batch_size, mesh)
+  eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+  if main:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2))
 
   ds = load_dataset(config)
   problem = build_problem(config, ds.num_classes)
-  train_images = jnp.asarray(data.to_float(ds.train.images))
-  train_labels = jnp.asarray(ds.train.labels)
-  problem.action.validate(train_images[:1])
+  problem.action.validate(ds.train.images[:1])
+  replicated = parallel.replicated(mesh)
+  train_images = parallel.put(data.as_inputs(ds.train.images), replicated)
+  train_labels = parallel.put(ds.train.labels, replicated)
 
   root = jax.random.key(config.seed)
   init_key, data_key, step_key, test_key = jax.random.split(root, 4)
   del root
-  # The test set: each image moved by a seeded random group element, once.
-  test_images = jnp.asarray(data.to_float(ds.test.images))
+  # The test set: each image moved by a seeded random group element, once, on the host.
+  test_images = data.as_inputs(ds.test.images)
   test_elements = np.zeros(len(ds.test.labels), np.int32)
   if config.test_transformed:
-    test_images, g = data.transform_randomly(test_key, test_images, problem.action)
-    test_elements = np.asarray(g)
+    moved, g = jax.jit(data.transform_randomly, static_argnums=2)(
+        test_key, test_images, problem.action)
+    test_images, test_elements = np.asarray(moved), np.asarray(g)
   test_labels = ds.test.labels
 
   bs = config.batch_size
@@ -266,64 +355,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if steps_per_epoch == 0:
     raise ConfigError(f"config.batch_size = {bs} is larger than the {n_train} training images")
   total_steps = steps_per_epoch * config.num_epochs
-  params = problem.model.init(init_key, train_images[:1])
+  params = jax.jit(problem.model.init)(init_key, jnp.zeros((1,) + ds.train.images.shape[1:]))
   state = train_state.TrainState.create(apply_fn=problem.model.apply, params=params,
                                         tx=make_optimizer(config, total_steps))
+  state = parallel.put_tree(state, replicated)
   n_params = parameter_count(state.params)
 
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
-    print(f"resumed from checkpoint at step {int(state.step)} in {ckpt_dir}", file=sys.stderr)
+  state, _ = restore_latest(manager, state, say)
 
-  train_step = make_train_step(problem, bs, steps_per_epoch, config.train_transformed)
-  perm_fn = jax.jit(lambda e: jax.random.permutation(jax.random.fold_in(data_key, e), n_train))
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  log = open(metrics_path, "a")
+  train_step = make_train_step(problem, bs, steps_per_epoch, config.train_transformed,
+                               parallel.batch_sharded(mesh))
+  perm_fn = jax.jit(lambda e: jax.random.permutation(jax.random.fold_in(data_key, e), n_train),
+                    out_shardings=replicated)
+  log = open(os.path.join(workdir, "metrics.jsonl"), "a") if main else None
 
   def write(record):
-    log.write(json.dumps(record) + "\n")
-    log.flush()
+    if log:
+      log.write(json.dumps(record) + "\n")
+      log.flush()
 
-  step = int(state.step)
-  progress = Progress(total_steps, bs, step)
-  history = []
-  print(f"{problem.model.__class__.__name__} over {problem.action.group.name if problem.lifted else 'no group'}: "
-        f"{n_params:,} parameters, {steps_per_epoch} steps/epoch, {config.num_epochs} epochs",
-        file=sys.stderr)
-  while step < total_steps:
-    epoch = step // steps_per_epoch
-    perm = perm_fn(epoch)
-    losses = []
-    while step < (epoch + 1) * steps_per_epoch:
-      state, loss = train_step(state, train_images, train_labels, perm, step_key)
-      step += 1
-      losses.append(loss)
-      if step % config.log_every_steps == 0:
-        lv = float(loss)
-        progress.update(step, epoch + 1, lv)
-        write({"kind": "train", "step": step, "epoch": epoch + 1, "loss": lv,
-               "elapsed_s": time.time() - start_time})
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        manager.save(step, args=ocp.args.StandardSave(state))
-    sys.stderr.write("\n")
-    manager.save(step, args=ocp.args.StandardSave(state))
-    if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
-      logits = predict(problem, state, test_images, config.eval_batch_size)
-      m = metrics_from_predictions(problem, logits, test_labels, test_elements)
-      rec = {"kind": "eval", "step": step, "epoch": epoch + 1,
-             "train_loss": float(jnp.mean(jnp.stack(losses))) if losses else None,
-             "elapsed_s": time.time() - start_time, **{f"test_{k}": v for k, v in m.items()}}
-      write(rec)
-      history.append(rec)
-      print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}),
-            file=sys.stderr)
+  def save(step):
+    if step not in manager.all_steps():
+      manager.save(step, args=ocp.args.StandardSave(state))
+
+  step = int(parallel.fetch(state.step))
+  progress = Progress(total_steps, bs, step) if main else None
+  say(f"{problem.model.__class__.__name__} over "
+      f"{problem.action.group.name if problem.lifted else 'no group'}: {n_params:,} parameters, "
+      f"{steps_per_epoch} steps/epoch, {config.num_epochs} epochs, {mesh.devices.size} "
+      f"device(s) in {jax.process_count()} process(es)")
+  sigterm, previous_handler = _install_sigterm_handler()
+  try:
+    while step < total_steps:
+      epoch = step // steps_per_epoch
+      perm = perm_fn(epoch)
+      losses = []
+      while step < (epoch + 1) * steps_per_epoch:
+        state, loss = train_step(state, train_images, train_labels, perm, step_key)
+        step += 1
+        losses.append(loss)
+        if step % config.log_every_steps == 0:
+          lv = float(parallel.fetch(loss))
+          if progress:
+            progress.update(step, epoch + 1, lv)
+          write({"kind": "train", "step": step, "epoch": epoch + 1, "loss": lv,
+                 "elapsed_s": time.time() - start_time})
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          save(step)
+        if _preempted(sigterm, step, config.log_every_steps):
+          raise Preempted()
+      if main:
+        sys.stderr.write("\n")
+      save(step)
+      if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
+        logits = predict(state, test_images, eval_bs, mesh)
+        m = metrics_from_predictions(problem, logits, test_labels, test_elements)
+        mean_loss = float(parallel.fetch(jnp.mean(jnp.stack(losses))))
+        rec = {"kind": "eval", "step": step, "epoch": epoch + 1, "train_loss": mean_loss,
+               "elapsed_s": time.time() - start_time, **{f"test_{k}": v for k, v in m.items()}}
+        write(rec)
+        say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
+  except Preempted:
+    save(step)
+    manager.wait_until_finished()
+    say(f"\nSIGTERM received: saved a checkpoint at step {step} in {ckpt_dir}; exiting. "
+        f"Run the same command again to resume from it.")
+    return {"preempted": True, "step": step}
+  finally:
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
+    if log:
+      log.close()
   manager.wait_until_finished()
-  log.close()
 
-  logits = predict(problem, state, test_images, config.eval_batch_size)
+  logits = predict(state, test_images, eval_bs, mesh)
   final = metrics_from_predictions(problem, logits, test_labels, test_elements)
   results = {
       "config": config.to_dict(),
@@ -334,15 +442,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       **{f"test_{k}": v for k, v in final.items()},
       "ambiguity": ambiguity_breakdown(problem, logits, test_labels, test_elements),
       "wall_time_s": time.time() - start_time,
-      "train_images_per_s": progress.images_per_s(step),
+      "train_images_per_s": progress.images_per_s(step) if progress else None,
       "parameters": n_params,
       "steps": step,
       "devices": [str(d) for d in jax.devices()],
+      "processes": jax.process_count(),
   }
-  if config.make_figures:
+  if main and config.make_figures:
     from experiments import figures  # matplotlib only when figures are wanted
     figures.make_all(workdir, problem, state, ds.test, logits, test_labels, test_elements)
     results["figures"] = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if main:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

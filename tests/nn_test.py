@@ -31,8 +31,9 @@ def test_implementations_agree_and_share_parameters(gname):
     params = make("expanded").init(jax.random.key(2), inp)
     vparams = make("vmap").init(jax.random.key(2), inp)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, vparams)
-    np.testing.assert_allclose(make("expanded").apply(params, inp),
-                               make("vmap").apply(params, inp), atol=2e-5, rtol=1e-5)
+    want = make("expanded").apply(params, inp)
+    for impl in ("vmap", "auto"):
+      np.testing.assert_allclose(make(impl).apply(params, inp), want, atol=2e-5, rtol=1e-5)
 
 
 def test_block_circulant_for_c4_is_the_shifted_blocks():

@@ -160,3 +160,40 @@ def test_unknown_variants_are_refused():
   for module in (default, paper, plain):
     with pytest.raises(ValueError, match="unknown variant"):
       module.get_config("huge")
+
+
+from experiments.configs import d4, point_sets, translations  # noqa: E402
+
+
+@pytest.mark.parametrize("module", [d4, translations, point_sets],
+                         ids=["d4", "translations", "point_sets"])
+def test_other_groups_run_through_the_same_entry_point(tmp_path, module):
+  c = _config(module, "smoke")
+  results = train.train_and_evaluate(c, str(tmp_path))
+  problem = train.build_problem(c, 5 if module is point_sets else 10)
+  order = problem.action.group.order
+  assert order == {d4: 8, translations: 16, point_sets: 24}[module]
+  assert 0.0 <= results["test_joint_accuracy"] <= 1.0
+  # The trained model is exactly equivariant to its group on moved test inputs.
+  ds = train.load_dataset(c)
+  x = jnp.asarray(data.as_inputs(ds.test.images[:3]))
+  params = problem.model.init(jax.random.key(0), x[:1])
+  f = jax.jit(lambda x: enn.group_logits(problem.model.apply(params, x), order))
+  testing.assert_equivariant(f, problem.action, actions.regular(problem.action.group, 1), x)
+
+
+def test_accuracy_up_to_the_digits_own_symmetry():
+  problem = train.build_problem(d4.get_config(), 10)
+  grp = problem.action.group
+  labels = np.array([0, 0, 3, 3, 7])
+  elements = np.array([1, 1, 0, 2, 0])
+  f, r2 = grp.index("f"), grp.index("r^2")
+  guess = [(grp.mul(1, f), 0),     # off by f: a 0 looks the same mirrored
+           (grp.mul(1, r2), 6),    # wrong digit
+           (grp.index("f r^2"), 3),  # off by f r^2: a 3 mirrored top-bottom
+           (grp.mul(2, f), 3),     # off by f: a 3 does not look the same
+           (0, 7)]                 # right
+  pred = np.array([g * 10 + m for g, m in guess])
+  m = train.metrics_from_predictions(problem, np.eye(80)[pred], labels, elements)
+  assert m["joint_accuracy"] == pytest.approx(0.2)
+  assert m["joint_accuracy_up_to_symmetry"] == pytest.approx(0.6)

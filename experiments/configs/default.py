@@ -24,6 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.test_transformed = True       # test images moved by a seeded random group element
   # Model: "lifted" (the equivarified network) or "plain" (the same CNN, not lifted).
   c.model = "lifted"
+  c.architecture = "cnn"          # "cnn" (images) or "mlp" (e.g. point sets)
+  c.mlp_features = (128, 128)
   c.conv_features = (16, 32, 32)
   c.pools = (2, 2, 1)
   c.dense_features = (128,)
@@ -31,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.impl = "auto"
   # Optimisation.
   c.batch_size = 128
-  c.num_epochs = 3
+  c.num_epochs = 5
   c.learning_rate = 2e-3
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
   c.warmup_steps = 100

@@ -1,0 +1,274 @@
+r"""`make bench`: throughput, the lift's overhead, FLOP/s against the machine's peak, layer
+variants with compile time and memory, and the minimal lift's saving.
+
+    python -m experiments.bench --out=runs/bench/bench.json [--quick]
+
+Every comparison is measured in one run with the variants alternated round by round, and
+reported as the median over rounds, so ratios are fair on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
+flags.DEFINE_bool("quick", False, "Fewer rounds and sizes (a smoke run of the benchmark).")
+flags.DEFINE_integer("rounds", 5, "Rounds per comparison (variants alternate in each).")
+
+
+def _ready(x):
+  import jax
+  return jax.block_until_ready(x)
+
+
+def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1):
+  """Median seconds per call of each variant, the variants alternated within each round."""
+  for f in variants.values():       # warm-up: compile and first touch
+    _ready(f())
+  times = {k: [] for k in variants}
+  for _ in range(rounds):
+    for k, f in variants.items():
+      t = time.perf_counter()
+      for _ in range(reps):
+        out = f()
+      _ready(out)
+      times[k].append((time.perf_counter() - t) / reps)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def compile_stats(fn, *args):
+  """(compile seconds, peak bytes = arguments + outputs + temporaries) of a jitted fn."""
+  import jax
+  t = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  secs = time.perf_counter() - t
+  try:
+    m = compiled.memory_analysis()
+    peak = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # memory_analysis is best effort on some backends
+    peak = -1
+  return secs, peak
+
+
+def matmul_peak(rounds: int) -> float:
+  """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (2048, 2048))
+  f = jax.jit(lambda a: a @ a)
+  _ready(f(a))
+  best = float("inf")
+  for _ in range(max(rounds, 3)):
+    t = time.perf_counter()
+    _ready(f(a))
+    best = min(best, time.perf_counter() - t)
+  return 2 * 2048 ** 3 / best
+
+
+def _train_step(model, batch, classes):
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax.training import train_state
+  x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
+  y = jnp.zeros((batch,), jnp.int32) % classes
+  params = model.init(jax.random.key(1), x[:1])
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
+
+  def step(state, x, y):
+    def loss(p):
+      return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+    l, g = jax.value_and_grad(loss)(state.params)
+    return state.apply_gradients(grads=g), l
+
+  jstep = jax.jit(step, donate_argnums=0)
+  holder = [state]
+
+  def run():
+    holder[0], l = jstep(holder[0], x, y)
+    return l
+
+  infer = jax.jit(model.apply)
+  return run, (lambda: infer(params, x)), (step, state, x, y)
+
+
+def conv_macs(model_cfg, fourier_form: bool) -> int:
+  """Forward multiply-adds per image of a LiftedCNN on 28x28 inputs, |G| = 4 (C4)."""
+  from eqnn import fourier
+  n = 4
+  feats, pools, dense = model_cfg
+  h = 28
+  k2 = 9
+  macs = h * h * k2 * 1 * feats[0] * n                      # input lift, |G| copies
+  h //= pools[0]
+  cin = feats[0]
+  for f, p in zip(feats[1:], pools[1:]):
+    fo, ex = fourier.multiply_adds(n, cin, f)
+    macs += h * h * k2 * (fo if fourier_form else ex)
+    h //= p
+    cin = f
+  widths = list(dense) + [10]
+  macs += h * h * n * cin * n * widths[0]                   # group dense (expanded)
+  for a, b in zip(widths[:-1], widths[1:]):
+    macs += n * a * b
+  return macs
+
+
+def bench_networks(rounds, quick, peak, report):
+  from eqnn import actions
+  from eqnn import nn as enn
+  act = actions.rotations()
+  nets = {"default": ((16, 32, 32), (2, 2, 1), (128,)),
+          "paper_v1": ((80, 80, 32), (1, 1, 4), (1024,))}
+  batches = {"default": [128] if quick else [64, 128, 256], "paper_v1": [8] if quick else [32, 128]}
+  for name, cfg in nets.items():
+    for b in batches[name]:
+      model = enn.LiftedCNN(act, *cfg)
+      train, infer, _ = _train_step(model, b, 40)
+      t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
+      fwd = conv_macs(cfg, True)
+      dense_fwd = conv_macs(cfg, False)
+      row = {"net": name, "batch": b, "train_images_per_s": b / t["train"],
+             "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
+      # A train step does the forward pass and two backward products (inputs and weights):
+      # 3x the forward multiply-adds (the first layer's input gradient is not needed, and
+      # is not subtracted here), 2 FLOPs each.
+      row["executed_gflops"] = 6 * fwd * b / t["train"] / 1e9
+      row["dense_equivalent_gflops"] = 6 * dense_fwd * b / t["train"] / 1e9
+      row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
+      report["networks"].append(row)
+      print(f"  {name:9s} batch {b:4d}: train {row['train_images_per_s']:8.1f} img/s, "
+            f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
+            f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
+            f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
+
+
+def bench_lift_overhead(rounds, quick, report):
+  import jax
+  import jax.numpy as jnp
+  import eqnn
+  from eqnn import actions
+  from eqnn import nn as enn
+  base = enn.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  acts = {"C2": actions.rotations(2), "C4": actions.rotations(), "D4": actions.rotations_reflections()}
+  for b in ([64] if quick else [32, 128]):
+    x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
+    params = base.init(jax.random.key(1), x[:1])
+    f = jax.jit(base.apply)
+    variants = {"F": lambda: f(params, x)}
+    grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
+    for gname, act in acts.items():
+      lifted = eqnn.equivarify(base.apply, act, argnum=1)
+      variants[gname] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
+      grads[gname] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
+    t = alternate(variants, rounds)
+    tg = alternate({k: (lambda g: lambda: g(params, x))(g) for k, g in grads.items()}, rounds)
+    for gname, act in acts.items():
+      n = act.group.order
+      row = {"group": gname, "order": n, "batch": b,
+             "forward_ratio": t[gname] / (n * t["F"]), "gradient_ratio": tg[gname] / (n * tg["F"])}
+      report["lift_overhead"].append(row)
+      print(f"  lift over {gname} (|G|={n}) batch {b:4d}: time(F_hat)/(|G| time(F)) = "
+            f"{row['forward_ratio']:.3f} forward, {row['gradient_ratio']:.3f} gradient", flush=True)
+
+
+def bench_layer_variants(rounds, quick, report):
+  import jax
+  import jax.numpy as jnp
+  from eqnn import actions, groups
+  from eqnn import nn as enn
+  c4 = actions.rotations()
+  d4 = actions.rotations_reflections()
+  cases = [("LiftConv C4 1->16 @28", lambda i: enn.LiftConv(c4, 16, impl=i), (128, 28, 28, 1),
+            ["vmap", "expanded"]),
+           ("GroupConv C4 16->32 @14", lambda i: enn.GroupConv(groups.cyclic(4), 32, impl=i),
+            (128, 14, 14, 64), ["vmap", "expanded", "fourier"]),
+           ("GroupConv C4 80->80 @28 (V1 conv2)",
+            lambda i: enn.GroupConv(groups.cyclic(4), 80, impl=i), (16, 28, 28, 320),
+            ["vmap", "expanded", "fourier"]),
+           ("GroupConv D4 8->16 @14", lambda i: enn.GroupConv(d4.group, 16, impl=i),
+            (64, 14, 14, 64), ["vmap", "expanded"])]
+  if quick:
+    cases = cases[:2]
+  for title, make, shape, impls in cases:
+    x = jax.random.normal(jax.random.key(0), shape)
+    params = make("expanded").init(jax.random.key(1), x)
+    fns = {}
+    for i in impls:
+      m = make(i)
+      fns[i] = jax.jit(jax.grad(lambda p, x, m=m: jnp.sum(m.apply(p, x) ** 2)))
+    t = alternate({i: (lambda g: lambda: g(params, x))(g) for i, g in fns.items()}, rounds)
+    for i in impls:
+      m = make(i)
+      secs, peak = compile_stats(jax.grad(lambda p, x, m=m: jnp.sum(m.apply(p, x) ** 2)), params, x)
+      row = {"layer": title, "impl": i, "fwd_bwd_ms": 1e3 * t[i], "compile_s": secs,
+             "peak_bytes": peak}
+      report["layer_variants"].append(row)
+      print(f"  {title:36s} {i:9s}: fwd+bwd {1e3 * t[i]:8.1f} ms, compile {secs:5.2f} s, "
+            f"peak {peak / 2**20:8.1f} MiB", flush=True)
+
+
+def bench_minimal(rounds, quick, report):
+  import jax
+  import jax.numpy as jnp
+  import eqnn
+  from eqnn import actions
+  from eqnn import nn as enn
+  act = actions.rotations()
+  h = act.group.subgroup([0, 2])         # half turns
+  base = enn.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  b = 64 if quick else 128
+  x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
+  params = base.init(jax.random.key(1), x[:1])
+  # F is H-invariant by construction, at the cost of one CNN evaluation.
+  f = lambda x: base.apply(params, x + act(2, x))
+  full = jax.jit(eqnn.equivarify(f, act))
+  minimal = jax.jit(eqnn.equivarify_minimal(f, act, h))
+  same = float(jnp.max(jnp.abs(eqnn.expand_minimal(minimal(x), h) - full(x))))
+  t = alternate({"full": lambda: full(x), "minimal": lambda: minimal(x)}, rounds)
+  row = {"group": "C4", "subgroup": h.name, "H_order": h.order, "full_s": t["full"],
+         "minimal_s": t["minimal"], "saving": t["full"] / t["minimal"], "max_abs_difference": same}
+  report["minimal"].append(row)
+  print(f"  minimal lift over C4/{h.name}: {row['saving']:.2f}x faster than the full lift "
+        f"(|H| = {h.order}); outputs agree to {same:.1e}", flush=True)
+
+
+def main(argv):
+  del argv
+  import jax
+  quick = FLAGS.quick
+  rounds = 3 if quick else FLAGS.rounds
+  t0 = time.time()
+  report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
+            "networks": [], "lift_overhead": [], "layer_variants": [], "minimal": []}
+  print("matmul peak ...", flush=True)
+  peak = matmul_peak(rounds)
+  report["matmul_peak_gflops"] = peak / 1e9
+  print(f"  float32 matmul peak through JAX: {peak / 1e9:.1f} GFLOP/s", flush=True)
+  print("networks (train step, inference) ...", flush=True)
+  bench_networks(rounds, quick, peak, report)
+  print("lift overhead ...", flush=True)
+  bench_lift_overhead(rounds, quick, report)
+  print("layer variants (fwd+bwd) ...", flush=True)
+  bench_layer_variants(rounds, quick, report)
+  print("minimal equivarification ...", flush=True)
+  bench_minimal(rounds, quick, report)
+  report["bench_wall_s"] = time.time() - t0
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w") as f:
+    json.dump(report, f, indent=2)
+  print(f"wrote {FLAGS.out} in {report['bench_wall_s']:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

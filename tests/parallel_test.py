@@ -1,0 +1,180 @@
+"""Several devices, several processes, preemption and exact resume (the CLI, as users run it).
+
+Each test runs `python -m experiments.mnist_rotated` on the smoke config in fresh processes,
+because the device count and jax.distributed are fixed when jax starts.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data_test import MNIST_DIR, needs_mnist
+
+pytestmark = needs_mnist
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cmd(workdir, *overrides, config="experiments/configs/default.py:smoke"):
+  return [sys.executable, "-m", "experiments.mnist_rotated", f"--config={config}",
+          f"--workdir={workdir}", f"--config.data_dir={MNIST_DIR}", *overrides]
+
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _run(workdir, *overrides, devices=1, timeout=240):
+  p = subprocess.run(_cmd(workdir, *overrides), cwd=ROOT, env=_env(devices), timeout=timeout,
+                     capture_output=True, text=True)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return p
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+
+
+def _params(workdir, step=None):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = mngr.latest_step() if step is None else step
+  tree = mngr.restore(step, args=ocp.args.StandardRestore())
+  return step, jax.tree.leaves(tree["params"])
+
+
+def test_four_devices_follow_the_one_device_trajectory(tmp_path):
+  one, four = str(tmp_path / "one"), str(tmp_path / "four")
+  _run(one, "--config.log_every_steps=1")
+  p = _run(four, "--config.log_every_steps=1", devices=4)
+  assert "4 device(s) in 1 process(es)" in p.stderr
+  a, b = np.array(_losses(one)), np.array(_losses(four))
+  assert len(a) == len(b) == 16
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for x, y in zip(_params(one)[1], _params(four)[1]):
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+
+
+def test_batch_that_does_not_divide_over_devices_is_refused(tmp_path):
+  p = subprocess.run(_cmd(str(tmp_path), "--config.batch_size=62"), cwd=ROOT, env=_env(4),
+                     capture_output=True, text=True, timeout=240)
+  assert p.returncode == 2
+  assert "config.batch_size = 62 does not divide over the 4 devices" in p.stderr
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_together_and_agree(tmp_path):
+  single = str(tmp_path / "single")
+  _run(single, "--config.log_every_steps=1", devices=2)
+  shared = str(tmp_path / "shared")
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(shared, "--config.log_every_steps=1", f"--coordinator_address=localhost:{port}",
+           "--num_processes=2", f"--process_id={i}"),
+      cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "2 device(s) in 2 process(es)" in outs[0][1]
+  with open(os.path.join(shared, "results.json")) as f:
+    results = json.load(f)
+  assert results["processes"] == 2
+  with open(os.path.join(shared, "metrics.jsonl")) as f:       # written once, by process 0
+    assert sum(1 for r in map(json.loads, f) if r["kind"] == "eval") == 2
+  np.testing.assert_allclose(_losses(shared), _losses(single), rtol=1e-4, atol=1e-5)
+
+
+def _start_and_wait_for_checkpoint(workdir, *overrides, min_step=1):
+  p = subprocess.Popen(_cmd(workdir, *overrides), cwd=ROOT, env=_env(1),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  ckpt = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+    if steps and max(steps) >= min_step:
+      return p
+    assert p.poll() is None, p.communicate()[1][-3000:]
+    time.sleep(0.02)
+  p.kill()
+  raise AssertionError("no checkpoint appeared")
+
+
+LONG = ("--config.num_epochs=40", "--config.checkpoint_every_steps=8",
+        "--config.keep_checkpoints=3")
+TOTAL = 40 * 8
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path)
+  p = _start_and_wait_for_checkpoint(workdir, *LONG)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 0, err[-3000:]
+  assert "SIGTERM received: saved a checkpoint at step" in err
+  step = int(err.split("saved a checkpoint at step ")[1].split()[0])
+  assert 8 <= step < TOTAL
+  assert _params(workdir)[0] == step
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_killed_run_resumes_bitwise_equal(tmp_path):
+  straight = str(tmp_path / "straight")
+  _run(straight, *LONG)
+  killed = str(tmp_path / "killed")
+  p = _start_and_wait_for_checkpoint(killed, *LONG, min_step=16)
+  p.kill()                                  # SIGKILL: no handler, no final save
+  p.communicate()
+  step_at_kill, _ = _params(killed)
+  assert step_at_kill < TOTAL
+  out = _run(killed, *LONG)
+  assert f"resumed from checkpoint at step {step_at_kill}" in out.stderr
+  a_step, a = _params(straight)
+  b_step, b = _params(killed)
+  assert a_step == b_step == TOTAL
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)     # bitwise
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
+  workdir = str(tmp_path)
+  _run(workdir, "--config.num_epochs=3", "--config.checkpoint_every_steps=8",
+       "--config.keep_checkpoints=3")
+  ckpt = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  assert steps == [8, 16, 24]
+  # Damage every data file of the newest checkpoint.
+  for root, _, files in os.walk(os.path.join(ckpt, "24")):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
+  out = _run(workdir, "--config.num_epochs=3", "--config.checkpoint_every_steps=8",
+             "--config.keep_checkpoints=3")
+  assert "checkpoint at step 24 is unreadable" in out.stderr
+  assert "resumed from checkpoint at step 16" in out.stderr
+
+
+def test_bad_flags_are_clear(tmp_path):
+  p = subprocess.run(_cmd(str(tmp_path), "--config.no_such_field=1"), cwd=ROOT, env=_env(1),
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode != 0 and "no_such_field" in p.stderr
+  p = subprocess.run(_cmd(str(tmp_path), "--coordinator_address=localhost:1"), cwd=ROOT,
+                     env=_env(1), capture_output=True, text=True, timeout=120)
+  assert p.returncode != 0 and "needs --num_processes" in p.stderr
