@@ -12,7 +12,7 @@ DATA ?= $(firstword $(wildcard ../shared/data/mnist) data/mnist)
 WORKDIR ?= runs/default
 CONFIG ?= experiments/configs/default.py
 
-.PHONY: install test train baselines paper bench clean
+.PHONY: install test train baselines paper report groups bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ baselines: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/paper.py:short \
 	  --workdir=runs/paper_short --config.data_dir=$(DATA)
+
+report: $(STAMP)
+	$(PY) -m experiments.equivariance_report --workdir=runs/report --data_dir=$(DATA)
+
+groups: $(STAMP)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/d4.py \
+	  --workdir=runs/d4 --config.data_dir=$(DATA)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/translations.py \
+	  --workdir=runs/translations --config.data_dir=$(DATA)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/point_sets.py \
+	  --workdir=runs/point_sets
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench/bench.json

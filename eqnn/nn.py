@@ -54,6 +54,18 @@ def _resolve_impl(impl, layer, group=None):
   return impl
 
 
+def _inverse_orbit(action, x):
+  """``[|G|, ...]``: ``g^-1 . x`` for every g in group order, the inputs of the lift."""
+  return jax.vmap(lambda g: action._apply(g, x))(  # pylint: disable=protected-access
+      jnp.asarray(action.group.inverse))
+
+
+def _shared(module, copies):
+  """``module`` on every copy (leading axis) with one shared parameter set."""
+  return nn.vmap(lambda m, y: m(y), variable_axes={"params": None},
+                 split_rngs={"params": False}, in_axes=0, out_axes=0)(module, copies)
+
+
 class Equivarified(nn.Module):
   """Any Flax module ``inner`` lifted over ``action``: output ``[|G|, ...]``, ``F(g^-1 . x)``.
 
@@ -68,11 +80,7 @@ class Equivarified(nn.Module):
   def __call__(self, x):
     x = jnp.asarray(x)
     self.action.validate(x)
-    inv = jnp.asarray(self.action.group.inverse)
-    moved = jax.vmap(lambda g: self.action._apply(g, x))(inv)  # pylint: disable=protected-access
-    shared = nn.vmap(lambda mdl, y: mdl(y), variable_axes={"params": None},
-                     split_rngs={"params": False}, in_axes=0, out_axes=0)
-    return shared(self.inner, moved)
+    return _shared(self.inner, _inverse_orbit(self.action, x))
 
 
 def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axis: int):
@@ -160,14 +168,11 @@ class LiftConv(nn.Module):
     x = jnp.asarray(x)
     self.action.validate(x)
     n = self.action.group.order
-    copies = jax.vmap(lambda g: self.action._apply(g, x))(  # pylint: disable=protected-access
-        jnp.asarray(self.action.group.inverse))              # [G, B, H, W, C]
+    copies = _inverse_orbit(self.action, x)                  # [G, B, H, W, C]
     conv = _Conv(self.features, self.kernel_size, self.padding, self.use_bias, self.dtype,
                  name="conv")
     if impl == "vmap":
-      out = nn.vmap(lambda m, y: m(y), variable_axes={"params": None},
-                    split_rngs={"params": False})(conv, copies)
-      return _stack_blocks(out)
+      return _stack_blocks(_shared(conv, copies))
     # One grouped conv: input block g only feeds output block g, with the same kernel.
     return conv(_stack_blocks(copies), expand=lambda k: jnp.tile(k, (1, 1, 1, n)), groups=n)
 
@@ -192,11 +197,7 @@ class GroupConv(nn.Module):
     conv = _Conv(self.features, self.kernel_size, self.padding, self.use_bias, self.dtype,
                  name="conv")
     if impl == "vmap":
-      copies = jax.vmap(lambda g: action._apply(g, y))(  # pylint: disable=protected-access
-          jnp.asarray(self.group.inverse))
-      out = nn.vmap(lambda m, z: m(z), variable_axes={"params": None},
-                    split_rngs={"params": False})(conv, copies)
-      return _stack_blocks(out)
+      return _stack_blocks(_shared(conv, _inverse_orbit(action, y)))
     if impl == "fourier":
       return conv(y, blockwise=self._fourier)
     return conv(y, expand=lambda k: block_circulant(k, self.group, 2, 3))
@@ -234,9 +235,7 @@ class GroupDense(nn.Module):
     y = y.reshape(b, spatial, n * c).astype(self.dtype)
     k4 = kernel.reshape(spatial, n * c, self.features)
     if impl == "vmap":
-      action = actions_lib.ChannelBlocks(self.group)
-      copies = jax.vmap(lambda g: action._apply(g, y))(  # pylint: disable=protected-access
-          jnp.asarray(self.group.inverse))               # [G, B, S, G*C]
+      copies = _inverse_orbit(actions_lib.ChannelBlocks(self.group), y)   # [G, B, S, G*C]
       out = jnp.einsum("gbsc,sco->bgo", copies, k4.astype(self.dtype))
     else:
       e = block_circulant(k4, self.group, 1, 2)                           # [S, G*C, G*F]

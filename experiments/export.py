@@ -5,7 +5,6 @@ r"""Export a trained run for serving: ``model.jax`` (serialized StableHLO, symbo
 Reads the run's config.json and latest checkpoint.
 """
 
-import json
 import os
 
 from absl import app, flags
@@ -17,20 +16,10 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def export_run(workdir: str, out: str = "") -> str:
-  import jax
-  import ml_collections
-  import orbax.checkpoint as ocp
   from eqnn import export
   from experiments import train
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  problem = train.build_problem(config, 10)
-  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  if mngr.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first")
-  restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
-  params = jax.tree.map(jax.numpy.asarray, restored["params"])
-  blob = export.export_model(problem.model.apply, params, (28, 28, 1))
+  config, problem, _, params = train.load_checkpoint(workdir)
+  blob = export.export_model(problem.model.apply, params, train.input_shape(config))
   out = out or os.path.join(workdir, "model.jax")
   with open(out, "wb") as f:
     f.write(blob)

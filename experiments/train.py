@@ -113,8 +113,9 @@ def load_dataset(c: ml_collections.ConfigDict) -> data.Dataset:
 
 def make_optimizer(c: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   if c.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, min(c.warmup_steps, total_steps),
-                                            max(total_steps, 1), end_value=0.0)
+    warm = min(c.warmup_steps, total_steps // 2)
+    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warm,
+                                            max(total_steps, warm + 1), end_value=0.0)
   else:
     lr = c.learning_rate
   if c.weight_decay:
@@ -299,7 +300,8 @@ def _preempted(flag, step: int, every: int) -> bool:
 
 def restore_latest(manager, state, log=print):
   """Restores the newest readable checkpoint; a corrupt one is reported and skipped."""
-  for step in sorted(manager.all_steps(read=True), reverse=True):
+  manager.reload()
+  for step in sorted(manager.all_steps(), reverse=True):
     try:
       restored = manager.restore(step, args=ocp.args.StandardRestore(state))
     except Exception as e:  # orbax raises many types for a damaged checkpoint
@@ -309,6 +311,35 @@ def restore_latest(manager, state, log=print):
     log(f"resumed from checkpoint at step {step} in {manager.directory}")
     return restored, step
   return state, None
+
+
+def input_shape(c: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The shape of one model input for a config (without loading the data)."""
+  if c.dataset == "point_sets":
+    return (4, 2)
+  if c.dataset == "mnist":
+    return (28, 28, 1)
+  return load_dataset(c).train.images.shape[1:]
+
+
+def load_checkpoint(workdir: str, step: int | None = None):
+  """``(config, problem, step, params)`` of a run's checkpoint, on this process's devices.
+
+  Works whatever device topology the run was saved from (the target is built here).
+  """
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  num_classes = 5 if config.dataset == "point_sets" else 10
+  problem = build_problem(config, num_classes)
+  params = problem.model.init(jax.random.key(0), jnp.zeros((1,) + input_shape(config)))
+  state = train_state.TrainState.create(apply_fn=problem.model.apply, params=params,
+                                        tx=make_optimizer(config, 1))
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first")
+  state = manager.restore(step, args=ocp.args.StandardRestore(state))
+  return config, problem, step, state.params
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

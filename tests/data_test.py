@@ -116,3 +116,17 @@ def test_label_slots_match_the_lift_model_free(action):
   gg, mm = data.decode_labels(want, k)
   np.testing.assert_array_equal(gg, g)
   np.testing.assert_array_equal(mm, labels)
+
+
+def test_tfds_datasets_load_through_data_source():
+  """tfds' own API (tfds.data_source), exercised offline with tfds' mock data."""
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=7):
+    ds = data.load_tfds("mnist")
+  assert ds.train.images.shape == (7, 28, 28, 1) and ds.train.images.dtype == np.uint8
+  assert ds.test.labels.shape == (7,) and ds.num_classes == 10
+
+
+def test_unknown_tfds_dataset_is_a_clear_error():
+  with pytest.raises(data.DataError, match="no dataset 'no_such_dataset_xyz'"):
+    data.load_tfds("no_such_dataset_xyz")

@@ -14,7 +14,6 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from data_test import MNIST_DIR, needs_mnist
@@ -49,10 +48,9 @@ def _losses(workdir):
 
 
 def _params(workdir, step=None):
-  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  step = mngr.latest_step() if step is None else step
-  tree = mngr.restore(step, args=ocp.args.StandardRestore())
-  return step, jax.tree.leaves(tree["params"])
+  from experiments import train
+  _, _, step, params = train.load_checkpoint(workdir, step)
+  return step, jax.tree.leaves(params)
 
 
 def test_four_devices_follow_the_one_device_trajectory(tmp_path):

@@ -16,7 +16,7 @@ def test_layer_errors_on_known_functions():
   t = report.Transform("flip", 1, lambda x: jnp.flip(x, 2),
                        lambda name, f: jnp.flip(f, 2) if name == "id" else f)
   rows = {r["layer"]: r for r in report.layer_errors(feats, x, [t])}
-  assert rows["id"]["equivariance"] == 0.0 and rows["id"]["invariance"] > 0.1
+  assert rows["id"]["equivariance"] == 0.0 and rows["id"]["invariance"] > 0.05
   assert rows["sum"]["invariance"] == 0.0
   table = report.markdown_table({"toy": list(rows.values())})
   assert "| toy | id | 0e+00 /" in table

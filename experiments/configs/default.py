@@ -26,8 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "lifted"
   c.architecture = "cnn"          # "cnn" (images) or "mlp" (e.g. point sets)
   c.mlp_features = (128, 128)
-  c.conv_features = (16, 32, 32)
-  c.pools = (2, 2, 1)
+  # Filters per group element; pooling early is free (it commutes with the block action).
+  c.conv_features = (16, 32, 64)
+  c.pools = (2, 2, 2)
   c.dense_features = (128,)
   c.kernel_size = 3
   c.impl = "auto"
@@ -37,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.learning_rate = 2e-3
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
   c.warmup_steps = 100
-  c.weight_decay = 0.0
+  c.weight_decay = 5e-4           # AdamW when > 0
   c.eval_batch_size = 1000
   c.eval_every_epochs = 1
   # Logging and checkpoints.
