@@ -48,8 +48,12 @@ groups: $(STAMP)
 	  --workdir=runs/d4 --config.data_dir=$(DATA)
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/translations.py \
 	  --workdir=runs/translations --config.data_dir=$(DATA)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/translations.py \
+	  --workdir=runs/translations_plain --config.data_dir=$(DATA) --config.model=plain
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/point_sets.py \
 	  --workdir=runs/point_sets
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/point_sets.py \
+	  --workdir=runs/point_sets_plain --config.model=plain
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench/bench.json

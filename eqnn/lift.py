@@ -38,7 +38,8 @@ _REDUCTIONS = {
 }
 
 
-def _lift_over(f: Callable, action: Action, elements, argnum: int) -> Callable:
+def _lift_over(f: Callable, action: Action, elements, argnum: int,
+               vectorize: bool = True) -> Callable:
   """``x -> stack_i f(elements[i]^-1 . x)``; ``elements`` is static (numpy)."""
   inverses = jnp.asarray(action.group.inverse[elements])
 
@@ -55,12 +56,18 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int) -> Callable:
       moved[argnum] = action._apply(g_inv, x)  # pylint: disable=protected-access
       return f(*moved, **kwargs)
 
-    return jax.vmap(one)(inverses)
+    if vectorize:
+      return jax.vmap(one)(inverses)
+    # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body
+    # (and its gradient) on one thread.
+    outs = [one(inverses[i]) for i in range(len(elements))]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
   return lifted
 
 
-def equivarify(f: Callable, action: Action, argnum: int = 0) -> Callable:
+def equivarify(f: Callable, action: Action, argnum: int = 0,
+               vectorize: bool = True) -> Callable:
   """The lift ``F_hat(x)[g] = F(g^-1 . x)`` of ``f`` over ``action.group``.
 
   Args:
@@ -68,14 +75,18 @@ def equivarify(f: Callable, action: Action, argnum: int = 0) -> Callable:
     action: how G acts on the argument ``argnum`` of f.
     argnum: which positional argument G acts on; the others pass through unchanged
       (e.g. ``equivarify(model.apply, action, argnum=1)`` for ``apply(params, x)``).
+    vectorize: True (default): ``jax.vmap`` over the group, one call of f on |G| times the
+      batch, traced once; False: |G| calls of f, one per group element, each on the
+      original batch (the same function; traced |G| times, and faster where a |G|-fold
+      batch falls out of cache).
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis
     ``[|G|, ...]`` in group order. It is equivariant: ``f_hat(h . x) = h . f_hat(x)`` with
-    h acting on the group axis by :func:`eqnn.actions.regular`. It traces f once (under
-    ``jax.vmap`` over the group elements), so ``jax.jit(f_hat)`` compiles once per shape.
+    h acting on the group axis by :func:`eqnn.actions.regular`. With ``vectorize=True`` it
+    traces f once (under ``jax.vmap``); ``jax.jit(f_hat)`` compiles once per input shape.
   """
-  return _lift_over(f, action, np.arange(action.group.order), argnum)
+  return _lift_over(f, action, np.arange(action.group.order), argnum, vectorize)
 
 
 def equivarify_minimal(f: Callable, action: Action, subgroup: Subgroup,

@@ -74,22 +74,18 @@ def matmul_peak(rounds: int) -> float:
   return 2 * 2048 ** 3 / best
 
 
-def _train_step(model, batch, classes):
+def _train_step(model, batch, classes, microbatches=1):
+  import functools
   import jax
   import jax.numpy as jnp
   import optax
   from flax.training import train_state
+  from experiments import train
   x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
   y = jnp.zeros((batch,), jnp.int32) % classes
   params = model.init(jax.random.key(1), x[:1])
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
-
-  def step(state, x, y):
-    def loss(p):
-      return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-    l, g = jax.value_and_grad(loss)(state.params)
-    return state.apply_gradients(grads=g), l
-
+  step = functools.partial(train.update, microbatches=microbatches)
   jstep = jax.jit(step, donate_argnums=0)
   holder = [state]
 
@@ -98,7 +94,8 @@ def _train_step(model, batch, classes):
     return l
 
   infer = jax.jit(model.apply)
-  return run, (lambda: infer(params, x)), (step, state, x, y)
+  # The train step donates its state, so inference reads the live parameters.
+  return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
 def conv_macs(model_cfg, fourier_form: bool) -> int:
@@ -127,17 +124,20 @@ def bench_networks(rounds, quick, peak, report):
   from eqnn import actions
   from eqnn import nn as enn
   act = actions.rotations()
-  nets = {"default": ((16, 32, 32), (2, 2, 1), (128,)),
-          "paper_v1": ((80, 80, 32), (1, 1, 4), (1024,))}
-  batches = {"default": [128] if quick else [64, 128, 256], "paper_v1": [8] if quick else [32, 128]}
+  from experiments.configs import default, paper
+  nets = {name: (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+          for name, c in (("default", default.get_config()), ("paper_v1", paper.get_config()))}
+  # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
+  batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
+             "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
   for name, cfg in nets.items():
-    for b in batches[name]:
+    for b, micro in batches[name]:
       model = enn.LiftedCNN(act, *cfg)
-      train, infer, _ = _train_step(model, b, 40)
+      train, infer, _ = _train_step(model, b, 40, micro)
       t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
       fwd = conv_macs(cfg, True)
       dense_fwd = conv_macs(cfg, False)
-      row = {"net": name, "batch": b, "train_images_per_s": b / t["train"],
+      row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
              "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
       # A train step does the forward pass and two backward products (inputs and weights):
       # 3x the forward multiply-adds (the first layer's input gradient is not needed, and
@@ -146,7 +146,7 @@ def bench_networks(rounds, quick, peak, report):
       row["dense_equivalent_gflops"] = 6 * dense_fwd * b / t["train"] / 1e9
       row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
       report["networks"].append(row)
-      print(f"  {name:9s} batch {b:4d}: train {row['train_images_per_s']:8.1f} img/s, "
+      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}: train {row['train_images_per_s']:8.1f} img/s, "
             f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
             f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
             f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
@@ -167,18 +167,24 @@ def bench_lift_overhead(rounds, quick, report):
     variants = {"F": lambda: f(params, x)}
     grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
     for gname, act in acts.items():
-      lifted = eqnn.equivarify(base.apply, act, argnum=1)
-      variants[gname] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
-      grads[gname] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
+      for vec in (True, False):
+        key = (gname, vec)
+        lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
+        variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
+        grads[key] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
     t = alternate(variants, rounds)
     tg = alternate({k: (lambda g: lambda: g(params, x))(g) for k, g in grads.items()}, rounds)
     for gname, act in acts.items():
       n = act.group.order
-      row = {"group": gname, "order": n, "batch": b,
-             "forward_ratio": t[gname] / (n * t["F"]), "gradient_ratio": tg[gname] / (n * tg["F"])}
-      report["lift_overhead"].append(row)
-      print(f"  lift over {gname} (|G|={n}) batch {b:4d}: time(F_hat)/(|G| time(F)) = "
-            f"{row['forward_ratio']:.3f} forward, {row['gradient_ratio']:.3f} gradient", flush=True)
+      for vec in (True, False):
+        key = (gname, vec)
+        how = "vmap" if vec else "unrolled"
+        row = {"group": gname, "order": n, "batch": b, "lift": how,
+               "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"])}
+        report["lift_overhead"].append(row)
+        print(f"  lift over {gname} (|G|={n}, {how:8s}) batch {b:4d}: time(F_hat)/(|G| time(F)) "
+              f"= {row['forward_ratio']:.3f} forward, {row['gradient_ratio']:.3f} gradient",
+              flush=True)
 
 
 def bench_layer_variants(rounds, quick, report):

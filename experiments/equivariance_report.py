@@ -10,8 +10,9 @@ flip, every layer's equivariance and invariance errors (eqnn/report.py). Writes
 
 Expected actions: a spatial feature map of total stride s moves by k/s pixels under a
 shift by k (rounded when s does not divide k, which is where pooling stops being exactly
-equivariant), and is compared away from a border band (``borders excluded``) where the
-zero padding and the shift differ; a quarter turn turns a plain CNN's maps (they do not
+equivariant; in the lifted network block g moves along the direction turned by g^-1), and
+is compared away from a border band (``borders excluded``) where the zero padding and the
+shift differ; a quarter turn turns a plain CNN's maps (they do not
 follow: neither equivariant nor invariant) and shifts the lifted network's channel blocks
 (exact); flat features and the invariant readout are expected not to move.
 """
@@ -96,6 +97,13 @@ def make_features(model, params, lifted):
   return features
 
 
+def network_order(layer: str):
+  """conv1, pool1, conv2, ..., dense1, logits, readout (jit returns dicts sorted by key)."""
+  if layer.startswith(("conv", "pool")):
+    return (0, int(layer[4:]), layer.startswith("pool"))
+  return (1 if layer.startswith("dense") else 2 if layer == "logits" else 3, 0, False)
+
+
 def transforms(lifted):
   import jax.numpy as jnp
   from eqnn import actions, report
@@ -113,15 +121,25 @@ def transforms(lifted):
     def expected(name, f):
       if not spatial(f):
         return f                                # flat features: "does not move" is the question
-      return shift(f, round(k / stride(f)), axis=2)
+      d = round(k / stride(f))
+      if not lifted:
+        return shift(f, d, axis=2)
+      # Block g holds conv(g^-1 . x), and g^-1 turns the shift too: block g moves along the
+      # direction r^-g (columns), i.e. turn the block by g, shift it, turn it back.
+      blocks = jnp.split(f, 4, axis=-1)
+      moved = [jnp.rot90(shift(jnp.rot90(b, g, axes=(1, 2)), d, axis=2), -g, axes=(1, 2))
+               for g, b in enumerate(blocks)]
+      return jnp.concatenate(moved, axis=-1)
     return expected
 
   def shift_crop(k):
     def crop(name, f):
       if not spatial(f):
         return f
-      b = math.ceil(k / stride(f)) + 1
-      return f[:, b:-b, b:-b, :]
+      # The shift's own band plus the zero padding's reach through three 3x3 convs.
+      s = stride(f)
+      b = min(math.ceil(k / s) + math.ceil(3 / s), (f.shape[1] - 1) // 2)
+      return f[:, b:f.shape[1] - b, b:f.shape[2] - b, :]
     return crop
 
   def rot_expected(j):
@@ -182,8 +200,8 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   rows_by_model = {}
   for name, (model, lifted) in build_models().items():
     params = train_briefly(model, lifted, train_x, train_y, train_steps, seed)
-    rows_by_model[name] = report.layer_errors(make_features(model, params, lifted), x,
-                                              transforms(lifted))
+    rows = report.layer_errors(make_features(model, params, lifted), x, transforms(lifted))
+    rows_by_model[name] = sorted(rows, key=lambda r: network_order(r["layer"]))
   os.makedirs(workdir, exist_ok=True)
   table = report.markdown_table(rows_by_model)
   header = (f"Relative errors `equivariance / invariance` on {n_images} MNIST test images, "

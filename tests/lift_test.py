@@ -91,6 +91,14 @@ def test_unlifted_f_is_neither_invariant_nor_equivariant(name):
     testing.assert_invariant(f, act, x)
 
 
+@pytest.mark.parametrize("name", ["D4-conv", "S3-points-mlp"])
+def test_sequential_lift_is_the_same_function(name):
+  act, shape, f, f_hat = LIFTED[name]
+  x = jax.random.normal(jax.random.key(5), shape)
+  np.testing.assert_allclose(jax.jit(eqnn.equivarify(f, act, vectorize=False))(x), f_hat(x),
+                             atol=1e-5, rtol=1e-5)
+
+
 def test_c4_lift_formula_and_shift():
   act = actions.rotations()
   f = _mlp((4, 4, 1))

@@ -53,6 +53,16 @@ def test_plain_cnn_is_neither_rotation_equivariant_nor_invariant(rows):
   assert _get(rows, "plain CNN", "logits", "rotate", 1)["invariance"] > 0.01
 
 
+def test_lifted_first_layer_is_translation_equivariant_blockwise_and_the_stack_is_not(rows):
+  model = "equivarified CNN (C4)"
+  # Block g is a conv of the copy turned by g^-1: a shift moves it along the turned direction.
+  r = _get(rows, model, "conv1", "shift", 1)
+  assert r["equivariance"] < 1e-5 and r["invariance"] > 0.1
+  # The next conv mixes blocks that moved in four different directions: the paper's stacking
+  # keeps exact rotation equivariance but not translation equivariance past the first layer.
+  assert _get(rows, model, "conv2", "shift", 2)["equivariance"] > 1e-2
+
+
 def test_equivarified_cnn_is_exact_at_every_layer(rows):
   model = "equivarified CNN (C4)"
   layers = {r["layer"] for r in rows[model]}

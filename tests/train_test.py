@@ -197,3 +197,15 @@ def test_accuracy_up_to_the_digits_own_symmetry():
   m = train.metrics_from_predictions(problem, np.eye(80)[pred], labels, elements)
   assert m["joint_accuracy"] == pytest.approx(0.2)
   assert m["joint_accuracy_up_to_symmetry"] == pytest.approx(0.6)
+
+
+def test_microbatches_give_the_same_step():
+  ds = data.load_mnist(MNIST_DIR)
+  model = enn.LiftedCNN(actions.rotations(), (4, 8), (2, 2), (16,))
+  x = jnp.asarray(data.to_float(ds.train.images[:32]))
+  y = data.equivariant_labels(jnp.asarray(ds.train.labels[:32]), 0, 10)
+  one, l1 = jax.jit(train.update)(_state(model, x), x, y)
+  four, l4 = jax.jit(train.update, static_argnums=3)(_state(model, x), x, y, 4)
+  assert abs(float(l1) - float(l4)) < 1e-5
+  diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), one.params, four.params)
+  assert max(jax.tree.leaves(diff)) < 1e-6

@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.impl = "auto"
   # Optimisation.
   c.batch_size = 128
+  c.microbatches = 1              # > 1: the same gradient over that many slices in sequence
   c.num_epochs = 5
   c.learning_rate = 2e-3
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"

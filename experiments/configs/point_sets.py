@@ -2,7 +2,8 @@
 
 Synthetic data (eqnn.data.point_sets): 4 points in the plane, class = how many lie in the
 unit disc (5 classes), canonical order by x. Trained on canonically ordered sets, tested
-on randomly permuted ones: 24 x 5 = 120 logits. About a minute on 2 CPU cores. Compare
+on randomly permuted ones: 24 x 5 = 120 logits, 40 epochs of 20,000 sets, about a
+minute on 2 CPU cores. Compare
 with ``--config.model=plain``. Variants: ``:smoke``.
 """
 
@@ -15,7 +16,7 @@ def get_config(variant: str = ""):
   c.group = "S4"
   c.architecture = "mlp"
   c.mlp_features = (128, 128) if not variant else (16,)
-  c.num_epochs = 10 if not variant else 2
+  c.num_epochs = 40 if not variant else 2
   c.learning_rate = 3e-3
   c.make_figures = False
   return c
