@@ -2,11 +2,12 @@
 
 One mesh axis, "data", over every device of every process. Parameters and optimiser state
 are replicated; each global batch is sharded over "data", so every device computes its
-slice and XLA inserts the gradient all-reduce. The training set is small next to host
-memory for the datasets eqnn runs (MNIST: 47 MB as uint8), so every process holds all of
-it, replicated on its devices, and each step gathers the same global batch whatever the
-device count: 1 and N devices see identical batches and follow the same trajectory up to
-float summation order.
+slice and XLA inserts the gradient all-reduce. With one process the training set is
+replicated on its devices; with several, each process keeps only its contiguous block of
+rows on its own devices (:func:`put_host_shards`) and XLA gathers each global batch across
+hosts. Either way the training set is one global array in the original row order and each
+step gathers the same global batch by index, so 1 and N devices, 1 and N processes, follow
+the same trajectory up to float summation order.
 """
 
 from __future__ import annotations
@@ -79,6 +80,22 @@ def put(value, sharding: NamedSharding):
   """A global array from a host value that every process holds in full."""
   value = np.asarray(value)
   return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+
+def put_host_shards(value, m: Mesh):
+  """A dataset sharded over "data" from the rows this process keeps: process p holds the
+  contiguous block p of ``value`` (a global array in the original row order, so batches
+  gathered from it by global index are the same for any process count). Every process
+  passes the full ``value``; only its own block is kept and placed on its devices."""
+  value = np.asarray(value)
+  p, count = jax.process_index(), jax.process_count()
+  n = value.shape[0]
+  if n % m.devices.size:
+    raise ValueError(f"{n} training examples do not divide over {m.devices.size} devices; "
+                     f"use config.max_train_examples to trim them")
+  block = n // count
+  local = value[p * block:(p + 1) * block]
+  return jax.make_array_from_process_local_data(batch_sharded(m), local, value.shape)
 
 
 def put_tree(tree, sharding: NamedSharding):

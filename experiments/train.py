@@ -396,8 +396,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   problem = build_problem(config, ds.num_classes)
   problem.action.validate(ds.train.images[:1])
   replicated = parallel.replicated(mesh)
-  train_images = parallel.put(data.as_inputs(ds.train.images), replicated)
-  train_labels = parallel.put(ds.train.labels, replicated)
+  if jax.process_count() > 1:      # each host keeps its own shard of the training set
+    train_images = parallel.put_host_shards(data.as_inputs(ds.train.images), mesh)
+    train_labels = parallel.put_host_shards(ds.train.labels, mesh)
+  else:
+    train_images = parallel.put(data.as_inputs(ds.train.images), replicated)
+    train_labels = parallel.put(ds.train.labels, replicated)
 
   root = jax.random.key(config.seed)
   init_key, data_key, step_key, test_key = jax.random.split(root, 4)
@@ -448,7 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   say(f"{problem.model.__class__.__name__} over "
       f"{problem.action.group.name if problem.lifted else 'no group'}: {n_params:,} parameters, "
       f"{steps_per_epoch} steps/epoch, {config.num_epochs} epochs, {mesh.devices.size} "
-      f"device(s) in {jax.process_count()} process(es)")
+      f"device(s) in {jax.process_count()} process(es)"
+      + (", training data in per-host shards" if jax.process_count() > 1 else ""))
   last_logits = None    # the last evaluation's logits, reused if it was of the final state
   sigterm, previous_handler = _install_sigterm_handler()
   try:

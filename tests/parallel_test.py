@@ -91,7 +91,7 @@ def test_two_processes_train_together_and_agree(tmp_path):
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  assert "2 device(s) in 2 process(es)" in outs[0][1]
+  assert "2 device(s) in 2 process(es), training data in per-host shards" in outs[0][1]
   with open(os.path.join(shared, "results.json")) as f:
     results = json.load(f)
   assert results["processes"] == 2
