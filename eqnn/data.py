@@ -52,7 +52,7 @@ class Split:
                       f"{self.images.shape} and {self.labels.shape}")
 
   def take(self, n: int | None) -> "Split":
-    return self if n is None or n >= len(self.labels) else Split(self.images[:n], self.labels[:n])
+    return self if n is None or n >= len(self.labels) else type(self)(self.images[:n], self.labels[:n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,10 +185,6 @@ class _PointSplit(Split):
     if self.images.ndim != 3 or self.labels.shape != (self.images.shape[0],):
       raise DataError(f"point sets [N, n, d] and labels [N] expected, got "
                       f"{self.images.shape} and {self.labels.shape}")
-
-  def take(self, n):
-    return self if n is None or n >= len(self.labels) else _PointSplit(self.images[:n],
-                                                                          self.labels[:n])
 
 
 def equivariant_labels(labels, elements, num_classes: int):

@@ -66,7 +66,6 @@ def circulant_apply(x: jnp.ndarray, kernel: jnp.ndarray, n: int,
     xk = jnp.tensordot(c, x, axes=(0, 0))
     wk = jnp.tensordot(c, kernel, axes=(0, 0))
     outs[k] = linear(xk, wk)
-  cin = x.shape[-1]
   for k in cplx:
     c = np.cos(theta * k * i).astype(np.float32)
     s = np.sin(theta * k * i).astype(np.float32)
@@ -77,7 +76,6 @@ def circulant_apply(x: jnp.ndarray, kernel: jnp.ndarray, n: int,
     o = linear(jnp.concatenate([xr, xi], -1), block)
     cout = o.shape[-1] // 2
     outs[k] = (o[..., :cout], o[..., cout:])
-  del cin
   blocks = []
   for g in range(n):
     acc = outs[0]

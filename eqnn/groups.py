@@ -94,7 +94,7 @@ class FiniteGroup:
     ``(h.s)(g) = s(h^-1 g)``, so ``(h.s)[g] = s[perm[h, g]]`` with
     ``perm[h, g] = table[inverse[h], g]``.
     """
-    return self.table[self.inverse][:, :]
+    return self.table[self.inverse]
 
   def subgroup(self, elements: Sequence[int], name: str | None = None) -> "Subgroup":
     """The subgroup H given by its element indices; refused if they are not a subgroup."""

@@ -250,8 +250,8 @@ def max_pool(x, window: int):
   """Per-channel max pooling ``[B, H, W, C]``, window = stride, 'VALID' (a ragged edge is
   dropped); commutes with the block action.
 
-  Written as a reshape and a max: on CPU its gradient is about 7x faster than that of
-  ``lax.reduce_window`` (whose backward pass is a select-and-scatter).
+  Written as a reshape and a max rather than ``lax.reduce_window``, whose backward pass on
+  CPU is a slow select-and-scatter.
   """
   if window <= 1:
     return x

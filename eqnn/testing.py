@@ -31,12 +31,14 @@ class Error:
     max_rel: ``max_abs / max |f(x)|`` (0 if f(x) is all zeros and so is the error).
     per_element: ``max_abs`` for each checked element, in the order of ``elements``.
     elements: the group element indices checked.
+    scale: ``max |f(x)|``, the reference of ``max_rel``.
   """
 
   max_abs: float
   max_rel: float
   per_element: tuple[float, ...]
   elements: tuple[int, ...]
+  scale: float
 
 
 def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
@@ -72,7 +74,7 @@ def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
   scale = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(fx))
   max_abs = float(per.max())
   max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-  return Error(max_abs, max_rel, tuple(float(e) for e in per), elements)
+  return Error(max_abs, max_rel, tuple(float(e) for e in per), elements, scale)
 
 
 def invariance_error(f: Callable, in_action: Action, x,
@@ -90,8 +92,7 @@ def assert_equivariant(f: Callable, in_action: Action, out_action: Action, x,
   (permutation) actions; loosen them only with a reason.
   """
   err = equivariance_error(f, in_action, out_action, x, elements)
-  scale = err.max_abs / err.max_rel if err.max_rel not in (0.0, float("inf")) else 0.0
-  if err.max_abs > atol + rtol * scale:
+  if err.max_abs > atol + rtol * err.scale:
     worst = err.elements[int(np.argmax(err.per_element))]
     name = in_action.group.element_names[worst]
     raise AssertionError(

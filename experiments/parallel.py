@@ -99,9 +99,10 @@ def put_host_shards(value, m: Mesh):
 
 
 def put_tree(tree, sharding: NamedSharding):
-  return jax.tree.map(lambda x: put(x, sharding) if not isinstance(x, jax.Array)
-                      else jax.device_put(x, sharding) if jax.process_count() == 1
-                      else put(np.asarray(x), sharding), tree)
+  """Every leaf of ``tree`` (identical on every process) as a global array."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: put(np.asarray(x), sharding), tree)
 
 
 def fetch(x) -> np.ndarray:

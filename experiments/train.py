@@ -195,9 +195,9 @@ def make_train_step(problem: Problem, batch_size: int, steps_per_epoch: int,
   return step
 
 
-def predict(state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
-  """Logits for all ``images`` (host numpy, every process holds all), in sharded batches."""
-  fwd = jax.jit(state.apply_fn)
+def predict(fwd, params, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
+  """Logits ``fwd(params, batch)`` for all ``images`` (host numpy, every process holds all),
+  in sharded batches; ``fwd`` is jitted once per run by the caller."""
   sharding = parallel.batch_sharded(mesh)
   n = images.shape[0]
   out = []
@@ -206,7 +206,7 @@ def predict(state, images: np.ndarray, batch_size: int, mesh) -> np.ndarray:
     pad = batch_size - batch.shape[0]
     if pad:
       batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
-    out.append(parallel.fetch(fwd(state.params, parallel.put(batch, sharding)))[:batch_size - pad])
+    out.append(parallel.fetch(fwd(params, parallel.put(batch, sharding)))[:batch_size - pad])
   return np.concatenate(out)
 
 
@@ -436,6 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                parallel.batch_sharded(mesh), config.microbatches)
   perm_fn = jax.jit(lambda e: jax.random.permutation(jax.random.fold_in(data_key, e), n_train),
                     out_shardings=replicated)
+  forward = jax.jit(problem.model.apply)
   log = open(os.path.join(workdir, "metrics.jsonl"), "a") if main else None
 
   def write(record):
@@ -480,7 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       save(step)
       if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
         t_eval = time.time()
-        logits = last_logits = predict(state, test_images, eval_bs, mesh)
+        logits = last_logits = predict(forward, state.params, test_images, eval_bs, mesh)
         m = metrics_from_predictions(problem, logits, test_labels, test_elements)
         mean_loss = float(parallel.fetch(jnp.mean(jnp.stack(losses))))
         rec = {"kind": "eval", "step": step, "epoch": epoch + 1, "train_loss": mean_loss,
@@ -503,7 +504,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager.wait_until_finished()
 
   resumed_finished = last_logits is None   # a run restarted after its last step
-  logits = predict(state, test_images, eval_bs, mesh) if resumed_finished else last_logits
+  logits = (predict(forward, state.params, test_images, eval_bs, mesh) if resumed_finished
+            else last_logits)
   final = metrics_from_predictions(problem, logits, test_labels, test_elements)
   results = {
       "config": config.to_dict(),
