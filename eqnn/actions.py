@@ -45,7 +45,11 @@ def _gather(x: jax.Array, table: np.ndarray, g, axis: int, n_axes: int) -> jax.A
 
 
 class Action:
-  """A left action of ``group`` on arrays: ``action(g, x) = g . x``."""
+  """A left action of ``group`` on arrays: ``action(g, x) = g . x``.
+
+  ``action(g, x)`` checks ``g`` and ``x`` and applies; :meth:`apply` only applies, for code
+  that has called :meth:`validate` once and then moves many values (inside jit or vmap).
+  """
 
   group: FiniteGroup
 
@@ -53,19 +57,20 @@ class Action:
     _check_index(self.group, g)
     x = jnp.asarray(x)
     self.validate(x)
-    return self._apply(g, x)
+    return self.apply(g, x)
 
   def validate(self, x: jax.Array) -> None:
     """Raises ValueError if ``x`` cannot carry this action."""
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
+    """``g . x`` without checks: ``x`` must have passed :meth:`validate`; ``g`` may be traced."""
     raise NotImplementedError
 
   def orbit(self, x) -> jax.Array:
     """``[|G|, ...]``: ``g . x`` for every g in group order."""
     x = jnp.asarray(x)
     self.validate(x)
-    return jax.vmap(lambda g: self._apply(g, x))(jnp.arange(self.group.order))
+    return jax.vmap(lambda g: self.apply(g, x))(jnp.arange(self.group.order))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +80,7 @@ class FunctionAction(Action):
   group: FiniteGroup
   fn: Callable
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
     return self.fn(g, x)
 
 
@@ -85,7 +90,7 @@ class TrivialAction(Action):
 
   group: FiniteGroup
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
     del g
     return x
 
@@ -101,10 +106,19 @@ class TableAction(Action):
   perm: np.ndarray = dataclasses.field(compare=False)
   axis: int = 0
   n_axes: int = 1
-  what: str = "entries"
+  what: str = dataclasses.field(default="entries", compare=False)
+
+  # Equal means the same group, table and axes: jit static arguments and caches rely on it.
+  # The description ``what`` only words error messages.
+  def _key(self):
+    return (self.group, self.perm.shape, np.ascontiguousarray(self.perm, np.int64).tobytes(),
+            self.axis, self.n_axes)
+
+  def __eq__(self, other):
+    return isinstance(other, TableAction) and self._key() == other._key()
 
   def __hash__(self):
-    return hash((self.group, self.perm.tobytes(), self.axis, self.n_axes))
+    return hash(self._key())
 
   def _axis(self, x):
     return self.axis if self.axis >= 0 else x.ndim + self.axis
@@ -120,7 +134,7 @@ class TableAction(Action):
           f"{self.what}: axes {ax}..{ax + self.n_axes - 1} of shape {x.shape} hold {size} "
           f"entries, but {self.group.name} acts here on {self.perm.shape[1]}")
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
     return _gather(x, self.perm, g, self._axis(x), self.n_axes)
 
 
@@ -155,7 +169,7 @@ class ChannelBlocks(Action):
       raise ValueError(f"channel blocks of {self.group.name}: the channel axis of shape "
                        f"{x.shape} must be a multiple of |G| = {n}")
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
     n = self.group.order
     blocks = x.reshape(x.shape[:-1] + (n, x.shape[-1] // n))
     return _gather(blocks, self.group.regular_permutations(), g, x.ndim - 1, 1).reshape(x.shape)
@@ -171,8 +185,8 @@ class ImageAction(Action):
   """
 
   group: FiniteGroup
-  pixel_map: Callable = dataclasses.field(compare=True)
-  what: str = "image action"
+  pixel_map: Callable
+  what: str = dataclasses.field(default="image action", compare=False)
   square: bool = True
   size: tuple[int, int] | None = None
 
@@ -190,7 +204,7 @@ class ImageAction(Action):
   def table(self, h: int, w: int) -> np.ndarray:
     return _pixel_table(self.group, self.pixel_map, h, w)
 
-  def _apply(self, g, x):
+  def apply(self, g, x):
     return _gather(x, self.table(x.shape[-3], x.shape[-2]), g, x.ndim - 3, 2)
 
 

@@ -2,12 +2,10 @@
 
 MNIST comes from the four original IDX files (no TensorFlow), verified by sha256 against
 the sums tensorflow-datasets registers; any other tensorflow-datasets image classification
-dataset comes through ``tfds.data_source``. Everything is returned as numpy arrays
-``uint8 [N, H, W, C]`` and ``int32 [N]`` and scaled to [0, 1] exactly once (:func:`to_float`).
-
-Equivariant labels (the lift's convention, eqnn/lift.py): for an image ``x' = g . x`` of
-digit m, the lifted network's slot g holds ``F(g^-1 . x') = F(x)``, the upright view, so
-the target is slot ``g * K + m`` of the ``[|G| * K]`` joint logits (block g, class m).
+dataset comes through ``tfds.data_source``. Everything is returned as numpy arrays:
+inputs ``uint8 [N, H, W, C]`` for images (scaled to [0, 1] exactly once, :func:`to_float`) or
+``float32 [N, n, d]`` for point sets, and class labels ``int32 [N]``. The joint labels a
+lifted classifier trains on are in :mod:`eqnn.readouts`.
 """
 
 from __future__ import annotations
@@ -43,16 +41,19 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  images: np.ndarray   # uint8 [N, H, W, C]
+  """Model inputs and class labels of one split."""
+
+  inputs: np.ndarray   # [N, ...]: uint8 images [N, H, W, C], float32 point sets [N, n, d]
   labels: np.ndarray   # int32 [N]
 
   def __post_init__(self):
-    if self.images.ndim != 4 or self.labels.shape != (self.images.shape[0],):
-      raise DataError(f"images [N, H, W, C] and labels [N] expected, got "
-                      f"{self.images.shape} and {self.labels.shape}")
+    if self.inputs.ndim < 2 or self.labels.shape != (self.inputs.shape[0],):
+      raise DataError(f"inputs [N, ...] and labels [N] expected, got "
+                      f"{self.inputs.shape} and {self.labels.shape}")
 
   def take(self, n: int | None) -> "Split":
-    return self if n is None or n >= len(self.labels) else type(self)(self.images[:n], self.labels[:n])
+    """The first n examples (all for None)."""
+    return self if n is None or n >= len(self.labels) else Split(self.inputs[:n], self.labels[:n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,30 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False,
   return Dataset(name, splits["train"], splits["test"], num_classes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Info:
+  """A dataset's example shape and class count, known without reading its examples."""
+
+  input_shape: tuple[int, ...]
+  num_classes: int
+
+
+def tfds_info(name: str, data_dir: str | None = None, image_key: str = "image",
+              label_key: str = "label") -> Info:
+  """The image shape and class count that tensorflow-datasets registers for ``name``."""
+  import tensorflow_datasets as tfds  # only this path needs tfds
+  try:
+    features = tfds.builder(name, data_dir=data_dir).info.features
+    shape = tuple(features[image_key].shape)
+    num_classes = features[label_key].num_classes
+  except Exception as e:  # tfds raises several types for unknown names and missing data
+    raise DataError(f"tensorflow-datasets cannot describe {name!r} "
+                    f"({type(e).__name__}: {e})") from e
+  if any(d is None for d in shape):
+    raise DataError(f"{name!r} has images of varying size {shape}; eqnn needs a fixed size")
+  return Info(shape if len(shape) == 3 else shape + (1,), num_classes)
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
   """uint8 -> float32 in [0, 1]. Scaled exactly once (the authors' code scaled twice)."""
   if images.dtype != np.uint8:
@@ -172,29 +197,15 @@ def point_sets(seed: int, n_train: int = 20000, n_test: int = 5000, n_points: in
     pts = rng.uniform(-1.6, 1.6, size=(n, n_points, 2)).astype(np.float32)
     pts = np.take_along_axis(pts, np.argsort(pts[..., 0], axis=1)[..., None], axis=1)
     labels = (np.linalg.norm(pts, axis=-1) < radius).sum(-1).astype(np.int32)
-    return _PointSplit(pts, labels)
+    return Split(pts, labels)
 
-  return Dataset(f"point_sets{n_points}", split(n_train), split(n_test), n_points + 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _PointSplit(Split):
-  """A split whose inputs are point sets ``[N, n, d]`` rather than images."""
-
-  def __post_init__(self):
-    if self.images.ndim != 3 or self.labels.shape != (self.images.shape[0],):
-      raise DataError(f"point sets [N, n, d] and labels [N] expected, got "
-                      f"{self.images.shape} and {self.labels.shape}")
+  return Dataset(f"point_sets{n_points}", split(n_train), split(n_test),
+                 point_set_classes(n_points))
 
 
-def equivariant_labels(labels, elements, num_classes: int):
-  """The joint target ``g * num_classes + m`` for digit m shown at group element g."""
-  return elements * num_classes + labels
-
-
-def decode_labels(joint, num_classes: int):
-  """``(g, m)`` from a joint index ``g * num_classes + m``."""
-  return joint // num_classes, joint % num_classes
+def point_set_classes(n_points: int) -> int:
+  """Classes of :func:`point_sets`: 0 .. n_points points inside the disc."""
+  return n_points + 1
 
 
 def transform_randomly(key: jax.Array, images, action: actions_lib.Action):
@@ -205,5 +216,5 @@ def transform_randomly(key: jax.Array, images, action: actions_lib.Action):
   images = jnp.asarray(images)
   action.validate(images)
   g = jax.random.randint(key, (images.shape[0],), 0, action.group.order, dtype=jnp.int32)
-  moved = jax.vmap(action._apply)(g, images)  # pylint: disable=protected-access
+  moved = jax.vmap(action.apply)(g, images)
   return moved, g

@@ -2,7 +2,7 @@
 
 A layer lifted over the block action of C_n has block-circulant weights: output block g is
 ``sum_i W[i - g] * x[i]`` (indices mod n, ``*`` any linear map over channels, e.g. a conv;
-see :func:`eqnn.nn.block_circulant`). The discrete Fourier transform over the group axis
+see :func:`eqnn.ops.block_circulant`). The discrete Fourier transform over the group axis
 diagonalises it:
 
     X_k = sum_i x_i w^(-k i),   W_k = sum_j W_j w^(k j),   Out_k = W_k * X_k,   w = e^(2 pi i / n)

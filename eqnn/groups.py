@@ -52,10 +52,12 @@ class FiniteGroup:
   def __repr__(self) -> str:
     return f"FiniteGroup({self.name}, order={self.order})"
 
-  # Hash and equality by content, so two constructions of the same group share jit caches.
+  # Hash and equality by what defines the group, its table: two constructions of the same
+  # group share jit caches whatever their names. Element names and the group's name are
+  # cosmetic and take no part.
   @functools.cached_property
   def _key(self):
-    return (self.table.tobytes(), self.table.shape, self.element_names)
+    return (self.table.shape, np.ascontiguousarray(self.table, np.int64).tobytes())
 
   def __hash__(self):
     return hash(self._key)

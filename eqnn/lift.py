@@ -38,29 +38,58 @@ _REDUCTIONS = {
 }
 
 
+def lift_inputs(action: Action, x, elements=None) -> jax.Array:
+  """``[k, ...]``: ``g^-1 . x`` for each g in ``elements`` (default: all of G, in order).
+
+  What the lift evaluates its map on: ``F_hat(x)[g] = F(lift_inputs(action, x)[g])``. Every
+  lifted layer (:mod:`eqnn.ops`) builds its copies with this function, so that the
+  convention between g and g^-1 is written here and nowhere else.
+  """
+  x = jnp.asarray(x)
+  action.validate(x)
+  elements = np.arange(action.group.order) if elements is None else np.asarray(elements)
+  inverses = jnp.asarray(action.group.inverse[elements])
+  return jax.vmap(lambda g_inv: action.apply(g_inv, x))(inverses)
+
+
+def conjugated(action: Action, transform: Callable, s, axis: int = 0):
+  """``s'[g] = g^-1 . transform(g . s[g])`` for every slot g of a lifted value ``s``.
+
+  Where a lifted map's slots hold ``F(g^-1 . x)``, a transformation t of x that F commutes
+  with reaches slot g as ``g^-1 t g``: this is what the equivariance report expects of a
+  lifted conv under shifts (block g moves along the direction turned by g^-1).
+  ``action`` must act on one slot ``s[g]`` (taken along ``axis``).
+  """
+  slots = jnp.moveaxis(jnp.asarray(s), axis, 0)
+  group = action.group
+  out = [action.apply(int(group.inverse[g]), transform(action.apply(g, slots[g])))
+         for g in range(group.order)]
+  return jnp.moveaxis(jnp.stack(out), 0, axis)
+
+
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
                vectorize: bool = True) -> Callable:
   """``x -> stack_i f(elements[i]^-1 . x)``; ``elements`` is static (numpy)."""
-  inverses = jnp.asarray(action.group.inverse[elements])
+  elements = np.asarray(elements)
 
   @functools.wraps(f)
   def lifted(*args, **kwargs):
     if not 0 <= argnum < len(args):
       raise ValueError(f"the lift acts on positional argument {argnum}, "
                        f"but the call has {len(args)} positional arguments")
-    x = jnp.asarray(args[argnum])
-    action.validate(x)
 
-    def one(g_inv):
+    def with_input(moved_x):
       moved = list(args)
-      moved[argnum] = action._apply(g_inv, x)  # pylint: disable=protected-access
+      moved[argnum] = moved_x
       return f(*moved, **kwargs)
 
     if vectorize:
-      return jax.vmap(one)(inverses)
+      return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body
     # (and its gradient) on one thread.
-    outs = [one(inverses[i]) for i in range(len(elements))]
+    x = jnp.asarray(args[argnum])
+    action.validate(x)
+    outs = [with_input(action.apply(int(action.group.inverse[g]), x)) for g in elements]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
   return lifted

@@ -7,6 +7,13 @@ Both are measured, never assumed: :func:`equivariance_error` returns the worst a
 error and the error relative to the size of ``f(x)``, over every group element or the
 ones given. Actions that permute entries (all of eqnn's) are exact, so float32 errors at
 rounding level (~1e-6 relative) mean "equivariant"; anything larger is a real violation.
+
+Two ways to call the checks::
+
+    assert_equivariant(f, in_action, out_action, x)     # any function, actions given
+    assert_equivariant(layer.bind(params), x)           # a layer or model that declares
+                                                        # in_action and out_action (linen
+                                                        # bound, or an NNX module)
 """
 
 from __future__ import annotations
@@ -41,14 +48,34 @@ class Error:
   scale: float
 
 
-def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
-                       elements: Sequence[int] | None = None) -> Error:
-  """How far ``f`` is from ``f(g . x) = g' . f(x)``; g' is g acting through ``out_action``.
+def declared_actions(f) -> tuple[Action, Action]:
+  """``(in_action, out_action)`` that a layer or model declares; a clear error if it does not."""
+  ins, outs = getattr(f, "in_action", None), getattr(f, "out_action", None)
+  if not isinstance(ins, Action) or not isinstance(outs, Action):
+    raise TypeError(f"{type(f).__name__} declares no in_action/out_action: pass them, as in "
+                    f"assert_equivariant(f, in_action, out_action, x)")
+  return ins, outs
 
-  ``f`` may return any pytree; ``out_action`` acts on every leaf. ``in_action`` and
-  ``out_action`` must be actions of the same group (e.g. rotations of images in,
+
+def _split_args(f, args) -> tuple[Action, Action, object]:
+  if len(args) == 1:
+    return (*declared_actions(f), args[0])
+  if len(args) == 3:
+    return args
+  raise TypeError(f"expected (f, x) for a module that declares its actions or "
+                  f"(f, in_action, out_action, x), got {len(args) + 1} arguments")
+
+
+def equivariance_error(f: Callable, *args, elements: Sequence[int] | None = None) -> Error:
+  """How far ``f`` is from ``f(g . x) = g' . f(x)``; g' is g acting through the output action.
+
+  Called as ``equivariance_error(f, in_action, out_action, x)``, or as
+  ``equivariance_error(module, x)`` for a layer or model that declares ``in_action`` and
+  ``out_action``. ``f`` may return any pytree; the output action acts on every leaf. Both
+  actions must be of the same group (e.g. rotations of images in,
   :func:`eqnn.actions.regular` on the group axis out).
   """
+  in_action, out_action, x = _split_args(f, args)
   if in_action.group != out_action.group:
     raise ValueError(f"input action is of {in_action.group.name}, output action of {out_action.group.name}")
   group = in_action.group
@@ -80,18 +107,19 @@ def equivariance_error(f: Callable, in_action: Action, out_action: Action, x,
 def invariance_error(f: Callable, in_action: Action, x,
                      elements: Sequence[int] | None = None) -> Error:
   """How far ``f`` is from ``f(g . x) = f(x)``."""
-  return equivariance_error(f, in_action, TrivialAction(in_action.group), x, elements)
+  return equivariance_error(f, in_action, TrivialAction(in_action.group), x, elements=elements)
 
 
-def assert_equivariant(f: Callable, in_action: Action, out_action: Action, x,
-                       atol: float = 1e-5, rtol: float = 1e-5,
+def assert_equivariant(f: Callable, *args, atol: float = 1e-5, rtol: float = 1e-5,
                        elements: Sequence[int] | None = None) -> Error:
   """Raises AssertionError naming the worst group element unless f is equivariant on x.
 
-  Passes when ``max_abs <= atol + rtol * max|f(x)|``. The defaults fit float32 and exact
-  (permutation) actions; loosen them only with a reason.
+  Arguments as for :func:`equivariance_error`. Passes when
+  ``max_abs <= atol + rtol * max|f(x)|``. The defaults fit float32 and exact (permutation)
+  actions; loosen them only with a reason.
   """
-  err = equivariance_error(f, in_action, out_action, x, elements)
+  in_action, out_action, x = _split_args(f, args)
+  err = equivariance_error(f, in_action, out_action, x, elements=elements)
   if err.max_abs > atol + rtol * err.scale:
     worst = err.elements[int(np.argmax(err.per_element))]
     name = in_action.group.element_names[worst]
@@ -104,8 +132,8 @@ def assert_equivariant(f: Callable, in_action: Action, out_action: Action, x,
 def assert_invariant(f: Callable, in_action: Action, x, atol: float = 1e-5,
                      rtol: float = 1e-5, elements: Sequence[int] | None = None) -> Error:
   """Raises AssertionError unless ``f(g . x) = f(x)`` within tolerance."""
-  return assert_equivariant(f, in_action, TrivialAction(in_action.group), x, atol, rtol,
-                            elements)
+  return assert_equivariant(f, in_action, TrivialAction(in_action.group), x, atol=atol,
+                            rtol=rtol, elements=elements)
 
 
 # --- hypothesis strategies -------------------------------------------------------------

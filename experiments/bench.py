@@ -80,12 +80,13 @@ def _train_step(model, batch, classes, microbatches=1):
   import jax.numpy as jnp
   import optax
   from flax.training import train_state
-  from experiments import train
+  from eqnn import readouts
+  from experiments import steps
   x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
   y = jnp.zeros((batch,), jnp.int32) % classes
   params = model.init(jax.random.key(1), x[:1])
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
-  step = functools.partial(train.update, microbatches=microbatches)
+  step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits)
   jstep = jax.jit(step, donate_argnums=0)
   holder = [state]
 
@@ -99,7 +100,7 @@ def _train_step(model, batch, classes, microbatches=1):
 
 
 def conv_macs(model_cfg, fourier_form: bool) -> int:
-  """Forward multiply-adds per image of a LiftedCNN on 28x28 inputs, |G| = 4 (C4)."""
+  """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs, |G| = 4 (C4)."""
   from eqnn import fourier
   n = 4
   feats, pools, dense = model_cfg
@@ -121,10 +122,9 @@ def conv_macs(model_cfg, fourier_form: bool) -> int:
 
 
 def bench_networks(rounds, quick, peak, report):
-  from eqnn import actions
-  from eqnn import nn as enn
-  act = actions.rotations()
+  from eqnn import actions, models
   from experiments.configs import default, paper
+  act = actions.rotations()
   nets = {name: (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
           for name, c in (("default", default.get_config()), ("paper_v1", paper.get_config()))}
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
@@ -132,7 +132,7 @@ def bench_networks(rounds, quick, peak, report):
              "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
   for name, cfg in nets.items():
     for b, micro in batches[name]:
-      model = enn.LiftedCNN(act, *cfg)
+      model = models.EquivariantCNN(act, *cfg)
       train, infer, _ = _train_step(model, b, 40, micro)
       t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
       fwd = conv_macs(cfg, True)
@@ -156,9 +156,8 @@ def bench_lift_overhead(rounds, quick, report):
   import jax
   import jax.numpy as jnp
   import eqnn
-  from eqnn import actions
-  from eqnn import nn as enn
-  base = enn.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  from eqnn import actions, models
+  base = models.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
   acts = {"C2": actions.rotations(2), "C4": actions.rotations(), "D4": actions.rotations_reflections()}
   for b in ([64] if quick else [32, 128]):
     x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
@@ -190,22 +189,23 @@ def bench_lift_overhead(rounds, quick, report):
 def bench_layer_variants(rounds, quick, report):
   import jax
   import jax.numpy as jnp
-  from eqnn import actions, groups
-  from eqnn import nn as enn
+  from eqnn import actions, groups, layers, ops
   c4 = actions.rotations()
   d4 = actions.rotations_reflections()
-  cases = [("LiftConv C4 1->16 @28", lambda i: enn.LiftConv(c4, 16, impl=i), (128, 28, 28, 1),
+  cases = [("LiftConv C4 1->16 @28", lambda i: layers.LiftConv(c4, 16, impl=i), (128, 28, 28, 1),
             ["vmap", "expanded"]),
-           ("GroupConv C4 16->32 @14", lambda i: enn.GroupConv(groups.cyclic(4), 32, impl=i),
-            (128, 14, 14, 64), ["vmap", "expanded", "fourier"]),
+           ("GroupConv C4 16->32 @14", lambda i: layers.GroupConv(groups.cyclic(4), 32, impl=i),
+            (128, 14, 14, 4, 16), ["vmap", "expanded", "fourier"]),
            ("GroupConv C4 80->80 @28 (V1 conv2)",
-            lambda i: enn.GroupConv(groups.cyclic(4), 80, impl=i), (16, 28, 28, 320),
+            lambda i: layers.GroupConv(groups.cyclic(4), 80, impl=i), (16, 28, 28, 4, 80),
             ["vmap", "expanded", "fourier"]),
-           ("GroupConv D4 8->16 @14", lambda i: enn.GroupConv(d4.group, 16, impl=i),
-            (64, 14, 14, 64), ["vmap", "expanded"])]
+           ("GroupConv D4 8->16 @14", lambda i: layers.GroupConv(d4.group, 16, impl=i),
+            (64, 14, 14, 8, 8), ["vmap", "expanded"])]
   if quick:
     cases = cases[:2]
   for title, make, shape, impls in cases:
+    kind = "lift_conv" if title.startswith("LiftConv") else "group_conv"
+    group = c4.group if " C4 " in title else d4.group
     x = jax.random.normal(jax.random.key(0), shape)
     params = make("expanded").init(jax.random.key(1), x)
     fns = {}
@@ -221,17 +221,19 @@ def bench_layer_variants(rounds, quick, report):
       report["layer_variants"].append(row)
       print(f"  {title:36s} {i:9s}: fwd+bwd {1e3 * t[i]:8.1f} ms, compile {secs:5.2f} s, "
             f"peak {peak / 2**20:8.1f} MiB", flush=True)
+    auto, fastest = ops.resolve_impl("auto", kind, group), min(impls, key=t.get)
+    report["auto_choices"].append({"layer": title, "auto": auto, "fastest": fastest})
+    print(f"  {title:36s} impl='auto' runs {auto!r}; fastest in this run: {fastest!r}", flush=True)
 
 
 def bench_minimal(rounds, quick, report):
   import jax
   import jax.numpy as jnp
   import eqnn
-  from eqnn import actions
-  from eqnn import nn as enn
+  from eqnn import actions, models
   act = actions.rotations()
   h = act.group.subgroup([0, 2])         # half turns
-  base = enn.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  base = models.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
   b = 64 if quick else 128
   x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
   params = base.init(jax.random.key(1), x[:1])
@@ -256,7 +258,8 @@ def main(argv):
   t0 = time.time()
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
-            "networks": [], "lift_overhead": [], "layer_variants": [], "minimal": []}
+            "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
+            "minimal": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9

@@ -10,10 +10,10 @@ flip, every layer's equivariance and invariance errors (eqnn/report.py). Writes
 
 Expected actions: a spatial feature map of total stride s moves by k/s pixels under a
 shift by k (rounded when s does not divide k, which is where pooling stops being exactly
-equivariant; in the lifted network block g moves along the direction turned by g^-1), and
+equivariant; in the equivariant network block g moves along the direction turned by g^-1), and
 is compared away from a border band (``borders excluded``) where the zero padding and the
 shift differ; a quarter turn turns a plain CNN's maps (they do not
-follow: neither equivariant nor invariant) and shifts the lifted network's channel blocks
+follow: neither equivariant nor invariant) and shifts the equivariant network's channel blocks
 (exact); flat features and the invariant readout are expected not to move.
 """
 
@@ -50,48 +50,46 @@ def shift(x, k, axis):
 
 
 def build_models():
-  from eqnn import actions
-  from eqnn import nn as enn
+  from eqnn import actions, models
   return {
-      "plain CNN": (enn.PlainCNN((16, 32, 32), (1, 1, 1), (128,)), False),
-      "plain CNN + pooling": (enn.PlainCNN((16, 32, 32), (2, 2, 1), (128,)), False),
-      "equivarified CNN (C4)": (enn.LiftedCNN(actions.rotations(), (16, 32, 32), (2, 2, 1),
-                                              (128,)), True),
+      "plain CNN": (models.PlainCNN((16, 32, 32), (1, 1, 1), (128,)), False),
+      "plain CNN + pooling": (models.PlainCNN((16, 32, 32), (2, 2, 1), (128,)), False),
+      "equivarified CNN (C4)": (models.EquivariantCNN(actions.rotations(), (16, 32, 32), (2, 2, 1),
+                                                 (128,)), True),
   }
 
 
-def train_briefly(model, lifted, images, labels, steps, seed):
+def train_briefly(model, equivariant, images, labels, steps, seed):
   import jax
   import optax
   from flax.training import train_state
-  from eqnn import data
-  from experiments import train
+  from eqnn import readouts
+  from experiments import steps as steps_lib
   key = jax.random.key(seed)
   params = model.init(key, images[:1])
   state = train_state.TrainState.create(apply_fn=model.apply, params=params,
                                         tx=optax.adam(1e-3))
-  step = jax.jit(train.update)
+  flat = readouts.joint_logits if equivariant else (lambda logits: logits)
+  step = jax.jit(lambda s, x, y: steps_lib.update(s, x, y, flat=flat))
   rng = jax.random.key(seed + 1)
   for i in range(steps):
     idx = jax.random.randint(jax.random.fold_in(rng, i), (128,), 0, images.shape[0])
-    y = data.equivariant_labels(labels[idx], 0, 10) if lifted else labels[idx]
+    y = readouts.joint_labels(labels[idx], 0, 10) if equivariant else labels[idx]
     state, _ = step(state, images[idx], y)
   return state.params
 
 
-def make_features(model, params, lifted):
+def make_features(model, params, equivariant):
   import jax
-  from eqnn import nn as enn
+  from eqnn import readouts
 
   @jax.jit
   def features(x):
     out, inter = model.apply(params, x, mutable=["intermediates"])
     feats = {k: v[0] for k, v in inter["intermediates"].items()}
-    if lifted:
-      feats["logits"] = enn.group_logits(out, 4)
-      feats["readout (logsumexp over G)"] = enn.invariant_logits(out, 4)
-    else:
-      feats["logits"] = out
+    feats["logits"] = out
+    if equivariant:
+      feats["readout (logsumexp over G)"] = readouts.class_logits(out)
     return feats
 
   return features
@@ -104,15 +102,14 @@ def network_order(layer: str):
   return (1 if layer.startswith("dense") else 2 if layer == "logits" else 3, 0, False)
 
 
-def transforms(lifted):
+def transforms(equivariant):
   import jax.numpy as jnp
-  from eqnn import actions, report
-  from eqnn import groups
-  blocks = actions.ChannelBlocks(groups.cyclic(4))
-  regular = actions.regular(groups.cyclic(4), axis=1)
+  from eqnn import actions, lift, ops, report
+  c4 = actions.rotations()
+  blocks = ops.block_action(c4.group)       # [B, ..., |G|, C]: the group axis shifts
 
   def spatial(f):
-    return f.ndim == 4
+    return f.ndim >= 4                      # [B, H, W, C], equivariant [B, H, W, |G|, C]
 
   def stride(f):
     return 28 // f.shape[1]
@@ -122,14 +119,10 @@ def transforms(lifted):
       if not spatial(f):
         return f                                # flat features: "does not move" is the question
       d = round(k / stride(f))
-      if not lifted:
-        return shift(f, d, axis=2)
-      # Block g holds conv(g^-1 . x), and g^-1 turns the shift too: block g moves along the
-      # direction r^-g (columns), i.e. turn the block by g, shift it, turn it back.
-      blocks = jnp.split(f, 4, axis=-1)
-      moved = [jnp.rot90(shift(jnp.rot90(b, g, axes=(1, 2)), d, axis=2), -g, axes=(1, 2))
-               for g, b in enumerate(blocks)]
-      return jnp.concatenate(moved, axis=-1)
+      move = lambda b: shift(b, d, axis=2)
+      # The lift's slot g holds conv(g^-1 . x): the shift reaches it as g^-1 t g (block g
+      # moves along the direction turned by g^-1).
+      return lift.conjugated(c4, move, f, axis=-2) if equivariant else move(f)
     return expected
 
   def shift_crop(k):
@@ -146,17 +139,15 @@ def transforms(lifted):
     def expected(name, f):
       if name.startswith("readout"):
         return f
-      if lifted:
-        if spatial(f):
-          return blocks(j, f)                   # the lift: channel blocks shift, pixels stay
-        return regular(j, f)                    # [B, G, ...]: the group axis shifts
+      if equivariant:
+        return blocks(j, f)                     # the lift: the group axis shifts, pixels stay
       return jnp.rot90(f, j, axes=(1, 2)) if spatial(f) else None
     return expected
 
   def flip_expected(name, f):
     if name.startswith("readout"):
       return f                                  # invariance is the question
-    if lifted or not spatial(f):
+    if equivariant or not spatial(f):
       return None                               # flips are not in C4; flat maps have no flip
     return jnp.flip(f, axis=2)
 
@@ -196,13 +187,13 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   import jax.numpy as jnp
   from eqnn import data, report
   ds = data.load_mnist(data_dir)
-  train_x = jnp.asarray(data.to_float(ds.train.images))
+  train_x = jnp.asarray(data.to_float(ds.train.inputs))
   train_y = jnp.asarray(ds.train.labels)
-  x = jnp.asarray(data.to_float(ds.test.images[:n_images]))
+  x = jnp.asarray(data.to_float(ds.test.inputs[:n_images]))
   rows_by_model = {}
-  for name, (model, lifted) in build_models().items():
-    params = train_briefly(model, lifted, train_x, train_y, train_steps, seed)
-    rows = report.layer_errors(make_features(model, params, lifted), x, transforms(lifted))
+  for name, (model, equivariant) in build_models().items():
+    params = train_briefly(model, equivariant, train_x, train_y, train_steps, seed)
+    rows = report.layer_errors(make_features(model, params, equivariant), x, transforms(equivariant))
     rows_by_model[name] = sorted(rows, key=lambda r: network_order(r["layer"]))
   os.makedirs(workdir, exist_ok=True)
   table = report.markdown_table(rows_by_model)

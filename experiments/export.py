@@ -17,9 +17,9 @@ flags.mark_flags_as_required(["workdir"])
 
 def export_run(workdir: str, out: str = "") -> str:
   from eqnn import export
-  from experiments import train
-  config, problem, _, params = train.load_checkpoint(workdir)
-  blob = export.export_model(problem.model.apply, params, train.input_shape(config))
+  from experiments import checkpoints
+  _, task, _, params = checkpoints.load_checkpoint(workdir)
+  blob = export.export_model(task.model.apply, params, task.input_shape)
   out = out or os.path.join(workdir, "model.jax")
   with open(out, "wb") as f:
     f.write(blob)

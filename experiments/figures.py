@@ -13,22 +13,24 @@ import numpy as np  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from eqnn import data  # noqa: E402
+from eqnn import data, readouts  # noqa: E402
 
 
-def figure4(path, problem, state, test_split, digit: int = 7):
+def figure4(path, task, state, test_split, digit: int = 7):
   """One upright test digit and its orbit, each with its |G| x K probability vector.
 
   For the lifted model the vectors are the same up to a shift by K slots per group step.
   """
   idx = int(np.nonzero(test_split.labels == digit)[0][0])
-  x = jnp.asarray(data.to_float(test_split.images[idx:idx + 1]))
-  orbit = problem.action.orbit(x)[:, 0]                         # [|G|, H, W, C]
-  probs = np.asarray(jax.nn.softmax(state.apply_fn(state.params, orbit), axis=-1))
+  x = jnp.asarray(data.to_float(test_split.inputs[idx:idx + 1]))
+  orbit = task.action.orbit(x)[:, 0]                            # [|G|, H, W, C]
+  logits = task.flat_logits(state.apply_fn(state.params, orbit))
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   n, k = len(orbit), probs.shape[-1]
+  num_classes = task.num_classes
   fig, axes = plt.subplots(n, 2, figsize=(11, 1.6 * n),
                            gridspec_kw={"width_ratios": [1, 7]}, squeeze=False)
-  names = problem.action.group.element_names
+  names = task.action.group.element_names
   for g in range(n):
     axes[g, 0].imshow(np.asarray(orbit[g, ..., 0]), cmap="gray_r")
     axes[g, 0].set_axis_off()
@@ -36,13 +38,14 @@ def figure4(path, problem, state, test_split, digit: int = 7):
     axes[g, 1].bar(np.arange(k), probs[g], color="tab:blue")
     axes[g, 1].set_ylim(0, 1)
     axes[g, 1].set_xlim(-0.5, k - 0.5)
-    for b in range(1, k // problem.num_classes):
-      axes[g, 1].axvline(b * problem.num_classes - 0.5, color="gray", lw=0.5)
+    for b in range(1, k // num_classes):
+      axes[g, 1].axvline(b * num_classes - 0.5, color="gray", lw=0.5)
     top = int(probs[g].argmax())
-    axes[g, 1].set_title(f"argmax slot {top} = (g={names[top // problem.num_classes]}, "
-                         f"digit {top % problem.num_classes}), p={probs[g, top]:.3f}", fontsize=9)
+    top_g, top_m = readouts.decode_joint(top, num_classes)
+    axes[g, 1].set_title(f"argmax slot {top} = (g={names[top_g]}, digit {top_m}), "
+                         f"p={probs[g, top]:.3f}", fontsize=9)
   axes[-1, 1].set_xlabel("slot g * 10 + m")
-  fig.suptitle(f"Figure 4: a test {digit} and its orbit under {problem.action.group.name}")
+  fig.suptitle(f"Figure 4: a test {digit} and its orbit under {task.action.group.name}")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -59,10 +62,11 @@ def training_curves(path, metrics_path):
   a.set_yscale("log")
   a.set_xlabel("step")
   a.set_ylabel("training loss")
-  for key in ("test_joint_accuracy", "test_digit_accuracy", "test_angle_accuracy"):
+  for key, label in (("test_joint_accuracy", "joint"), ("test_class_accuracy", "digit"),
+                     ("test_element_accuracy", "angle")):
     pts = [(r["elapsed_s"], r[key]) for r in evals if key in r]
     if pts:
-      b.plot(*zip(*pts), marker="o", label=key.replace("test_", "").replace("_accuracy", ""))
+      b.plot(*zip(*pts), marker="o", label=label)
   b.axhline(0.968, color="gray", ls="--", lw=0.8, label="paper 96.8%")
   b.set_xlabel("wall time (s)")
   b.set_ylabel("test accuracy")
@@ -72,19 +76,19 @@ def training_curves(path, metrics_path):
   plt.close(fig)
 
 
-def confusion(path, problem, logits, labels, elements):
+def confusion(path, task, logits, labels, elements):
   """Joint confusion matrix, rows true (g, digit), columns predicted (log counts)."""
-  k = problem.num_classes
-  n = problem.group_order
-  truth = labels + elements * k if problem.lifted else labels
-  pred = logits.argmax(-1)
+  k = task.num_classes
+  n = task.group_order
+  truth = task.targets(labels, elements)
+  pred = np.asarray(task.flat_logits(logits)).argmax(-1)
   size = n * k
   mat = np.zeros((size, size), np.int64)
   np.add.at(mat, (truth, pred), 1)
   fig, ax = plt.subplots(figsize=(7, 6))
   im = ax.imshow(np.log10(mat + 1), cmap="viridis")
   ticks = np.arange(0, size, k)
-  names = problem.action.group.element_names if problem.lifted else ["e"]
+  names = task.action.group.element_names if task.equivariant else ["e"]
   ax.set_xticks(ticks, [f"{names[i // k]}" for i in ticks])
   ax.set_yticks(ticks, [f"{names[i // k]}" for i in ticks])
   ax.set_xlabel("predicted (group element block, digits 0-9 within)")
@@ -96,8 +100,8 @@ def confusion(path, problem, logits, labels, elements):
   plt.close(fig)
 
 
-def make_all(workdir, problem, state, test_split, logits, labels, elements):
-  figure4(os.path.join(workdir, "figure4.png"), problem, state, test_split)
+def make_all(workdir, task, state, test_split, logits, labels, elements):
+  figure4(os.path.join(workdir, "figure4.png"), task, state, test_split)
   training_curves(os.path.join(workdir, "training_curves.png"),
                   os.path.join(workdir, "metrics.jsonl"))
-  confusion(os.path.join(workdir, "confusion.png"), problem, logits, labels, elements)
+  confusion(os.path.join(workdir, "confusion.png"), task, logits, labels, elements)

@@ -39,10 +39,11 @@ def main(argv):
                         FLAGS.distributed)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  from eqnn import data
   from experiments import train
   try:
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, start_time=_START)
-  except (train.ConfigError, train.data.DataError, ValueError) as e:
+  except (train.ConfigError, data.DataError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if results.get("preempted"):

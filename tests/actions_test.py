@@ -144,3 +144,31 @@ def test_orbit_matches_elementwise(g, h, seed):
   orbit = act.orbit(x)
   np.testing.assert_array_equal(orbit[g], act(g, x))
   np.testing.assert_array_equal(act(g, act(h, x)), act(D4.mul(g, h), x))
+
+
+def test_actions_compare_and_hash_on_what_defines_them():
+  """Actions are jit static arguments: equal means same group, table and axes; the wording of
+  error messages takes no part."""
+  import jax
+  g = groups.cyclic(4)
+  perm = g.regular_permutations()
+  a = actions.TableAction(g, perm, 0, 1, what="one wording")
+  b = actions.TableAction(g, perm.copy(), 0, 1, what="another wording")
+  assert a == b and hash(a) == hash(b)
+  assert a != actions.TableAction(g, perm[g.inverse], 0, 1)           # another table
+  assert a != actions.TableAction(g, perm, 1, 1)                      # another axis
+  assert actions.rotations() == actions.rotations() and actions.rotations() != actions.rotations(2)
+  assert hash(actions.rotations_reflections()) == hash(actions.rotations_reflections())
+  traces = []
+
+  def f(action, x):
+    traces.append(1)
+    return action.apply(1, x)
+
+  jf = jax.jit(f, static_argnums=0)
+  x = np.zeros((4, 3))
+  jf(a, x)
+  jf(b, x)
+  assert len(traces) == 1          # b is a cache hit for a
+  jf(actions.regular(g), x)
+  assert len(traces) == 1          # and so is the library's own regular action

@@ -1,5 +1,7 @@
 """Shared test set-up: float32 everywhere, NaN checks on, hypothesis profiles for 2 CPU cores."""
 
+import os
+
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
@@ -12,7 +14,7 @@ settings.register_profile("default", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "default"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
@@ -25,3 +27,19 @@ def keys():
       yield sub
   it = gen()
   return lambda: next(it)
+
+
+MNIST_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                         "mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+  """The folder of the four MNIST IDX files; tests that need real digits take this fixture
+  and are skipped (with the reason shown by ``-ra``) where the files are absent."""
+  from eqnn import data
+  missing = [f for f, _ in data.MNIST_FILES.values()
+             if not os.path.exists(os.path.join(MNIST_DIR, f))]
+  if missing:
+    pytest.skip(f"MNIST IDX files {missing} not in {MNIST_DIR}")
+  return MNIST_DIR

@@ -9,12 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import eqnn
 from eqnn import actions, data
 
-MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-HAVE_MNIST = all(os.path.exists(os.path.join(MNIST_DIR, f)) for f, _ in data.MNIST_FILES.values())
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST IDX files not in {MNIST_DIR}")
 
 
 def _write_idx(path, array, magic=None, truncate=0):
@@ -48,10 +44,9 @@ def test_missing_file_names_the_file(tmp_path):
     data.load_mnist(str(tmp_path))
 
 
-@needs_mnist
-def test_corrupt_file_fails_the_checksum(tmp_path):
+def test_corrupt_file_fails_the_checksum(tmp_path, mnist_dir):
   for fname, _ in data.MNIST_FILES.values():
-    shutil.copy(os.path.join(MNIST_DIR, fname), tmp_path / fname)
+    shutil.copy(os.path.join(mnist_dir, fname), tmp_path / fname)
   bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
   raw = bytearray(bad.read_bytes())
   raw[-1] ^= 0xFF
@@ -60,11 +55,10 @@ def test_corrupt_file_fails_the_checksum(tmp_path):
     data.load_mnist(str(tmp_path))
 
 
-@needs_mnist
-def test_load_real_mnist():
-  ds = data.load_mnist(MNIST_DIR)
-  assert ds.train.images.shape == (60000, 28, 28, 1) and ds.train.images.dtype == np.uint8
-  assert ds.test.images.shape == (10000, 28, 28, 1)
+def test_load_real_mnist(mnist_dir):
+  ds = data.load_mnist(mnist_dir)
+  assert ds.train.inputs.shape == (60000, 28, 28, 1) and ds.train.inputs.dtype == np.uint8
+  assert ds.test.inputs.shape == (10000, 28, 28, 1)
   assert ds.train.labels[:5].tolist() == [5, 0, 4, 1, 9]
   assert np.bincount(ds.test.labels).tolist()[:2] == [980, 1135]
 
@@ -90,40 +84,12 @@ def test_transform_randomly_is_seeded_and_moves_each_image():
     data.transform_randomly(jax.random.key(1), jnp.zeros((2, 5, 6, 1)), act)
 
 
-@pytest.mark.parametrize("action", [actions.rotations(), actions.rotations_reflections()],
-                         ids=["C4", "D4"])
-def test_label_slots_match_the_lift_model_free(action):
-  """An oracle F that recognises the upright images, lifted, puts each moved image's score
-  exactly in the slot the label encoding names. A label/lift order mismatch fails here."""
-  k = 10
-  upright = jax.random.uniform(jax.random.key(0), (k, 6, 6, 1))   # "digit" m is image m
-  labels = np.arange(k)
-
-  def oracle(x):   # one-hot of the upright image x equals, else zeros
-    match = jnp.all(jnp.abs(upright - x[None]) < 1e-6, axis=(1, 2, 3))
-    return match.astype(jnp.float32)
-
-  lifted = jax.vmap(eqnn.equivarify(oracle, action))                 # [N, |G|, K]
-  moved, g = data.transform_randomly(jax.random.key(1), upright, action)
-  scores = lifted(moved).reshape(k, -1)
-  want = data.equivariant_labels(labels, np.asarray(g), k)
-  np.testing.assert_array_equal(scores.argmax(-1), want)
-  assert float(scores.sum()) == k                                    # exactly one hit each
-  # The opposite convention (slot g^-1) is wrong wherever g is not an involution.
-  opposite = data.equivariant_labels(labels, action.group.inverse[np.asarray(g)], k)
-  involution = action.group.inverse[np.asarray(g)] == np.asarray(g)
-  assert np.all((scores.argmax(-1) == opposite) == involution)
-  gg, mm = data.decode_labels(want, k)
-  np.testing.assert_array_equal(gg, g)
-  np.testing.assert_array_equal(mm, labels)
-
-
 def test_tfds_datasets_load_through_data_source():
   """tfds' own API (tfds.data_source), exercised offline with tfds' mock data."""
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=7):
     ds = data.load_tfds("mnist")
-  assert ds.train.images.shape == (7, 28, 28, 1) and ds.train.images.dtype == np.uint8
+  assert ds.train.inputs.shape == (7, 28, 28, 1) and ds.train.inputs.dtype == np.uint8
   assert ds.test.labels.shape == (7,) and ds.num_classes == 10
 
 

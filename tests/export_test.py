@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqnn import actions, export
-from eqnn import nn as enn
+from eqnn import actions, export, models
 
 LOADER = r"""
 import sys
@@ -25,7 +24,7 @@ assert not any(m == "eqnn" or m.startswith("eqnn.") or m.startswith("experiments
 
 
 def test_exported_model_runs_without_eqnn(tmp_path):
-  model = enn.LiftedCNN(actions.rotations(), (4, 8), (2, 2), (16,))
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
   x = jax.random.normal(jax.random.key(0), (5, 28, 28, 1))
   params = model.init(jax.random.key(1), x[:1])
   blob = export.export_model(model.apply, params, (28, 28, 1))
@@ -41,4 +40,4 @@ def test_exported_model_runs_without_eqnn(tmp_path):
     np.testing.assert_allclose(got, model.apply(params, x[:n]), atol=1e-5, rtol=1e-5)
   # And in this process, through eqnn's own loader.
   np.testing.assert_allclose(export.load(blob)(x[:2]), model.apply(params, x[:2]), atol=1e-5)
-  assert jnp.asarray(export.load(blob)(x)).shape == (5, 40)
+  assert jnp.asarray(export.load(blob)(x)).shape == (5, 4, 10)

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eqnn import fourier, groups
-from eqnn import nn as enn
+from eqnn import fourier, groups, ops
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 8])
@@ -16,7 +15,7 @@ def test_matches_the_expanded_block_circulant_matmul(n):
   got = fourier.circulant_apply(x, w, n, lambda a, k: a @ k)
   want = jnp.stack([sum(x[i] @ w[(i - g) % n] for i in range(n)) for g in range(n)])
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-  e = enn.block_circulant(w.reshape(n * 3, 5), groups.cyclic(n), 0, 1)   # [n*3, n*5]
+  e = ops.block_circulant(w.reshape(n * 3, 5), groups.cyclic(n), 0, 1)   # [n*3, n*5]
   dense = (jnp.moveaxis(x, 0, 1).reshape(7, -1) @ e).reshape(7, n, 5)
   np.testing.assert_allclose(got, jnp.moveaxis(dense, 1, 0), atol=1e-5, rtol=1e-5)
 
@@ -24,10 +23,10 @@ def test_matches_the_expanded_block_circulant_matmul(n):
 @pytest.mark.parametrize("n", [2, 3, 4, 6])
 def test_group_conv_fourier_equals_expanded(n):
   g = groups.cyclic(n)
-  y = jax.random.normal(jax.random.key(0), (2, 5, 5, n * 3))
-  params = enn.GroupConv(g, 4, impl="expanded").init(jax.random.key(1), y)
-  a = enn.GroupConv(g, 4, impl="expanded").apply(params, y)
-  b = enn.GroupConv(g, 4, impl="fourier").apply(params, y)
+  y = jax.random.normal(jax.random.key(0), (2, 5, 5, n, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, n * 3, 4))
+  a = ops.group_conv(y, kernel, None, g, impl="expanded")
+  b = ops.group_conv(y, kernel, None, g, impl="fourier")
   np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
 
 
@@ -38,10 +37,12 @@ def test_work_shrinks():
 
 def test_fourier_is_refused_where_it_does_not_apply():
   d4 = groups.dihedral(4)
-  y = jnp.zeros((1, 4, 4, 8 * 2))
   with pytest.raises(ValueError, match="cyclic group"):
-    enn.GroupConv(d4, 3, impl="fourier").init(jax.random.key(0), y)
+    ops.resolve_impl("fourier", "group_conv", d4)
+  with pytest.raises(ValueError, match="lift_conv takes"):
+    ops.resolve_impl("fourier", "lift_conv", groups.cyclic(4))
   # "auto" falls back to the expanded form for D4.
-  enn.GroupConv(d4, 3, impl="auto").init(jax.random.key(0), y)
+  assert ops.resolve_impl("auto", "group_conv", d4) == "expanded"
+  assert ops.resolve_impl("auto", "group_conv", groups.cyclic(4)) == "fourier"
   assert fourier.is_cyclic_in_order(groups.cyclic(6))
   assert not fourier.is_cyclic_in_order(groups.direct_product(groups.cyclic(2), groups.cyclic(3)))

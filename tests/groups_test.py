@@ -143,3 +143,14 @@ def test_coset_permutations_are_a_left_action():
   for a, b in itertools.product(range(8), repeat=2):
     # (ab).s = a.(b.s)  <=>  perm[ab] = perm[b][perm[a]] for gathers s[perm[.]].
     assert np.array_equal(perm[d4.table[a, b]], perm[b][perm[a]])
+
+
+def test_groups_are_equal_by_their_table_not_their_names():
+  """Groups are jit static arguments and cache keys: equal means the same table."""
+  a = groups.cyclic(4)
+  renamed = groups.from_cayley_table(a.table, ["e", "a", "b", "c"], name="Z4")
+  assert a == renamed and hash(a) == hash(renamed)
+  klein = groups.direct_product(groups.cyclic(2), groups.cyclic(2))
+  assert a != klein and a != groups.dihedral(2)
+  # Same order, other table: not equal (D3 and C6).
+  assert groups.dihedral(3) != groups.cyclic(6)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import eqnn
 from eqnn import actions, groups, testing
-from eqnn import nn as enn
+from eqnn import layers
 
 S3, S3_PERMS = groups.symmetric(3)
 SEEDS = st.integers(0, 2**31 - 1)
@@ -175,7 +175,7 @@ def test_lift_compiles_once_per_shape():
 def test_flax_module_shares_one_parameter_set():
   act = actions.rotations_reflections()
   inner = _ConvNet()
-  lifted = enn.Equivarified(inner, act)
+  lifted = layers.Equivarified(inner, act)
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
   params = lifted.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, params["params"]["inner"]) == jax.tree.map(

@@ -16,15 +16,19 @@ import jax
 import numpy as np
 import pytest
 
-from data_test import MNIST_DIR, needs_mnist
-
-pytestmark = needs_mnist
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DATA = {}
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(mnist_dir):
+  """Every test here trains on real digits: the folder comes from conftest's fixture."""
+  _DATA["dir"] = mnist_dir
 
 
 def _cmd(workdir, *overrides, config="experiments/configs/default.py:smoke"):
   return [sys.executable, "-m", "experiments.mnist_rotated", f"--config={config}",
-          f"--workdir={workdir}", f"--config.data_dir={MNIST_DIR}", *overrides]
+          f"--workdir={workdir}", f"--config.data_dir={_DATA['dir']}", *overrides]
 
 
 def _env(devices=1):
@@ -48,8 +52,8 @@ def _losses(workdir):
 
 
 def _params(workdir, step=None):
-  from experiments import train
-  _, _, step, params = train.load_checkpoint(workdir, step)
+  from experiments import checkpoints
+  _, _, step, params = checkpoints.load_checkpoint(workdir, step)
   return step, jax.tree.leaves(params)
 
 

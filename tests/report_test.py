@@ -7,8 +7,6 @@ import pytest
 from eqnn import report
 from experiments import equivariance_report as er
 
-from data_test import HAVE_MNIST, MNIST_DIR
-
 
 def test_layer_errors_on_known_functions():
   x = jnp.arange(2 * 6 * 6 * 1, dtype=jnp.float32).reshape(2, 6, 6, 1)
@@ -23,10 +21,8 @@ def test_layer_errors_on_known_functions():
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-  if not HAVE_MNIST:
-    pytest.skip(f"MNIST IDX files not in {MNIST_DIR}")
-  out, _ = er.run(str(tmp_path_factory.mktemp("report")), MNIST_DIR, 0, 16, 0)
+def rows(tmp_path_factory, mnist_dir):
+  out, _ = er.run(str(tmp_path_factory.mktemp("report")), mnist_dir, 0, 16, 0)
   return out
 
 

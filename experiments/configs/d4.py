@@ -6,13 +6,16 @@ images make some digits genuinely ambiguous (0, 1, 8 look alike under r^2, f and
 Variants: ``:smoke``.
 """
 
-from experiments.configs import default
+from experiments.configs import default, variants
+
+VARIANTS = ("", "smoke")
 
 
 def get_config(variant: str = ""):
+  smoke = variants.parse(variant, VARIANTS, "d4") == "smoke"
   c = default.get_config(variant)
   c.group = "D4"
-  if not variant:
+  if not smoke:
     # 8 copies and no Fourier form for D4: a narrower network, 2 epochs.
     c.conv_features = (8, 16, 16)
     c.num_epochs = 2

@@ -7,6 +7,10 @@ e.g. ``--config.num_epochs=2``.
 
 import ml_collections
 
+from experiments.configs import variants
+
+VARIANTS = ("", "smoke")
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -22,8 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.group = "C4"
   c.train_transformed = False     # False: upright training images only (the paper's setting)
   c.test_transformed = True       # test images moved by a seeded random group element
-  # Model: "lifted" (the equivarified network) or "plain" (the same CNN, not lifted).
-  c.model = "lifted"
+  # Model: "equivariant" (the equivarified network) or "plain" (the same CNN, not lifted).
+  c.model = "equivariant"
   c.architecture = "cnn"          # "cnn" (images) or "mlp" (e.g. point sets)
   c.mlp_features = (128, 128)
   # Filters per group element; pooling early is free (it commutes with the block action).
@@ -31,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.pools = (2, 2, 2)
   c.dense_features = (128,)
   c.kernel_size = 3
-  c.impl = "auto"
+  c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
   # Optimisation.
   c.batch_size = 128
   c.microbatches = 1              # > 1: the same gradient over that many slices in sequence
@@ -68,8 +72,6 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c = base_config()
-  if variant == "smoke":
+  if variants.parse(variant, VARIANTS, "default") == "smoke":
     c = smoke(c)
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r} of the default config; use '' or 'smoke'")
   return c

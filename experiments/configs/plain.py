@@ -5,16 +5,15 @@
 ``:smoke`` / ``:augmented_smoke``: seconds-long versions.
 """
 
-from experiments.configs import default
+from experiments.configs import default, variants
+
+VARIANTS = ("", "smoke", "augmented", "augmented_smoke")
 
 
 def get_config(variant: str = ""):
+  variant = variants.parse(variant, VARIANTS, "plain")
   augmented = variant.startswith("augmented")
-  rest = variant[len("augmented"):].lstrip("_") if augmented else variant
-  if rest not in ("", "smoke"):
-    raise ValueError(f"unknown variant {variant!r} of the plain config; use '', 'augmented', "
-                     f"'smoke' or 'augmented_smoke'")
-  c = default.get_config(rest)
+  c = default.get_config("smoke" if variant.endswith("smoke") else "")
   c.model = "plain"
   c.train_transformed = augmented
   return c

@@ -7,16 +7,19 @@ minute on 2 CPU cores. Compare
 with ``--config.model=plain``. Variants: ``:smoke``.
 """
 
-from experiments.configs import default
+from experiments.configs import default, variants
+
+VARIANTS = ("", "smoke")
 
 
 def get_config(variant: str = ""):
+  smoke = variants.parse(variant, VARIANTS, "point_sets") == "smoke"
   c = default.get_config(variant)
   c.dataset = "point_sets"
   c.group = "S4"
   c.architecture = "mlp"
-  c.mlp_features = (128, 128) if not variant else (16,)
-  c.num_epochs = 40 if not variant else 2
+  c.mlp_features = (128, 128) if not smoke else (16,)
+  c.num_epochs = 40 if not smoke else 2
   c.learning_rate = 3e-3
   c.make_figures = False
   return c

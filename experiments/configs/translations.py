@@ -6,14 +6,17 @@ for. Trained on unshifted digits, tested on digits rolled by a random element. C
 with ``--config.model=plain``. Variants: ``:smoke``.
 """
 
-from experiments.configs import default
+from experiments.configs import default, variants
+
+VARIANTS = ("", "smoke")
 
 
 def get_config(variant: str = ""):
+  smoke = variants.parse(variant, VARIANTS, "translations") == "smoke"
   c = default.get_config(variant)
   c.group = "T4x4"
-  c.conv_features = (8,) if not variant else (4,)
+  c.conv_features = (8,) if not smoke else (4,)
   c.pools = (4,)
-  c.dense_features = (64,) if not variant else (16,)
-  c.num_epochs = 2 if not variant else c.num_epochs
+  c.dense_features = (64,) if not smoke else (16,)
+  c.num_epochs = 2 if not smoke else c.num_epochs
   return c

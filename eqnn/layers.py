@@ -1,0 +1,151 @@
+"""Flax linen layers: they own the parameters and call :mod:`eqnn.ops` (the mathematics).
+
+Every lifted layer declares how G acts on its input and its output (``in_action``,
+``out_action``), so ``eqnn.testing.assert_equivariant(layer.bind(params), x)`` checks it
+with no hand-written mapping. Outputs have one layout, ``[B, ..., |G|, F]`` (the group axis
+second to last, :mod:`eqnn.ops`); the generic :class:`Equivarified` keeps the lift's own
+``[|G|, ...]`` (it knows nothing of batches).
+
+The NNX counterparts, over the same functions, are in :mod:`eqnn.nnx_modules`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from eqnn import actions as actions_lib
+from eqnn import lift as lift_lib
+from eqnn import ops
+from eqnn.groups import FiniteGroup
+
+
+class Equivarified(nn.Module):
+  """Any Flax module ``inner`` lifted over ``action``: output ``[|G|, ...]``, ``F(g^-1 . x)``.
+
+  One set of parameters is shared by all group elements (``nn.vmap`` with
+  ``variable_axes={'params': None}``), so ``project(out) == inner(x)`` with the same params.
+  """
+
+  inner: nn.Module
+  action: actions_lib.Action
+
+  @property
+  def in_action(self) -> actions_lib.Action:
+    return self.action
+
+  @property
+  def out_action(self) -> actions_lib.Action:
+    return actions_lib.regular(self.action.group, axis=0)
+
+  @nn.compact
+  def __call__(self, x):
+    shared = nn.vmap(lambda m, y: m(y), variable_axes={"params": None},
+                     split_rngs={"params": False}, in_axes=0, out_axes=0)
+    return shared(self.inner, lift_lib.lift_inputs(self.action, x))
+
+
+class _ConvWeights(nn.Module):
+  """The weights of one plain conv (the map every lifted conv shares over G)."""
+
+  features: int
+  kernel_size: int
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, in_features, self.features), jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return kernel, bias
+
+
+class LiftConv(ops.LiftsInput, nn.Module):
+  """The input lift of a conv: ``[B, H, W, C_in] -> [B, H, W, |G|, features]``.
+
+  Slot g is ``conv(g^-1 . x)``, ``action`` moving the pixels (rotations need square images).
+  """
+
+  action: actions_lib.Action
+  features: int
+  kernel_size: int = 3
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.asarray(x)
+    self.action.validate(x)
+    kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
+                                name="conv")(x.shape[-1])
+    return ops.lift_conv(x, kernel, bias, self.action, self.padding, self.dtype, self.impl)
+
+
+class GroupConv(ops.ActsOnBlocks, nn.Module):
+  """A conv on the stack lifted over the regular action:
+  ``[B, H, W, |G|, C] -> [B, H, W, |G|, features]``, slot g = ``conv(g^-1 . y)``."""
+
+  group: FiniteGroup
+  features: int
+  kernel_size: int = 3
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, y):
+    self.in_action.validate(y)
+    kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
+                                name="conv")(self.group.order * y.shape[-1])
+    return ops.group_conv(y, kernel, bias, self.group, self.padding, self.dtype, self.impl)
+
+
+class GroupDense(ops.ActsOnBlocks, nn.Module):
+  """A dense layer on the flattened stack lifted over the regular action.
+
+  ``[B, ..., |G|, C] -> [B, |G|, features]``: slot g is ``dense(flatten(g^-1 . y))``.
+  """
+
+  group: FiniteGroup
+  features: int
+  use_bias: bool = True
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, y):
+    self.in_action.validate(y)
+    size = 1
+    for d in y.shape[1:]:
+      size *= d
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (size, self.features),
+                        jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias else None)
+    return ops.group_dense(y, kernel, bias, self.group, self.dtype, self.impl)
+
+
+def relu_pool(module: nn.Module, y: jax.Array, pool: int, i: int) -> jax.Array:
+  """ReLU and max pooling, recording ``conv{i}`` and ``pool{i}`` for the equivariance report.
+
+  ``y`` is a plain ``[B, H, W, C]`` or a lifted ``[B, H, W, |G|, C]`` map; a lifted one is
+  processed in its channel-stacked view (the same values; the 4-D shape keeps XLA's fusions,
+  and so the float summation order of the gradients, what they were before the layout
+  change). The records cost nothing unless ``apply(..., mutable=["intermediates"])`` asks.
+  """
+  lifted, n = y.ndim == 5, y.shape[-2]
+  view = (lambda a: ops.from_channels(a, n)) if lifted else (lambda a: a)
+  y = nn.relu(ops.to_channels(y) if lifted else y)
+  module.sow("intermediates", f"conv{i}", view(y))
+  if pool > 1:
+    y = ops.max_pool(y, pool)
+    module.sow("intermediates", f"pool{i}", view(y))
+  return view(y)

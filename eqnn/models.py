@@ -1,0 +1,114 @@
+"""Example models (Flax linen): the paper's lifted CNN, its plain twin, and MLPs.
+
+Lifted models declare their actions like the layers (:mod:`eqnn.layers`) and return
+``[B, |G|, num_classes]``: slot ``[g, m]`` means "class m seen at group element g"
+(:mod:`eqnn.readouts` turns it into joint, class and element predictions).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from eqnn import actions as actions_lib
+from eqnn import ops
+from eqnn.layers import Equivarified, GroupConv, GroupDense, LiftConv, relu_pool
+
+
+class EquivariantCNN(ops.LiftsInput, nn.Module):
+  """The paper's Figure 3 network, for any group acting on square images.
+
+  ``LiftConv`` (conv1 on the |G| transformed copies), then ``GroupConv`` layers on the
+  stack, then the equivarified head ``dense . pool . conv``: a :class:`GroupDense` whose |G|
+  outputs go through the rest of the MLP with shared weights (the lift of the composite
+  head). ``[B, H, W, C] -> [B, |G|, num_classes]``.
+
+  Attributes:
+    action: how G acts on input images.
+    conv_features: filters per group element of each conv (the first is the input lift).
+    pools: max-pool window after each conv (1: none); pooling commutes with the group.
+    dense_features: hidden widths of the head (the first is lifted over the stack).
+    num_classes: classes per group element.
+  """
+
+  action: actions_lib.Action
+  conv_features: Sequence[int] = (16, 32, 32)
+  pools: Sequence[int] = (2, 2, 1)
+  dense_features: Sequence[int] = (128,)
+  num_classes: int = 10
+  kernel_size: int = 3
+  impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if len(self.pools) != len(self.conv_features):
+      raise ValueError(f"need one pool window per conv: {len(self.pools)} pools for "
+                       f"{len(self.conv_features)} convs")
+    group = self.action.group
+    y = LiftConv(self.action, self.conv_features[0], self.kernel_size, impl=self.impl,
+                 dtype=self.dtype)(x)
+    y = relu_pool(self, y, self.pools[0], 1)
+    for i, (feats, pool) in enumerate(zip(self.conv_features[1:], self.pools[1:]), 2):
+      y = GroupConv(group, feats, self.kernel_size, impl=self.impl, dtype=self.dtype)(y)
+      y = relu_pool(self, y, pool, i)
+    widths = list(self.dense_features) + [self.num_classes]
+    h = GroupDense(group, widths[0], impl=self.impl, dtype=self.dtype)(y)   # [B, G, w0]
+    for i, w in enumerate(widths[1:], 1):
+      h = nn.relu(h)
+      self.sow("intermediates", f"dense{i}", h)
+      h = nn.Dense(w, dtype=self.dtype)(h)                                   # shared over G
+    return h.astype(jnp.float32)
+
+
+class PlainCNN(nn.Module):
+  """The same network before equivarification: ``[B, H, W, C] -> [B, num_classes]``."""
+
+  conv_features: Sequence[int] = (16, 32, 32)
+  pools: Sequence[int] = (2, 2, 1)
+  dense_features: Sequence[int] = (128,)
+  num_classes: int = 10
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = x.astype(self.dtype)
+    for i, (feats, pool) in enumerate(zip(self.conv_features, self.pools), 1):
+      y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype)(y)
+      y = relu_pool(self, y, pool, i)
+    y = y.reshape(y.shape[0], -1)
+    for i, w in enumerate(self.dense_features, 1):
+      y = nn.relu(nn.Dense(w, dtype=self.dtype)(y))
+      self.sow("intermediates", f"dense{i}", y)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(y).astype(jnp.float32)
+
+
+class MLP(nn.Module):
+  """A plain MLP on the flattened input: ``[B, ...] -> [B, num_classes]``."""
+
+  features: Sequence[int] = (128, 128)
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    y = x.reshape(x.shape[0], -1)
+    for w in self.features:
+      y = nn.relu(nn.Dense(w)(y))
+    return nn.Dense(self.num_classes)(y)
+
+
+class EquivariantMLP(ops.LiftsInput, nn.Module):
+  """An MLP equivarified over ``action`` (any group, e.g. S_n permuting set elements):
+  ``[B, ...] -> [B, |G|, num_classes]``, slot ``[g, m]`` = ``MLP(g^-1 . x)[m]``."""
+
+  action: actions_lib.Action
+  features: Sequence[int] = (128, 128)
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    out = Equivarified(MLP(self.features, self.num_classes), self.action)(x)   # [G, B, K]
+    return jnp.moveaxis(out, 0, 1)

@@ -1,0 +1,241 @@
+"""The lifted layers' mathematics as pure functions of arrays and weights (no Flax here).
+
+**Layout.** A lifted feature map is ``[B, ..., |G|, C]``: the group axis second to last, C
+features per group element, G acting by :func:`eqnn.actions.regular` on axis -2 (for C4, a
+cyclic shift of the group axis; pixels and features stay put). Its channel-stacked view
+``[B, ..., |G| * C]`` (group-major blocks, the paper's stacking, what a conv consumes) is a
+free reshape: :func:`to_channels` and :func:`from_channels`.
+
+* :func:`lift_conv` equivarifies a conv over the *input* action (rotations of images):
+  slot g is ``conv(g^-1 . x)``.
+* :func:`group_conv` equivarifies a conv on the stack over the regular action: slot g is
+  ``conv(g^-1 . y)``.
+* :func:`group_dense` equivarifies a dense layer on the flattened stack: ``[B, |G|, F]``.
+
+Each has interchangeable implementations that compute the same function (tests check it):
+``"vmap"`` runs the plain layer on the |G| inputs of the lift (:func:`eqnn.lift.lift_inputs`,
+the copies in the batch axis); ``"expanded"`` does one conv or matmul with |G|-fold output
+channels whose weights are the block-circulant expansion of the kernel
+(:func:`block_circulant`); ``"fourier"`` (cyclic groups, :mod:`eqnn.fourier`) does the
+group conv in the Fourier basis of the group axis. ``"auto"`` picks per layer (:data:`AUTO`;
+`make bench` measures the choice). Any per-channel op (ReLU, pooling of any window)
+commutes with the regular action on the group axis, so it may sit between these layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eqnn import actions as actions_lib
+from eqnn import fourier
+from eqnn import lift as lift_lib
+from eqnn.groups import FiniteGroup
+
+IMPLS = ("auto", "expanded", "vmap", "fourier")
+# What "auto" picks per layer kind (the reasons, measured, are in `make bench`'s layer table
+# and the README's performance section): the input lift has few input channels, where a
+# grouped conv does poorly, so it runs the copies; a cyclic group's conv on the stack runs in
+# the Fourier basis; other groups' as one conv with block-circulant weights.
+AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "expanded"}
+VALID = {"lift_conv": ("vmap", "expanded"), "group_conv": ("vmap", "expanded", "fourier"),
+         "group_dense": ("vmap", "expanded")}
+
+
+def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str:
+  """The implementation that ``impl`` means for ``layer`` (a key of :data:`AUTO`) over ``group``."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown implementation {impl!r}; choose one of {IMPLS}")
+  cyclic = group is not None and fourier.is_cyclic_in_order(group)
+  if impl == "auto":
+    impl = AUTO[layer]
+    if impl == "fourier" and not cyclic:
+      impl = "expanded"
+  if impl not in VALID[layer] or (impl == "fourier" and not cyclic):
+    raise ValueError(f"the {impl!r} implementation is not available for {layer} over "
+                     f"{getattr(group, 'name', group)}: 'fourier' is for group_conv over a "
+                     f"cyclic group C_n in eqnn's element order; {layer} takes "
+                     f"{('auto',) + VALID[layer]}")
+  return impl
+
+
+# --- layout -----------------------------------------------------------------------------
+
+def to_channels(y: jax.Array) -> jax.Array:
+  """``[..., |G|, C] -> [..., |G| * C]`` (group-major channel blocks)."""
+  return y.reshape(y.shape[:-2] + (-1,))
+
+
+def from_channels(y: jax.Array, group_order: int) -> jax.Array:
+  """``[..., |G| * C] -> [..., |G|, C]``."""
+  if y.shape[-1] % group_order:
+    raise ValueError(f"the channel axis of shape {y.shape} is not a multiple of |G| = {group_order}")
+  return y.reshape(y.shape[:-1] + (group_order, y.shape[-1] // group_order))
+
+
+def _slots_last(copies: jax.Array) -> jax.Array:
+  """``[|G|, B, ..., C]`` (the lift's own layout) -> ``[B, ..., |G|, C]``."""
+  return jnp.moveaxis(copies, 0, -2)
+
+
+def block_action(group: FiniteGroup) -> actions_lib.TableAction:
+  """G on a lifted feature map ``[B, ..., |G|, C]``: the regular action on axis -2."""
+  return actions_lib.regular(group, axis=-2)
+
+
+class LiftsInput:
+  """Declared actions of a layer or model that lifts its input over ``self.action``:
+  G acts on the input by ``action`` and on the output ``[B, ..., |G|, C]`` by
+  :func:`block_action`. (A mixin for Flax linen and NNX modules alike.)"""
+
+  @property
+  def in_action(self) -> actions_lib.Action:
+    return self.action
+
+  @property
+  def out_action(self) -> actions_lib.Action:
+    return block_action(self.action.group)
+
+
+class ActsOnBlocks:
+  """Declared actions of a layer from one lifted feature map to another, over ``self.group``:
+  :func:`block_action` on both sides."""
+
+  @property
+  def in_action(self) -> actions_lib.Action:
+    return block_action(self.group)
+
+  @property
+  def out_action(self) -> actions_lib.Action:
+    return block_action(self.group)
+
+
+def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axis: int):
+  """The expanded weights of a linear layer lifted over the regular action on its input blocks.
+
+  ``kernel`` has ``|G| * C_in`` entries on ``in_axis`` (group-major input blocks) and
+  ``C_out`` on ``out_axis``; the result has ``|G| * C_out`` on ``out_axis``. Derived from
+  the lift: output slot g is ``<W, g^-1 . y>``, and since the regular action permutes
+  blocks, ``<W, g^-1 . y> = <g . W, y>``: slot g's weights are ``g . W``, the orbit of W
+  under the regular action on its input blocks (block i of slot g is W's block
+  ``table[g^-1, i]``).
+  """
+  n = group.order
+  in_axis %= kernel.ndim
+  out_axis %= kernel.ndim
+  k = jnp.moveaxis(kernel, (in_axis, out_axis), (-2, -1))
+  cin, cout = k.shape[-2] // n, k.shape[-1]
+  blocks = k.reshape(k.shape[:-2] + (n, cin, cout))                   # [..., j, c, o]
+  # The regular action's table: (g . W)[i] = W[perm[g, i]]; one static gather builds every slot.
+  perm = actions_lib.regular(group).perm                              # [g, i]
+  e = jnp.take(blocks, jnp.asarray(perm.T), axis=-3)                  # [..., i, g, c, o]
+  e = jnp.moveaxis(e, -3, -2)                                         # [..., i, c, g, o]
+  e = e.reshape(k.shape[:-2] + (n * cin, n * cout))
+  return jnp.moveaxis(e, (-2, -1), (in_axis, out_axis))
+
+
+# --- plain operations -------------------------------------------------------------------
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
+           feature_groups: int = 1) -> jax.Array:
+  """A stride-1 2-D conv, ``x [B, H, W, C_in]``, ``kernel [k, k, C_in / groups, C_out]``."""
+  return jax.lax.conv_general_dilated(
+      x.astype(dtype), kernel.astype(dtype), (1, 1), padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_groups)
+
+
+def max_pool(x: jax.Array, window: int) -> jax.Array:
+  """Max pooling over axes 1 and 2 of ``[B, H, W, ...]``, window = stride, 'VALID'.
+
+  A ragged edge is dropped. Per channel (and per group slot), so it commutes with the
+  regular action on the group axis. Written as a reshape and a max rather than
+  ``lax.reduce_window``, whose backward pass on CPU is a select-and-scatter.
+  """
+  if window <= 1:
+    return x
+  b, h, w = x.shape[:3]
+  hh, ww = h // window, w // window
+  if hh == 0 or ww == 0:
+    raise ValueError(f"max pool window {window} is larger than the {h} x {w} feature map")
+  x = x[:, :hh * window, :ww * window]
+  return x.reshape((b, hh, window, ww, window) + x.shape[3:]).max(axis=(2, 4))
+
+
+def _add_bias(y, bias, dtype):
+  return y if bias is None else y + bias.astype(dtype)
+
+
+def _add_bias_stacked(y, bias, n, dtype):
+  """``y [..., |G| * F]`` plus the bias of each slot: the same values as :func:`_add_bias` on
+  ``[..., |G|, F]``, added on the stacked view (a tile), the form the convs' gradients
+  have always been summed in."""
+  return y if bias is None else y + jnp.tile(bias, n).astype(dtype)
+
+
+# --- lifted layers ----------------------------------------------------------------------
+
+def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
+              action: actions_lib.Action, padding: str = "SAME", dtype: Any = jnp.float32,
+              impl: str = "auto") -> jax.Array:
+  """The input lift of a conv: ``x [B, H, W, C_in] -> [B, H, W, |G|, F]``, slot g = ``conv(g^-1 . x)``.
+
+  ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x.
+  """
+  impl = resolve_impl(impl, "lift_conv", action.group)
+  n = action.group.order
+  copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
+  if impl == "vmap":
+    return _slots_last(jax.vmap(lambda c: _add_bias(conv2d(c, kernel, padding, dtype), bias,
+                                                    dtype))(copies))
+  # One grouped conv: input block g feeds only output block g, with the same kernel.
+  y = conv2d(to_channels(_slots_last(copies)), jnp.tile(kernel, (1, 1, 1, n)), padding,
+             dtype, feature_groups=n)
+  return from_channels(_add_bias_stacked(y, bias, n, dtype), n)
+
+
+def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: FiniteGroup,
+               padding: str = "SAME", dtype: Any = jnp.float32, impl: str = "auto") -> jax.Array:
+  """A conv on the stack lifted over the regular action: ``[B, H, W, |G|, C] -> [B, H, W, |G|, F]``.
+
+  ``kernel [k, k, |G| * C, F]`` (the plain conv on the channel-stacked input), slot g is
+  ``conv(to_channels(g^-1 . y))``.
+  """
+  impl = resolve_impl(impl, "group_conv", group)
+  n = group.order
+  conv = lambda a, w: conv2d(a, w, padding, dtype)
+  if impl == "vmap":
+    copies = lift_lib.lift_inputs(block_action(group), y)             # [G, B, H, W, G, C]
+    return _slots_last(jax.vmap(
+        lambda c: _add_bias(conv(to_channels(c), kernel), bias, dtype))(copies))
+  if impl == "fourier":
+    kb = jnp.moveaxis(kernel.reshape(kernel.shape[:2] + (n, -1, kernel.shape[-1])), 2, 0)
+    out = to_channels(_slots_last(fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, conv)))
+  else:
+    out = conv(to_channels(y), block_circulant(kernel, group, 2, 3))
+  return from_channels(_add_bias_stacked(out, bias, n, dtype), n)
+
+
+def group_dense(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: FiniteGroup,
+                dtype: Any = jnp.float32, impl: str = "auto") -> jax.Array:
+  """A dense layer on the flattened stack lifted over the regular action.
+
+  ``y [B, ..., |G|, C] -> [B, |G|, F]``; ``kernel [S * |G| * C, F]`` with S the product of
+  the spatial axes (the plain dense layer on ``to_channels(y)`` flattened); slot g is
+  ``dense(flatten(g^-1 . y))``.
+  """
+  impl = resolve_impl(impl, "group_dense", group)
+  n = group.order
+  b, c, f = y.shape[0], y.shape[-1], kernel.shape[-1]
+  spatial = int(np.prod(y.shape[1:-2]))
+  y = y.reshape(b, spatial, n, c).astype(dtype)
+  k3 = kernel.reshape(spatial, n * c, f).astype(dtype)
+  if impl == "vmap":
+    copies = lift_lib.lift_inputs(block_action(group), y)             # [G, B, S, G, C]
+    out = jnp.einsum("gbsc,sco->bgo", copies.reshape(n, b, spatial, n * c), k3)
+  else:
+    e = block_circulant(k3, group, 1, 2)                               # [S, G*C, G*F]
+    out = (y.reshape(b, -1) @ e.reshape(-1, n * f)).reshape(b, n, f)
+  return _add_bias(out, bias, dtype)

@@ -1,0 +1,91 @@
+"""The task registry: which group acts on the data, which model, and the sizes they imply.
+
+A :class:`Task` is everything static about a run. The input shape and the number of classes
+come from the dataset's entry here (or from tfds' metadata), never from the model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import ml_collections
+
+from eqnn import actions, data, groups, models, readouts
+
+GROUP_ACTIONS: dict[str, Callable[[], actions.Action]] = {
+    "C1": lambda: actions.rotations(1),
+    "C2": lambda: actions.rotations(2),
+    "C4": lambda: actions.rotations(4),
+    "D4": actions.rotations_reflections,
+    # Cyclic shifts of 28 x 28 images by multiples of 7 pixels: C4 x C4 on the torus.
+    "T4x4": lambda: actions.translations(28, 28, 7),
+    # The 24 permutations of the 4 points of a set [4, 2].
+    "S4": lambda: actions.permute_points(*groups.symmetric(4), axis=-2),
+}
+# "equivariant": the config's network lifted over the group (EquivariantCNN / EquivariantMLP);
+# "plain": the same network, not lifted (PlainCNN / MLP).
+MODELS = ("equivariant", "plain")
+ARCHITECTURES = ("cnn", "mlp")
+POINTS_PER_SET = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a dataset's examples look like, known without loading it."""
+
+  input_shape: tuple[int, ...]
+  num_classes: int
+
+
+def data_spec(c: ml_collections.ConfigDict) -> DataSpec:
+  """The input shape and class count of ``config.dataset``."""
+  if c.dataset == "mnist":
+    return DataSpec((28, 28, 1), 10)
+  if c.dataset == "point_sets":
+    return DataSpec((POINTS_PER_SET, 2), data.point_set_classes(POINTS_PER_SET))
+  info = data.tfds_info(c.dataset, c.tfds_data_dir or None)
+  return DataSpec(info.input_shape, info.num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The model, the group action on its inputs, and what the labels mean.
+
+  An equivariant model returns ``[B, |G|, K]`` and trains on joint labels (:mod:`eqnn.readouts`);
+  a plain one returns ``[B, K]`` and trains on class labels.
+  """
+
+  model: nn.Module
+  action: actions.Action
+  equivariant: bool
+  num_classes: int
+  input_shape: tuple[int, ...]
+
+  @property
+  def group_order(self) -> int:
+    return self.action.group.order if self.equivariant else 1
+
+  def targets(self, classes, elements):
+    """What the loss compares the flat logits with: joint labels, or class labels."""
+    return readouts.joint_labels(classes, elements, self.num_classes) if self.equivariant else classes
+
+  def flat_logits(self, logits):
+    """``[B, |G| * K]`` joint logits of an equivariant model, ``[B, K]`` of a plain one."""
+    return readouts.joint_logits(logits) if self.equivariant else logits
+
+
+def build_task(c: ml_collections.ConfigDict) -> Task:
+  spec = data_spec(c)
+  action = GROUP_ACTIONS[c.group]()
+  equivariant = c.model == "equivariant"
+  k = spec.num_classes
+  if c.architecture == "mlp":
+    kw = dict(features=tuple(c.mlp_features), num_classes=k)
+    model = models.EquivariantMLP(action, **kw) if equivariant else models.MLP(**kw)
+  else:
+    kw = dict(conv_features=tuple(c.conv_features), pools=tuple(c.pools),
+              dense_features=tuple(c.dense_features), num_classes=k, kernel_size=c.kernel_size)
+    model = models.EquivariantCNN(action, impl=c.impl, **kw) if equivariant else models.PlainCNN(**kw)
+  return Task(model, action, equivariant, k, spec.input_shape)

@@ -1,0 +1,56 @@
+"""The train step: moved inputs with equivariant labels give the same step (the paper's
+claim), and micro-batches give the same gradient."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from flax.training import train_state
+
+from eqnn import actions, data, models, readouts
+from experiments import steps, tasks
+
+
+def _state(model, x, lr=0.1):
+  # Plain SGD: the update is lr * gradient, so equal gradients give equal parameters up to
+  # float32 rounding. (Adam divides by |g| + eps, which turns the rounding noise of
+  # gradients near zero, ~1e-12, into visible differences of the update.)
+  params = model.init(jax.random.key(0), x[:1])
+  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(lr))
+
+
+def _digits(mnist_dir, n=32):
+  ds = data.load_mnist(mnist_dir)
+  return jnp.asarray(data.to_float(ds.train.inputs[:n])), jnp.asarray(ds.train.labels[:n])
+
+
+def _max_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))), a, b)))
+
+
+@pytest.mark.parametrize("gname", ["C4", "D4"])
+def test_training_on_moved_images_gives_the_same_parameters(gname, mnist_dir):
+  """The paper's claim: a step on g . batch with equivariant labels equals a step on batch."""
+  act = tasks.GROUP_ACTIONS[gname]()
+  model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,))
+  x, m = _digits(mnist_dir)
+  step = jax.jit(lambda s, x, y: steps.update(s, x, y, flat=readouts.joint_logits))
+  upright, _ = step(_state(model, x), x, readouts.joint_labels(m, 0, 10))
+  moved_x, g = data.transform_randomly(jax.random.key(3), x, act)
+  moved, _ = step(_state(model, x), moved_x, readouts.joint_labels(m, g, 10))
+  assert _max_diff(upright.params, moved.params) < 1e-6
+  # Control: with the labels left upright, the step differs.
+  wrong, _ = step(_state(model, x), moved_x, readouts.joint_labels(m, 0, 10))
+  assert _max_diff(upright.params, wrong.params) > 1e-4
+
+
+def test_microbatches_give_the_same_step(mnist_dir):
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
+  x, m = _digits(mnist_dir)
+  y = readouts.joint_labels(m, 0, 10)
+  step = jax.jit(lambda s, x, y, k: steps.update(s, x, y, k, flat=readouts.joint_logits),
+                 static_argnums=3)
+  one, l1 = step(_state(model, x), x, y, 1)
+  four, l4 = step(_state(model, x), x, y, 4)
+  assert abs(float(l1) - float(l4)) < 1e-5
+  assert _max_diff(one.params, four.params) < 1e-6
