@@ -30,18 +30,45 @@ from eqnn.groups import FiniteGroup
 
 
 def _check_index(group: FiniteGroup, g) -> None:
-  if isinstance(g, (int, np.integer)) and not 0 <= int(g) < group.order:
-    raise ValueError(f"group element index {int(g)} is out of range for {group.name} "
+  """Refuses a group element index that is not an integer in ``[0, |G|)`` wherever its value
+  is known (a Python or numpy int, a concrete JAX array); a traced one is checked by
+  :func:`checked`, and without it gives NaN (see :func:`_gather`)."""
+  if isinstance(g, jax.core.Tracer):
+    return
+  value = np.asarray(g)
+  if value.ndim or not (np.issubdtype(value.dtype, np.integer) or value.dtype == bool):
+    raise TypeError(f"a group element is one integer index, got {type(g).__name__} of "
+                    f"dtype {value.dtype} and shape {value.shape}")
+  if not 0 <= int(value) < group.order:
+    raise ValueError(f"group element index {int(value)} is out of range for {group.name} "
                      f"(order {group.order})")
 
 
 def _gather(x: jax.Array, table: np.ndarray, g, axis: int, n_axes: int) -> jax.Array:
-  """``x`` with the ``n_axes`` axes from ``axis`` flattened, gathered by ``table[g]``."""
+  """``x`` with the ``n_axes`` axes from ``axis`` flattened, gathered by ``table[g]``.
+
+  An out-of-range g (possible only when traced) selects no row: the result is NaN for
+  floating-point ``x`` (the most negative integer for integer ``x``), never another
+  element's image; :func:`checked` turns it into an error.
+  """
   shape = x.shape
   flat = x.reshape(shape[:axis] + (-1,) + shape[axis + n_axes:])
-  row = jnp.asarray(table)[g]
-  return jnp.take(flat, row, axis=axis, unique_indices=True,
-                  indices_are_sorted=False, mode="clip").reshape(shape)
+  row = jnp.take(jnp.asarray(table), g, axis=0, mode="fill", fill_value=table.shape[1])
+  return jnp.take(flat, row, axis=axis, unique_indices=True, indices_are_sorted=False,
+                  mode="fill").reshape(shape)
+
+
+def checked(fn: Callable) -> Callable:
+  """``fn`` with every gather checked: out-of-range group elements, traced ones included.
+
+  Returns a function giving ``(error, output)`` (``jax.experimental.checkify``); call
+  ``error.throw()`` to raise. Works under ``jax.jit`` (``jax.jit(checked(fn))``)::
+
+      err, y = jax.jit(actions.checked(lambda g, x: act(g, x)))(7, x)
+      err.throw()     # ValueError-like: index 7 out of bounds for a group of order 4
+  """
+  from jax.experimental import checkify
+  return checkify.checkify(fn, errors=checkify.index_checks)
 
 
 class Action:

@@ -75,6 +75,7 @@ class PlainCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    ops.require_float(x, "PlainCNN")
     y = x.astype(self.dtype)
     for i, (feats, pool) in enumerate(zip(self.conv_features, self.pools), 1):
       y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype)(y)
@@ -94,6 +95,7 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    ops.require_float(x, "MLP")
     y = x.reshape(x.shape[0], -1)
     for w in self.features:
       y = nn.relu(nn.Dense(w)(y))

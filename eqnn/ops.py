@@ -139,6 +139,14 @@ def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axi
 
 # --- plain operations -------------------------------------------------------------------
 
+def require_float(x, what: str) -> None:
+  """Refuses integer inputs: raw uint8 images must be scaled first (``eqnn.data.to_float``)."""
+  dtype = jnp.asarray(x).dtype
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"{what} expects floating-point inputs, got {dtype}; scale raw uint8 "
+                    f"images to [0, 1] first (eqnn.data.to_float)")
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
            feature_groups: int = 1) -> jax.Array:
   """A stride-1 2-D conv, ``x [B, H, W, C_in]``, ``kernel [k, k, C_in / groups, C_out]``."""
@@ -185,6 +193,7 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x.
   """
   impl = resolve_impl(impl, "lift_conv", action.group)
+  require_float(x, "lift_conv")
   n = action.group.order
   copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
   if impl == "vmap":

@@ -2,10 +2,12 @@ r"""Export a trained run for serving: ``model.jax`` (serialized StableHLO, symbo
 
     python -m experiments.export --workdir=runs/default [--out=runs/default/model.jax]
 
-Reads the run's config.json and latest checkpoint.
+Reads the run's config.json and its newest good checkpoint (a damaged one is reported and
+set aside, as in training). Refuses a checkpoint whose model gives NaN or infinite logits.
 """
 
 import os
+import sys
 
 from absl import app, flags
 
@@ -15,20 +17,40 @@ flags.DEFINE_string("out", "", "Output file (default: WORKDIR/model.jax).")
 flags.mark_flags_as_required(["workdir"])
 
 
-def export_run(workdir: str, out: str = "") -> str:
+class ExportError(Exception):
+  """A run that cannot be exported; the message says why."""
+
+
+def export_run(workdir: str, out: str = "", log=lambda msg: None) -> str:
+  import jax.numpy as jnp
+  import numpy as np
   from eqnn import export
   from experiments import checkpoints
-  _, task, _, params = checkpoints.load_checkpoint(workdir)
+  if not os.path.isdir(workdir):
+    raise ExportError(f"--workdir={workdir} is not a folder")
+  _, task, step, params = checkpoints.load_checkpoint(workdir, log=log)
+  probe = task.model.apply(params, jnp.zeros((2,) + task.input_shape))
+  if not np.all(np.isfinite(np.asarray(probe))):
+    raise ExportError(f"the checkpoint at step {step} in {workdir} gives NaN or infinite "
+                      f"logits; it is not worth serving")
   blob = export.export_model(task.model.apply, params, task.input_shape)
   out = out or os.path.join(workdir, "model.jax")
-  with open(out, "wb") as f:
-    f.write(blob)
+  try:
+    with open(out, "wb") as f:
+      f.write(blob)
+  except OSError as e:
+    raise ExportError(f"cannot write {out} ({e.strerror})") from None
   return out
 
 
 def main(argv):
   del argv
-  path = export_run(FLAGS.workdir, FLAGS.out)
+  from experiments import checkpoints, workdir
+  try:
+    path = export_run(FLAGS.workdir, FLAGS.out, log=lambda m: print(m, file=sys.stderr))
+  except (ExportError, checkpoints.CheckpointError, workdir.WorkdirError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(f"wrote {path} ({os.path.getsize(path):,} bytes)")
 
 

@@ -10,7 +10,14 @@ import time
 import numpy as np
 
 
+_open_line = [False]    # a progress line is on screen without its newline
+
+
 def say(msg: str) -> None:
+  """One message on stderr, on a line of its own."""
+  if _open_line[0]:
+    sys.stderr.write("\n")
+    _open_line[0] = False
   print(msg, file=sys.stderr, flush=True)
 
 
@@ -34,9 +41,12 @@ class Progress:
     sys.stderr.write(f"\repoch {epoch} step {step}/{self.total} loss {loss:.4f} | "
                      f"{rate * self.bs:,.0f} img/s | ETA {_fmt(eta)}   ")
     sys.stderr.flush()
+    _open_line[0] = True
 
   def end_line(self):
-    sys.stderr.write("\n")
+    if _open_line[0]:
+      sys.stderr.write("\n")
+      _open_line[0] = False
 
   def images_per_s(self, step: int) -> float:
     """Training throughput, compilation included, evaluation excluded."""
@@ -50,24 +60,49 @@ def _fmt(seconds: float) -> str:
   return f"{m}m{s:02d}s"
 
 
-class MetricsLog:
-  """Appends one JSON record per line to ``workdir/metrics.jsonl`` (a no-op when disabled,
-  as on every process but the first)."""
+class RunLog:
+  """What the first process reports as a run goes (a no-op on the others): the progress line,
+  and one JSON record per line in ``workdir/metrics.jsonl`` (appended: a resumed run goes on
+  where it stopped)."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool, total_steps: int, batch_size: int,
+               start_step: int, start_time: float):
+    self.enabled, self.start_time = enabled, start_time
+    self.progress = Progress(total_steps, batch_size, start_step)
     self.file = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
 
-  def write(self, record: dict) -> None:
+  def _write(self, record: dict) -> None:
     if self.file:
       self.file.write(json.dumps(record) + "\n")
       self.file.flush()
 
-  def close(self) -> None:
-    if self.file:
-      self.file.close()
+  def train(self, step: int, epoch: int, loss: float) -> None:
+    if self.enabled:
+      self.progress.update(step, epoch, loss)
+      self._write({"kind": "train", "step": step, "epoch": epoch, "loss": loss,
+                   "elapsed_s": time.time() - self.start_time})
+
+  def end_epoch(self) -> None:
+    if self.enabled:
+      self.progress.end_line()
+
+  def eval(self, step: int, epoch: int, train_loss: float, metrics: dict,
+           seconds: float) -> None:
+    """An evaluation's record (``metrics`` already prefixed ``test_``); its ``seconds`` do
+    not count as training time."""
+    rec = {"kind": "eval", "step": step, "epoch": epoch, "train_loss": train_loss,
+           "elapsed_s": time.time() - self.start_time, **metrics}
+    self._write(rec)
+    if self.enabled:
+      self.progress.exclude(seconds)
+      say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
+
+  def images_per_s(self, step: int) -> float | None:
+    return self.progress.images_per_s(step) if self.enabled else None
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    self.close()
+    if self.file:
+      self.file.close()

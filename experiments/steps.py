@@ -70,18 +70,26 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
   return state.apply_gradients(grads=grads), loss / microbatches
 
 
+def all_finite(loss, params) -> jax.Array:
+  """A scalar bool: the loss and every parameter are finite."""
+  leaves = [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]
+  return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(leaves)))
+
+
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
                     batch_sharding=None, microbatches: int = 1):
-  """A jitted step ``(state, inputs, labels, perm, key) -> (state, loss)``.
+  """A jitted step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
   ``transform``: move each training input by a random group element (labels follow), drawn
-  from ``fold_in(key, step)``.
+  from ``fold_in(key, step)``. ``healthy`` (a device scalar) stays True while every loss and
+  parameter has been finite: the loop reads it only when it reads the loss or saves, so
+  the check costs no host sync per step.
   """
   traces = []
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def step(state, inputs, labels, perm, key):
+  def step(state, inputs, labels, perm, key, healthy):
     # Guard against recompiles (a changed shape or dtype would retrace every step). Not
     # chex.assert_max_traces: it keys its counter on hash(fn), which a new closure can reuse.
     traces.append(1)
@@ -96,6 +104,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
     g = jnp.zeros_like(m)
     if transform:
       x, g = data.transform_randomly(jax.random.fold_in(key, state.step), x, task.action)
-    return update(state, x, task.targets(m, g), microbatches, task.flat_logits)
+    state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits)
+    return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   return step

@@ -4,7 +4,8 @@
 only parses flags. Rooms: :mod:`experiments.tasks` (group, model, sizes),
 :mod:`experiments.input_pipeline` (data on the devices, batches, prediction),
 :mod:`experiments.steps` (optimiser, loss, the jitted step), :mod:`experiments.metrics`,
-:mod:`experiments.checkpoints` (and preemption), :mod:`experiments.logs`,
+:mod:`experiments.checkpoints` (and preemption), :mod:`experiments.workdir` (one run per
+workdir, a lock), :mod:`experiments.logs`,
 :mod:`experiments.parallel` (mesh and sharding). Random numbers come from four keys split
 once from the seed: ``fold_in(key, epoch)`` orders the data, ``fold_in(key, step)`` moves
 training inputs, so a resumed run draws what an uninterrupted one would.
@@ -20,19 +21,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from experiments import checkpoints, input_pipeline, logs, metrics, parallel, steps, tasks
+from experiments import workdir as workdir_lib
 from experiments.validation import ConfigError, validate_config
 
-__all__ = ["ConfigError", "train_and_evaluate"]
+__all__ = ["ConfigError", "Diverged", "train_and_evaluate"]
+
+
+class Diverged(RuntimeError):
+  """The loss or the parameters became NaN or infinite; the message says how to continue."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       start_time: float | None = None) -> dict[str, Any]:
+                       start_time: float | None = None, fresh: bool = False) -> dict[str, Any]:
   """Runs the experiment; writes metrics.jsonl, checkpoints, results.json and figures.
 
-  Returns the results dict, or ``{"preempted": True, "step": ...}`` if SIGTERM arrived (a
-  checkpoint of that step is saved first).
+  Returns the results dict, or ``{"preempted": True, "step": ...}`` after SIGTERM or SIGINT
+  (a checkpoint of that step is saved first). ``fresh``: keep an earlier run in ``workdir``
+  aside and start anew (:mod:`experiments.workdir`).
   """
   start_time = time.time() if start_time is None else start_time
   validate_config(config)
@@ -40,79 +48,107 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   say = logs.say if main else (lambda msg: None)
   mesh = parallel.mesh()
   parallel.check_batch(config.batch_size, mesh)
-  if main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2))
+  with workdir_lib.claim(workdir, config, main, fresh, say):
+    task = tasks.build_task(config)
+    ds = input_pipeline.load_dataset(config)
+    task.action.validate(ds.train.inputs[:1])
+    if main:
+      workdir_lib.write_config(workdir, config)
+    train_inputs, train_labels = input_pipeline.put_train_set(ds.train, mesh)
+    init_key, data_key, step_key, test_key = jax.random.split(jax.random.key(config.seed), 4)
+    test_inputs, test_labels, test_elements = input_pipeline.test_set(
+        test_key, ds.test, task.action, config.test_transformed)
 
-  task = tasks.build_task(config)
-  ds = input_pipeline.load_dataset(config)
-  task.action.validate(ds.train.inputs[:1])
-  train_inputs, train_labels = input_pipeline.put_train_set(ds.train, mesh)
-  init_key, data_key, step_key, test_key = jax.random.split(jax.random.key(config.seed), 4)
-  test_inputs, test_labels, test_elements = input_pipeline.test_set(
-      test_key, ds.test, task.action, config.test_transformed)
+    bs, n_train = config.batch_size, train_inputs.shape[0]
+    steps_per_epoch = n_train // bs
+    if steps_per_epoch == 0:
+      raise ConfigError(f"config.batch_size = {bs} is larger than the {n_train} training examples")
+    total_steps = steps_per_epoch * config.num_epochs
+    state = parallel.put_tree(steps.create_train_state(task, config, init_key, total_steps),
+                              parallel.replicated(mesh))
+    ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+    state, _ = ckpts.restore_latest(state, say)
+    step = int(parallel.fetch(state.step))
+    if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
+      return _complete(workdir, step, say)
+    train_step = steps.make_train_step(task, bs, steps_per_epoch, config.train_transformed,
+                                       parallel.batch_sharded(mesh), config.microbatches)
+    epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
+    forward = jax.jit(task.model.apply)
+    eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
+    health = _Health(parallel.put(np.array(True), parallel.replicated(mesh)), step, config, ckpts)
+    say(_describe(task, state, steps_per_epoch, config.num_epochs, mesh))
+    logits = None    # the last evaluation's, reused if it was of the final state
+    with logs.RunLog(workdir, main, total_steps, bs, step, start_time) as log, \
+         checkpoints.Preemption() as preemption:
+      while step < total_steps:
+        epoch = step // steps_per_epoch
+        perm, losses = epoch_perm(epoch), []
+        while step < (epoch + 1) * steps_per_epoch:
+          state, loss, health.flag = train_step(state, train_inputs, train_labels, perm,
+                                                step_key, health.flag)
+          step += 1
+          losses.append(loss)
+          if step % config.log_every_steps == 0:
+            health.check(step)
+            log.train(step, epoch + 1, float(parallel.fetch(loss)))
+          if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            health.check(step)
+            ckpts.save(step, state)
+          if preemption.requested(step, config.log_every_steps):
+            health.check(step)
+            return _stop_preempted(ckpts, step, state, say, preemption.signal_name)
+        log.end_epoch()
+        health.check(step)
+        ckpts.save(step, state)
+        if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
+          t_eval, logits = time.time(), predict()
+          log.eval(step, epoch + 1, float(parallel.fetch(jnp.mean(jnp.stack(losses)))),
+                   _prefixed(metrics.evaluate(task, logits, test_labels, test_elements)),
+                   time.time() - t_eval)
+      images_per_s = log.images_per_s(step)
+    ckpts.wait()
 
-  bs, n_train = config.batch_size, train_inputs.shape[0]
-  steps_per_epoch = n_train // bs
-  if steps_per_epoch == 0:
-    raise ConfigError(f"config.batch_size = {bs} is larger than the {n_train} training examples")
-  total_steps = steps_per_epoch * config.num_epochs
-  state = steps.create_train_state(task, config, init_key, total_steps)
-  state = parallel.put_tree(state, parallel.replicated(mesh))
-  ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
-  state, _ = ckpts.restore_latest(state, say)
-  train_step = steps.make_train_step(task, bs, steps_per_epoch, config.train_transformed,
-                                     parallel.batch_sharded(mesh), config.microbatches)
-  epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
-  forward = jax.jit(task.model.apply)
-  eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
-  predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
+    logits = predict() if logits is None else logits   # None: restarted after its last step
+    results = _results(config, task, state, logits, test_labels, test_elements, step,
+                       images_per_s, start_time)
+    if main:
+      _write_results(workdir, config, results, task, state, ds.test, logits, test_elements)
+    return results
 
-  step = int(parallel.fetch(state.step))
-  progress = logs.Progress(total_steps, bs, step) if main else None
-  say(_describe(task, state, steps_per_epoch, config.num_epochs, mesh))
-  logits = None    # the last evaluation's, reused if it was of the final state
-  with logs.MetricsLog(workdir, main) as log, checkpoints.Preemption() as preemption:
-    while step < total_steps:
-      epoch = step // steps_per_epoch
-      perm, losses = epoch_perm(epoch), []
-      while step < (epoch + 1) * steps_per_epoch:
-        state, loss = train_step(state, train_inputs, train_labels, perm, step_key)
-        step += 1
-        losses.append(loss)
-        if step % config.log_every_steps == 0:
-          lv = float(parallel.fetch(loss))
-          if progress:
-            progress.update(step, epoch + 1, lv)
-          log.write({"kind": "train", "step": step, "epoch": epoch + 1, "loss": lv,
-                     "elapsed_s": time.time() - start_time})
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-          ckpts.save(step, state)
-        if preemption.requested(step, config.log_every_steps):
-          return _stop_preempted(ckpts, step, state, say)
-      if progress:
-        progress.end_line()
-      ckpts.save(step, state)
-      if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
-        t_eval = time.time()
-        logits = predict()
-        rec = {"kind": "eval", "step": step, "epoch": epoch + 1,
-               "train_loss": float(parallel.fetch(jnp.mean(jnp.stack(losses)))),
-               "elapsed_s": time.time() - start_time,
-               **_prefixed(metrics.evaluate(task, logits, test_labels, test_elements))}
-        log.write(rec)
-        if progress:
-          progress.exclude(time.time() - t_eval)
-        say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
-  ckpts.wait()
 
-  logits = predict() if logits is None else logits   # None: restarted after its last step
-  results = _results(config, task, state, logits, test_labels, test_elements, step,
-                     progress.images_per_s(step) if progress else None, start_time)
-  if main:
-    _write_results(workdir, config, results, task, state, ds.test, logits, test_elements)
-  return results
+class _Health:
+  """Whether every loss and parameter so far was finite: ``flag`` is a device scalar the
+  train step updates; :meth:`check` reads it (a host sync, done only where the loop syncs
+  anyway: logging, saving, stopping) and raises :class:`Diverged` if it went false."""
+
+  def __init__(self, flag, step, config, ckpts):
+    self.flag, self.last_ok, self.config, self.ckpts = flag, step, config, ckpts
+
+  def check(self, step: int) -> None:
+    if not bool(parallel.fetch(self.flag)):
+      raise Diverged(_diverged_message(self.config, self.last_ok, step, self.ckpts.latest_step()))
+    self.last_ok = step
+
+
+def _complete(workdir, step, say):
+  path = os.path.join(workdir, "results.json")
+  say(f"the run in {workdir} is complete (step {step}); its results are in {path}. Raise "
+      f"--config.num_epochs to train it further, or pass --fresh to start anew")
+  with open(path) as f:
+    return json.load(f)
+
+
+def _diverged_message(config, last_ok, step, last_checkpoint):
+  resume = (f"rerun the same command with a lower learning rate to continue from the last good "
+            f"checkpoint (step {last_checkpoint}), e.g. --config.learning_rate="
+            f"{config.learning_rate / 10:g}" if last_checkpoint is not None else
+            f"no checkpoint was saved: rerun with a lower learning rate, e.g. "
+            f"--config.learning_rate={config.learning_rate / 10:g}")
+  return (f"training diverged: the loss or the parameters became NaN or infinite between step "
+          f"{last_ok} and step {step}. Nothing was saved after that and no results were "
+          f"written; {resume}")
 
 
 def _results(config, task, state, logits, labels, elements, step, images_per_s, start_time):
@@ -132,10 +168,10 @@ def _prefixed(m: dict[str, Any]) -> dict[str, Any]:
   return {f"test_{k}": v for k, v in m.items()}
 
 
-def _stop_preempted(ckpts, step, state, say):
+def _stop_preempted(ckpts, step, state, say, signal_name):
   ckpts.save(step, state)
   ckpts.wait()
-  say(f"\nSIGTERM received: saved a checkpoint at step {step} in {ckpts.directory}; "
+  say(f"{signal_name} received: saved a checkpoint at step {step} in {ckpts.directory}; "
       f"exiting. Run the same command again to resume from it.")
   return {"preempted": True, "step": step}
 

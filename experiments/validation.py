@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import ml_collections
 
 from eqnn import ops
@@ -12,22 +15,59 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
+def _ints(value) -> bool:
+  return isinstance(value, (tuple, list)) and all(
+      isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+
+
 def validate_config(c: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first field that cannot work."""
   def need(ok, field, msg):
     if not ok:
       raise ConfigError(f"config.{field} = {c.get(field)!r}: {msg}")
+
+  def integer(field, low):
+    v = c.get(field)
+    need(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low, field,
+         f"must be an integer >= {low}")
+
+  def sizes(field, low=1, min_len=1):
+    v = c.get(field)
+    need(_ints(v) and len(v) >= min_len and all(x >= low for x in v), field,
+         f"need {'at least ' + str(min_len) if min_len else 'any number of'} integers >= {low}")
+
   need(c.group in tasks.GROUP_ACTIONS, "group", f"choose one of {sorted(tasks.GROUP_ACTIONS)}")
   need(c.model in tasks.MODELS, "model", f"choose one of {tasks.MODELS}")
   need(c.architecture in tasks.ARCHITECTURES, "architecture",
        f"choose one of {tasks.ARCHITECTURES}")
+  need(isinstance(c.dataset, str) and c.dataset, "dataset",
+       "'mnist', 'point_sets' or a tensorflow-datasets name")
+  sizes("conv_features")
+  sizes("pools")
   need(len(c.pools) == len(c.conv_features), "pools",
-       f"need one pool window per conv ({len(c.conv_features)})")
-  need(len(c.conv_features) >= 1, "conv_features", "need at least one conv")
+       f"need one pool window per conv ({len(c.conv_features)}); 1 means no pooling")
+  sizes("dense_features", min_len=0)
+  sizes("mlp_features", min_len=0)
+  integer("kernel_size", 1)
   need(c.impl in ops.IMPLS, "impl", f"choose one of {ops.IMPLS}")
-  for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps"):
-    need(int(c[f]) > 0, f, "must be positive")
-  need(c.learning_rate > 0, "learning_rate", "must be positive")
+  if c.model == "equivariant" and c.architecture == "cnn" and c.group in tasks.GROUP_ACTIONS:
+    group = tasks.GROUP_ACTIONS[c.group]().group
+    for layer in ("lift_conv", "group_conv", "group_dense"):
+      try:
+        ops.resolve_impl(c.impl, layer, group)
+      except ValueError as e:
+        need(False, "impl", str(e))
+  for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps",
+            "eval_every_epochs", "keep_checkpoints", "microbatches"):
+    integer(f, 1)
+  for f in ("max_train_examples", "max_test_examples", "checkpoint_every_steps",
+            "warmup_steps", "seed"):
+    integer(f, 0)
+  lr, wd = c.learning_rate, c.weight_decay
+  need(isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0, "learning_rate",
+       "must be a finite number > 0")
+  need(isinstance(wd, numbers.Real) and math.isfinite(wd) and wd >= 0, "weight_decay",
+       "must be a finite number >= 0")
   need(c.schedule in ("cosine", "constant"), "schedule", "choose 'cosine' or 'constant'")
-  need(c.microbatches >= 1 and c.batch_size % c.microbatches == 0, "microbatches",
-       f"must be >= 1 and divide config.batch_size = {c.batch_size}")
+  need(c.batch_size % c.microbatches == 0, "microbatches",
+       f"must divide config.batch_size = {c.batch_size}")

@@ -20,8 +20,18 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("group", "C3", "config.group = 'C3'"),
     ("model", "resnet", "config.model"),
     ("pools", (2,), "one pool window per conv"),
-    ("batch_size", 0, "must be positive"),
+    ("pools", (0, -1, 2), r"config.pools = \(0, -1, 2\): need at least 1 integers >= 1"),
+    ("batch_size", 0, "must be an integer >= 1"),
     ("schedule", "linear", "cosine"),
+    ("keep_checkpoints", 0, "config.keep_checkpoints = 0: must be an integer >= 1"),
+    ("max_train_examples", -5, "config.max_train_examples = -5: must be an integer >= 0"),
+    ("kernel_size", 0, "config.kernel_size = 0"),
+    ("conv_features", (0, 8, 8), "config.conv_features"),
+    ("eval_every_epochs", 0, "config.eval_every_epochs = 0"),
+    ("impl", "fourier", "'fourier' implementation is not available for lift_conv"),
+    ("impl", "fft", "choose one of"),
+    ("learning_rate", float("nan"), "finite number > 0"),
+    ("microbatches", 3, "must divide config.batch_size = 128"),
 ])
 def test_bad_config_values_are_named(field, value, match):
   c = default.get_config()

@@ -155,28 +155,8 @@ def test_killed_run_resumes_bitwise_equal(tmp_path):
     np.testing.assert_array_equal(x, y)     # bitwise
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
-  workdir = str(tmp_path)
-  _run(workdir, "--config.num_epochs=3", "--config.checkpoint_every_steps=8",
-       "--config.keep_checkpoints=3")
-  ckpt = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  assert steps == [8, 16, 24]
-  # Damage every data file of the newest checkpoint.
-  for root, _, files in os.walk(os.path.join(ckpt, "24")):
-    for name in files:
-      with open(os.path.join(root, name), "r+b") as f:
-        f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
-  out = _run(workdir, "--config.num_epochs=3", "--config.checkpoint_every_steps=8",
-             "--config.keep_checkpoints=3")
-  assert "checkpoint at step 24 is unreadable" in out.stderr
-  assert "resumed from checkpoint at step 16" in out.stderr
-
-
-def test_bad_flags_are_clear(tmp_path):
-  p = subprocess.run(_cmd(str(tmp_path), "--config.no_such_field=1"), cwd=ROOT, env=_env(1),
-                     capture_output=True, text=True, timeout=120)
-  assert p.returncode != 0 and "no_such_field" in p.stderr
+def test_bad_cluster_flags_are_clear(tmp_path):
+  """(Other bad flags and config fields: tests/faults_test.py.)"""
   p = subprocess.run(_cmd(str(tmp_path), "--coordinator_address=localhost:1"), cwd=ROOT,
                      env=_env(1), capture_output=True, text=True, timeout=120)
   assert p.returncode != 0 and "needs --num_processes" in p.stderr
