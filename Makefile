@@ -12,7 +12,7 @@ DATA ?= $(firstword $(wildcard ../shared/data/mnist) data/mnist)
 WORKDIR ?= runs/default
 CONFIG ?= experiments/configs/default.py
 
-.PHONY: install test train baselines paper report groups bench clean
+.PHONY: install test train baselines paper report groups bench docs tutorial clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,17 @@ groups: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench/bench.json
+
+# The API reference, from the docstrings of the public modules (offline): docs/api/index.html.
+docs: $(STAMP)
+	$(PY) -m pdoc --docformat restructuredtext --no-search -o docs/api eqnn eqnn.lift eqnn.ops \
+	  eqnn.fourier eqnn.readouts eqnn.layers eqnn.models eqnn.nnx_modules eqnn.data eqnn.report \
+	  eqnn.export
+	@echo "API reference: docs/api/index.html"
+
+# Re-runs docs/tutorial.md and writes what each block printed under it.
+tutorial: $(STAMP)
+	UPDATE_TUTORIAL=1 $(PY) -m pytest -q tests/tutorial_test.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -53,9 +53,9 @@ def _gather(x: jax.Array, table: np.ndarray, g, axis: int, n_axes: int) -> jax.A
   """
   shape = x.shape
   flat = x.reshape(shape[:axis] + (-1,) + shape[axis + n_axes:])
-  row = jnp.take(jnp.asarray(table), g, axis=0, mode="fill", fill_value=table.shape[1])
-  return jnp.take(flat, row, axis=axis, unique_indices=True, indices_are_sorted=False,
-                  mode="fill").reshape(shape)
+  row = jnp.asarray(table).at[g].get(mode="fill", fill_value=table.shape[1])
+  index = (slice(None),) * axis + (row,)
+  return flat.at[index].get(mode="fill", unique_indices=True).reshape(shape)
 
 
 def checked(fn: Callable) -> Callable:
@@ -169,6 +169,10 @@ def regular(group: FiniteGroup, axis: int = 0) -> TableAction:
   """The regular action on a group axis (a lifted value): ``(h.s)(g) = s(h^-1 g)``.
 
   For C4 this maps ``(z0, z1, z2, z3)`` to ``(z3, z0, z1, z2)`` under the generator r.
+
+  >>> import jax.numpy as jnp
+  >>> regular(groups_lib.cyclic(4))(1, jnp.array([10.0, 11.0, 12.0, 13.0])).tolist()
+  [13.0, 10.0, 11.0, 12.0]
   """
   return TableAction(group, group.regular_permutations(), axis, 1,
                      what=f"regular action of {group.name} on axis {axis}")
@@ -276,6 +280,11 @@ def rotations(order: int = 4) -> ImageAction:
 
   ``r^k`` turns by ``k * 360 / order`` degrees counter-clockwise (row 0 drawn at the top):
   for C4, ``rotations()(k, x) == jnp.rot90(x, k, axes=(-3, -2))``.
+
+  >>> import jax.numpy as jnp
+  >>> x = jnp.arange(4.0).reshape(2, 2, 1)     # [[0, 1], [2, 3]]
+  >>> rotations()(1, x)[..., 0].tolist()       # a quarter turn counter-clockwise
+  [[1.0, 3.0], [0.0, 2.0]]
   """
   if order not in (1, 2, 4):
     raise ValueError(f"rotations of a pixel grid by multiples of 360/order degrees are exact "

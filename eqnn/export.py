@@ -1,11 +1,17 @@
-"""Export a trained model for serving: serialized StableHLO with a symbolic batch dimension.
+"""Export a trained model for serving, with the weights inside and a symbolic batch axis.
 
-The exported artefact holds the weights as constants and runs in any process with jax
-installed, without eqnn::
+* :func:`export_model`: serialized StableHLO; runs in any process with jax, no eqnn::
 
-    from jax import export
-    exp = export.deserialize(open("model.jax", "rb").read())
-    logits = exp.call(images)            # images [B, H, W, C], any B
+      from jax import export
+      exp = export.deserialize(bytearray(open("model.jax", "rb").read()))
+      logits = exp.call(images)            # images [B, H, W, C], any B
+
+* :func:`export_onnx`: an ONNX model (through jax2onnx, the ``onnx`` extra); runs in
+  onnxruntime or any ONNX runtime, no JAX::
+
+      import onnxruntime as ort
+      sess = ort.InferenceSession("model.onnx")
+      logits = sess.run(None, {sess.get_inputs()[0].name: images})[0]
 """
 
 from __future__ import annotations
@@ -39,3 +45,25 @@ def export_model(apply_fn: Callable, params: Any, example_shape: tuple[int, ...]
 def load(serialized: bytes) -> Callable:
   """The exported function, callable on any batch size."""
   return jax_export.deserialize(bytearray(serialized)).call
+
+
+def export_onnx(apply_fn: Callable, params: Any, example_shape: tuple[int, ...],
+                path: str | None = None, name: str = "eqnn_model") -> bytes:
+  """``x -> apply_fn(params, x)`` as a serialized ONNX model with a dynamic batch axis "B".
+
+  Needs jax2onnx (``pip install eqnn[onnx]``). Writes ``path`` too when given.
+  """
+  import logging
+  try:
+    from jax2onnx import to_onnx
+  except ImportError as e:
+    raise ImportError("ONNX export needs jax2onnx: pip install 'eqnn[onnx]'") from e
+  logging.getLogger("onnx_ir").setLevel(logging.ERROR)   # notes on unnamed shape values
+  params = jax.tree.map(jnp.asarray, params)
+  proto = to_onnx(lambda x: apply_fn(params, x), [("B",) + tuple(example_shape)],
+                  model_name=name)
+  blob = proto.SerializeToString()
+  if path is not None:
+    with open(path, "wb") as f:
+      f.write(blob)
+  return blob

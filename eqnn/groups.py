@@ -191,6 +191,14 @@ def dihedral(n: int) -> FiniteGroup:
 
   Relations ``r^n = f^2 = e`` and ``r f = f r^-1``. Acting on the plane, r is the
   counter-clockwise rotation by 2 pi / n and f a reflection.
+
+  >>> d4 = dihedral(4)
+  >>> d4.element_names
+  ('e', 'r', 'r^2', 'r^3', 'f', 'f r', 'f r^2', 'f r^3')
+  >>> d4.element_names[d4.mul(d4.index("r"), d4.index("f"))]     # r f = f r^-1
+  'f r^3'
+  >>> d4.is_abelian, d4.order
+  (False, 8)
   """
   if n < 1:
     raise ValueError(f"dihedral group needs n >= 1, got {n}")

@@ -44,6 +44,13 @@ def lift_inputs(action: Action, x, elements=None) -> jax.Array:
   What the lift evaluates its map on: ``F_hat(x)[g] = F(lift_inputs(action, x)[g])``. Every
   lifted layer (:mod:`eqnn.ops`) builds its copies with this function, so that the
   convention between g and g^-1 is written here and nowhere else.
+
+  >>> import jax.numpy as jnp
+  >>> from eqnn import actions
+  >>> x = jnp.arange(4.0).reshape(2, 2, 1)
+  >>> copies = lift_inputs(actions.rotations(), x)     # [4, 2, 2, 1]
+  >>> copies[1][..., 0].tolist()                       # r^-1 . x: a quarter turn clockwise
+  [[2.0, 0.0], [3.0, 1.0]]
   """
   x = jnp.asarray(x)
   action.validate(x)

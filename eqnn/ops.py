@@ -65,7 +65,11 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
 # --- layout -----------------------------------------------------------------------------
 
 def to_channels(y: jax.Array) -> jax.Array:
-  """``[..., |G|, C] -> [..., |G| * C]`` (group-major channel blocks)."""
+  """``[..., |G|, C] -> [..., |G| * C]`` (group-major channel blocks).
+
+  >>> to_channels(jnp.zeros((2, 5, 5, 4, 3))).shape
+  (2, 5, 5, 12)
+  """
   return y.reshape(y.shape[:-2] + (-1,))
 
 
@@ -211,6 +215,16 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
 
   ``kernel [k, k, |G| * C, F]`` (the plain conv on the channel-stacked input), slot g is
   ``conv(to_channels(g^-1 . y))``.
+
+  >>> import jax
+  >>> from eqnn import groups, testing
+  >>> d4 = groups.dihedral(4)
+  >>> y = jax.random.normal(jax.random.key(0), (2, 6, 6, 8, 3))      # [B, H, W, |G|, C]
+  >>> k = jax.random.normal(jax.random.key(1), (3, 3, 8 * 3, 5))
+  >>> group_conv(y, k, None, d4).shape
+  (2, 6, 6, 8, 5)
+  >>> _ = testing.assert_equivariant(lambda y: group_conv(y, k, None, d4),
+  ...                                block_action(d4), block_action(d4), y)
   """
   impl = resolve_impl(impl, "group_conv", group)
   n = group.order

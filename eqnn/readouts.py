@@ -22,7 +22,14 @@ from eqnn import lift as lift_lib
 
 
 def joint_labels(classes, elements, num_classes: int):
-  """The joint target ``g * num_classes + m`` for class m shown at group element g."""
+  """The joint target ``g * num_classes + m`` for class m shown at group element g.
+
+  >>> import numpy as np
+  >>> joint_labels(np.array([7, 7]), np.array([0, 3]), 10).tolist()   # a 7, upright and at r^3
+  [7, 37]
+  >>> [x.tolist() for x in decode_joint(np.array([7, 37]), 10)]
+  [[0, 3], [7, 7]]
+  """
   return elements * num_classes + classes
 
 
@@ -37,7 +44,15 @@ def joint_logits(logits: jax.Array) -> jax.Array:
 
 
 def class_logits(logits: jax.Array, reduce: str = "logsumexp") -> jax.Array:
-  """``[B, |G|, K] -> [B, K]``: class scores that forget the group element (G-invariant)."""
+  """``[B, |G|, K] -> [B, K]``: class scores that forget the group element (G-invariant).
+
+  >>> import jax.numpy as jnp
+  >>> from eqnn import actions, groups
+  >>> z = jnp.arange(12.0).reshape(1, 4, 3)
+  >>> moved = actions.regular(groups.cyclic(4), axis=-2)(1, z)   # G moves the group axis
+  >>> bool(jnp.allclose(class_logits(moved), class_logits(z)))   # the readout does not move
+  True
+  """
   return lift_lib.invariant(logits, reduce, axis=-2)
 
 

@@ -14,6 +14,15 @@ Two ways to call the checks::
     assert_equivariant(layer.bind(params), x)           # a layer or model that declares
                                                         # in_action and out_action (linen
                                                         # bound, or an NNX module)
+
+>>> import jax, jax.numpy as jnp
+>>> from eqnn import actions
+>>> act = actions.rotations()
+>>> x = jax.random.normal(jax.random.key(0), (5, 5, 1))
+>>> invariance_error(lambda x: jnp.sum(x ** 2), act, x).max_abs < 1e-5    # invariant
+True
+>>> invariance_error(lambda x: x[0, 0, 0], act, x).max_rel > 0.1          # not invariant
+True
 """
 
 from __future__ import annotations

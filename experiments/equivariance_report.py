@@ -210,6 +210,8 @@ def run(workdir, data_dir, train_steps, n_images, seed):
 
 def main(argv):
   del argv
+  from experiments import logs
+  logs.quiet()
   _, table = run(FLAGS.workdir, FLAGS.data_dir, FLAGS.train_steps, FLAGS.images, FLAGS.seed)
   print(table)
 

@@ -1,6 +1,8 @@
-r"""Export a trained run for serving: ``model.jax`` (serialized StableHLO, symbolic batch).
+r"""Export a trained run for serving: ``model.jax`` (StableHLO) or ``model.onnx`` (ONNX).
 
-    python -m experiments.export --workdir=runs/default [--out=runs/default/model.jax]
+    python -m experiments.export --workdir=runs/default [--format=stablehlo|onnx] [--out=...]
+
+Both have the weights inside and a dynamic batch axis; the logits are ``[B, |G|, K]``.
 
 Reads the run's config.json and its newest good checkpoint (a damaged one is reported and
 set aside, as in training). Refuses a checkpoint whose model gives NaN or infinite logits.
@@ -13,7 +15,10 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished (or checkpointed) run of experiments.mnist_rotated.")
-flags.DEFINE_string("out", "", "Output file (default: WORKDIR/model.jax).")
+flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "onnx"],
+                  "stablehlo: serialized StableHLO for jax.export (no eqnn needed); onnx: an "
+                  "ONNX model for onnxruntime (needs the onnx extra).")
+flags.DEFINE_string("out", "", "Output file (default: WORKDIR/model.jax or WORKDIR/model.onnx).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -21,7 +26,7 @@ class ExportError(Exception):
   """A run that cannot be exported; the message says why."""
 
 
-def export_run(workdir: str, out: str = "", log=lambda msg: None) -> str:
+def export_run(workdir: str, out: str = "", log=lambda msg: None, fmt: str = "stablehlo") -> str:
   import jax.numpy as jnp
   import numpy as np
   from eqnn import export
@@ -33,8 +38,14 @@ def export_run(workdir: str, out: str = "", log=lambda msg: None) -> str:
   if not np.all(np.isfinite(np.asarray(probe))):
     raise ExportError(f"the checkpoint at step {step} in {workdir} gives NaN or infinite "
                       f"logits; it is not worth serving")
-  blob = export.export_model(task.model.apply, params, task.input_shape)
-  out = out or os.path.join(workdir, "model.jax")
+  if fmt == "onnx":
+    try:
+      blob = export.export_onnx(task.model.apply, params, task.input_shape)
+    except ImportError as e:
+      raise ExportError(str(e)) from None
+  else:
+    blob = export.export_model(task.model.apply, params, task.input_shape)
+  out = out or os.path.join(workdir, "model.onnx" if fmt == "onnx" else "model.jax")
   try:
     with open(out, "wb") as f:
       f.write(blob)
@@ -45,9 +56,10 @@ def export_run(workdir: str, out: str = "", log=lambda msg: None) -> str:
 
 def main(argv):
   del argv
-  from experiments import checkpoints, workdir
+  from experiments import checkpoints, logs, workdir
+  logs.quiet()
   try:
-    path = export_run(FLAGS.workdir, FLAGS.out, log=lambda m: print(m, file=sys.stderr))
+    path = export_run(FLAGS.workdir, FLAGS.out, log=logs.say, fmt=FLAGS.format)
   except (ExportError, checkpoints.CheckpointError, workdir.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

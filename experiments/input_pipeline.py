@@ -8,6 +8,7 @@ random group element per example.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
@@ -28,6 +29,15 @@ def load_dataset(c: ml_collections.ConfigDict) -> data.Dataset:
     ds = data.load_tfds(c.dataset, c.tfds_data_dir or None, download=c.tfds_download)
   return data.Dataset(ds.name, ds.train.take(c.max_train_examples or None),
                       ds.test.take(c.max_test_examples or None), ds.num_classes)
+
+
+def describe(c: ml_collections.ConfigDict, ds: data.Dataset) -> str:
+  """One line: what was loaded, and from where."""
+  where = {"mnist": f"the IDX files in {os.path.abspath(c.data_dir)} (sha256 verified)",
+           "point_sets": f"generated from seed {c.seed}"}.get(
+               c.dataset, f"tensorflow-datasets ({c.tfds_data_dir or 'its default folder'})")
+  return (f"data: {ds.name} from {where}: {len(ds.train.labels):,} training and "
+          f"{len(ds.test.labels):,} test examples of shape {ds.train.inputs.shape[1:]}")
 
 
 def put_train_set(split: data.Split, mesh) -> tuple[jax.Array, jax.Array]:

@@ -1,108 +1,120 @@
-"""What a run tells its user as it goes: a progress line on stderr and ``metrics.jsonl``."""
+"""What a run tells its user as it goes: a progress bar, ``metrics.jsonl`` and TensorBoard.
+
+Everything is written by the first process only. ``metrics.jsonl`` gets one JSON record per
+line; ``WORKDIR/tensorboard/`` gets the same scalars as TensorBoard event files (through
+tensorboardX, no TensorFlow), at the run's global step, so a resumed run continues its
+curves instead of starting a second one at step 0.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import struct
 import sys
 import time
 
-import numpy as np
-
-
-_open_line = [False]    # a progress line is on screen without its newline
+def quiet() -> None:
+  """Silences what is noise to a user (JAX's probe for a TPU library, optax's and orbax's
+  INFO lines, onnx_ir's serialisation notes); warnings and errors still show."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  for name in ("jax._src.xla_bridge", "orbax", "onnx_ir", "jax2onnx", "absl"):
+    logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def say(msg: str) -> None:
-  """One message on stderr, on a line of its own."""
-  if _open_line[0]:
-    sys.stderr.write("\n")
-    _open_line[0] = False
-  print(msg, file=sys.stderr, flush=True)
-
-
-class Progress:
-  """A one-line progress bar on stderr with images/s and ETA."""
-
-  def __init__(self, total_steps: int, batch_size: int, start_step: int):
-    self.total, self.bs = total_steps, batch_size
-    self.t0, self.s0 = time.time(), start_step
-    self.excluded = 0.0      # seconds spent on evaluation, not training
-
-  def exclude(self, seconds: float):
-    self.excluded += seconds
-
-  def _elapsed(self):
-    return max(time.time() - self.t0 - self.excluded, 1e-9)
-
-  def update(self, step: int, epoch: int, loss: float):
-    rate = (step - self.s0) / self._elapsed()
-    eta = (self.total - step) / rate if rate > 0 else float("nan")
-    sys.stderr.write(f"\repoch {epoch} step {step}/{self.total} loss {loss:.4f} | "
-                     f"{rate * self.bs:,.0f} img/s | ETA {_fmt(eta)}   ")
-    sys.stderr.flush()
-    _open_line[0] = True
-
-  def end_line(self):
-    if _open_line[0]:
-      sys.stderr.write("\n")
-      _open_line[0] = False
-
-  def images_per_s(self, step: int) -> float:
-    """Training throughput, compilation included, evaluation excluded."""
-    return (step - self.s0) * self.bs / self._elapsed()
-
-
-def _fmt(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  m, s = divmod(int(seconds), 60)
-  return f"{m}m{s:02d}s"
+  """One message on stderr, on a line of its own (above a progress bar, if one is shown)."""
+  from tqdm import tqdm
+  tqdm.write(msg, file=sys.stderr)
+  sys.stderr.flush()
 
 
 class RunLog:
-  """What the first process reports as a run goes (a no-op on the others): the progress line,
-  and one JSON record per line in ``workdir/metrics.jsonl`` (appended: a resumed run goes on
-  where it stopped)."""
+  """The run's progress bar (tqdm), ``metrics.jsonl`` and TensorBoard scalars; a no-op on
+  every process but the first (``enabled=False``)."""
 
   def __init__(self, workdir: str, enabled: bool, total_steps: int, batch_size: int,
-               start_step: int, start_time: float):
-    self.enabled, self.start_time = enabled, start_time
-    self.progress = Progress(total_steps, batch_size, start_step)
-    self.file = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
+               start_step: int, start_time: float, learning_rate=None):
+    self.enabled, self.start_time, self.bs, self.s0 = enabled, start_time, batch_size, start_step
+    self.learning_rate = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
+    self.t0, self.excluded = time.time(), 0.0     # evaluation seconds are not training time
+    self.file = self.bar = self.tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      from tqdm import tqdm
+      self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      # purge_step: events a crashed run logged after its last checkpoint are dropped, so
+      # the resumed curve has no doubled stretch.
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                              purge_step=start_step or None)
+      self.bar = tqdm(total=total_steps, initial=start_step, unit="step", file=sys.stderr,
+                      dynamic_ncols=True, mininterval=1.0, leave=True)
 
-  def _write(self, record: dict) -> None:
-    if self.file:
-      self.file.write(json.dumps(record) + "\n")
-      self.file.flush()
+  def _training_seconds(self) -> float:
+    return max(time.time() - self.t0 - self.excluded, 1e-9)
+
+  def images_per_s(self, step: int) -> float | None:
+    """Training throughput, compilation included, evaluation excluded."""
+    return (step - self.s0) * self.bs / self._training_seconds() if self.enabled else None
 
   def train(self, step: int, epoch: int, loss: float) -> None:
-    if self.enabled:
-      self.progress.update(step, epoch, loss)
-      self._write({"kind": "train", "step": step, "epoch": epoch, "loss": loss,
-                   "elapsed_s": time.time() - self.start_time})
-
-  def end_epoch(self) -> None:
-    if self.enabled:
-      self.progress.end_line()
+    if not self.enabled:
+      return
+    rate = self.images_per_s(step)
+    self.bar.set_description(f"epoch {epoch}", refresh=False)
+    self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:,.0f}", refresh=False)
+    self.bar.update(step - self.bar.n)
+    self._write({"kind": "train", "step": step, "epoch": epoch, "loss": loss,
+                 "elapsed_s": time.time() - self.start_time})
+    self.tb.add_scalar("train/loss", loss, step)
+    self.tb.add_scalar("train/images_per_s", rate, step)
+    self.tb.add_scalar("train/learning_rate", float(self.learning_rate(step)), step)
 
   def eval(self, step: int, epoch: int, train_loss: float, metrics: dict,
            seconds: float) -> None:
-    """An evaluation's record (``metrics`` already prefixed ``test_``); its ``seconds`` do
-    not count as training time."""
+    """An evaluation's record (``metrics`` prefixed ``test_``); its ``seconds`` do not count
+    as training time."""
+    self.excluded += seconds
+    if not self.enabled:
+      return
     rec = {"kind": "eval", "step": step, "epoch": epoch, "train_loss": train_loss,
            "elapsed_s": time.time() - self.start_time, **metrics}
     self._write(rec)
-    if self.enabled:
-      self.progress.exclude(seconds)
-      say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
+    self.tb.add_scalar("train/epoch_loss", train_loss, step)
+    for k, v in metrics.items():
+      self.tb.add_scalar(f"eval/{k}", v, step)
+    self.tb.flush()
+    say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
 
-  def images_per_s(self, step: int) -> float | None:
-    return self.progress.images_per_s(step) if self.enabled else None
+  def _write(self, record: dict) -> None:
+    self.file.write(json.dumps(record) + "\n")
+    self.file.flush()
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    if self.file:
+    if self.enabled:
+      self.bar.close()
+      self.tb.close()
       self.file.close()
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """``{tag: [(step, value), ...]}`` from the TensorBoard event files in ``logdir``, in file
+  and write order (the TFRecord framing read directly; no TensorFlow, no tensorboard)."""
+  from tensorboardX.proto import event_pb2
+  out: dict[str, list[tuple[int, float]]] = {}
+  for name in sorted(n for n in os.listdir(logdir) if "tfevents" in n):
+    with open(os.path.join(logdir, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out

@@ -17,7 +17,7 @@ import time
 
 _START = time.time()   # wall time counts from process start: data, compilation and all
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -70,8 +70,8 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)   # orbax logs every file it writes at INFO
-  from experiments import parallel  # after flag parsing: jax initialises once
+  from experiments import logs, parallel  # after flag parsing: jax initialises once
+  logs.quiet()
   try:
     parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         FLAGS.distributed)

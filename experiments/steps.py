@@ -14,13 +14,17 @@ from eqnn import data
 from experiments import tasks
 
 
-def make_optimizer(c: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def learning_rate(c: ml_collections.ConfigDict, total_steps: int):
+  """The config's learning rate: a schedule ``step -> rate`` or a constant."""
   if c.schedule == "cosine":
     warm = min(c.warmup_steps, total_steps // 2)
-    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warm,
-                                            max(total_steps, warm + 1), end_value=0.0)
-  else:
-    lr = c.learning_rate
+    return optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warm,
+                                              max(total_steps, warm + 1), end_value=0.0)
+  return c.learning_rate
+
+
+def make_optimizer(c: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  lr = learning_rate(c, total_steps)
   if c.weight_decay:
     return optax.adamw(lr, weight_decay=c.weight_decay)
   return optax.adam(lr)

@@ -54,6 +54,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     task.action.validate(ds.train.inputs[:1])
     if main:
       workdir_lib.write_config(workdir, config)
+    say(input_pipeline.describe(config, ds))
     train_inputs, train_labels = input_pipeline.put_train_set(ds.train, mesh)
     init_key, data_key, step_key, test_key = jax.random.split(jax.random.key(config.seed), 4)
     test_inputs, test_labels, test_elements = input_pipeline.test_set(
@@ -78,9 +79,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
     predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
     health = _Health(parallel.put(np.array(True), parallel.replicated(mesh)), step, config, ckpts)
-    say(_describe(task, state, steps_per_epoch, config.num_epochs, mesh))
+    say(_describe(task, state, steps_per_epoch, config.num_epochs, mesh, workdir))
     logits = None    # the last evaluation's, reused if it was of the final state
-    with logs.RunLog(workdir, main, total_steps, bs, step, start_time) as log, \
+    with logs.RunLog(workdir, main, total_steps, bs, step, start_time,
+                     steps.learning_rate(config, total_steps)) as log, \
          checkpoints.Preemption() as preemption:
       while step < total_steps:
         epoch = step // steps_per_epoch
@@ -99,7 +101,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if preemption.requested(step, config.log_every_steps):
             health.check(step)
             return _stop_preempted(ckpts, step, state, say, preemption.signal_name)
-        log.end_epoch()
         health.check(step)
         ckpts.save(step, state)
         if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
@@ -176,12 +177,16 @@ def _stop_preempted(ckpts, step, state, say, signal_name):
   return {"preempted": True, "step": step}
 
 
-def _describe(task, state, steps_per_epoch, num_epochs, mesh) -> str:
+def _describe(task, state, steps_per_epoch, num_epochs, mesh, workdir) -> str:
   group = task.action.group.name if task.equivariant else "no group"
+  kinds = sorted({d.device_kind for d in mesh.devices.flat})
   return (f"{task.model.__class__.__name__} over {group}: "
           f"{steps.parameter_count(state.params):,} parameters, {steps_per_epoch} steps/epoch, "
           f"{num_epochs} epochs, {mesh.devices.size} device(s) in {jax.process_count()} "
-          f"process(es)" + (", training data in per-host shards" if jax.process_count() > 1 else ""))
+          f"process(es)" + (", training data in per-host shards" if jax.process_count() > 1 else "")
+          + f"\ndevices: {', '.join(str(d) for d in mesh.devices.flat)} ({', '.join(kinds)})"
+          + f"\nwriting to {os.path.abspath(workdir)}: metrics.jsonl, tensorboard/, "
+          f"checkpoints/, results.json and figures")
 
 
 def _write_results(workdir, config, results, task, state, test_split, logits, elements):

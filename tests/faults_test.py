@@ -165,18 +165,31 @@ def test_a_second_run_in_a_workdir_in_use_is_refused(copy, mnist_dir):
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, mnist_dir):
   w = str(tmp_path / "w")
-  proc = subprocess.Popen(_cmd(w, "--config.num_epochs=200", "--config.log_every_steps=1",
-                               data_dir=mnist_dir), cwd=ROOT, env=_env(),
+  args = ("--config.num_epochs=2", "--config.log_every_steps=1",
+          "--config.max_train_examples=4096")                    # 64 steps an epoch
+  proc = subprocess.Popen(_cmd(w, *args, data_dir=mnist_dir), cwd=ROOT, env=_env(),
                           stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  seen = ""
-  while "step 6/" not in seen and time.time() < deadline:
-    seen += proc.stderr.read(1)
+  metrics, deadline = os.path.join(w, "metrics.jsonl"), time.time() + 240
+  while time.time() < deadline and not (
+      os.path.exists(metrics) and open(metrics).read().count('"train"') >= 6):
+    time.sleep(0.05)
   proc.send_signal(signal.SIGINT)
-  err = seen + proc.communicate(timeout=120)[1]
+  err = proc.communicate(timeout=120)[1]
   assert proc.returncode == 0, err[-2000:]
   assert "SIGINT received: saved a checkpoint at step" in err and "Traceback" not in err
-  assert _steps(w) and _steps(w)[-1] >= 6
+  stopped = _steps(w)[-1]
+  assert 6 <= stopped < 128
+  # The same command resumes; TensorBoard's curve goes on from there, with no second curve
+  # from step 0 and no step logged twice (tensorboard/ holds one event file per session).
+  p = _run(w, *args, data_dir=mnist_dir)
+  assert p.returncode == 0 and f"resumed from checkpoint at step {stopped}" in p.stderr
+  from experiments import logs
+  events = os.listdir(os.path.join(w, "tensorboard"))
+  scalars = logs.read_scalars(os.path.join(w, "tensorboard"))
+  assert len(events) == 2
+  assert [step for step, _ in scalars["train/loss"]] == list(range(1, 129))
+  assert [step for step, _ in scalars["eval/test_joint_accuracy"]] == [64, 128]
+  assert {"train/learning_rate", "train/images_per_s", "eval/test_class_accuracy"} <= set(scalars)
 
 
 @pytest.mark.parametrize("args, fragments", [

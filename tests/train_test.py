@@ -48,6 +48,18 @@ def test_smoke_run_writes_results_metrics_and_figures(smoke_run):
   assert results["test_joint_accuracy"] == saved["test_joint_accuracy"]
 
 
+def test_the_run_exports_to_stablehlo_and_onnx_from_the_cli(smoke_run):
+  import subprocess
+  import sys
+  workdir, _, _ = smoke_run
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for fmt, name in (("stablehlo", "model.jax"), ("onnx", "model.onnx")):
+    p = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={workdir}",
+                        f"--format={fmt}"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"wrote {os.path.join(workdir, name)}" in p.stdout and "Unable to initialize" not in p.stderr
+
+
 def test_restart_resumes_from_the_checkpoint(smoke_run, capsys):
   workdir, c, results = smoke_run
   again = train.train_and_evaluate(c, workdir)
