@@ -25,11 +25,12 @@ Core modules (jax and numpy only): :mod:`eqnn.groups`, :mod:`eqnn.actions`,
 from eqnn import actions
 from eqnn import groups
 from eqnn import testing
-from eqnn.lift import (equivarify, equivarify_minimal, expand_minimal, invariant, lift_inputs,
-                       project)
+from eqnn.lift import (equivarify, equivarify_minimal, equivarify_nested, expand_minimal,
+                       invariant, lift_inputs, project, symmetrize)
 
 __all__ = [
     "actions", "groups", "testing",
-    "equivarify", "equivarify_minimal", "expand_minimal", "invariant", "lift_inputs", "project",
+    "equivarify", "equivarify_minimal", "equivarify_nested", "expand_minimal", "invariant",
+    "lift_inputs", "project", "symmetrize",
 ]
 __version__ = "0.1.0"

@@ -53,7 +53,7 @@ def _gather(x: jax.Array, table: np.ndarray, g, axis: int, n_axes: int) -> jax.A
   """
   shape = x.shape
   flat = x.reshape(shape[:axis] + (-1,) + shape[axis + n_axes:])
-  row = jnp.asarray(table).at[g].get(mode="fill", fill_value=table.shape[1])
+  row = jnp.asarray(table, jnp.int32).at[g].get(mode="fill", fill_value=table.shape[1])
   index = (slice(None),) * axis + (row,)
   return flat.at[index].get(mode="fill", unique_indices=True).reshape(shape)
 
@@ -82,9 +82,18 @@ class Action:
 
   def __call__(self, g, x):
     _check_index(self.group, g)
+    x = self.prepare(x)
+    return self.apply(g, x)
+
+  def prepare(self, x):
+    """``x`` as JAX arrays, checked by :meth:`validate` (a clear error for a pytree given to
+    an action on one array)."""
+    if isinstance(x, (tuple, list, dict)):
+      raise ValueError(f"{type(self).__name__} of {self.group.name} acts on one array, got a "
+                       f"{type(x).__name__}; for several arrays use actions.on_pytree")
     x = jnp.asarray(x)
     self.validate(x)
-    return self.apply(g, x)
+    return x
 
   def validate(self, x: jax.Array) -> None:
     """Raises ValueError if ``x`` cannot carry this action."""
@@ -93,10 +102,13 @@ class Action:
     """``g . x`` without checks: ``x`` must have passed :meth:`validate`; ``g`` may be traced."""
     raise NotImplementedError
 
+  def example_shape(self):
+    """A shape (or a pytree of shapes) that this action acts on, for drawing test inputs."""
+    raise NotImplementedError(f"{type(self).__name__} does not know an example shape: pass one")
+
   def orbit(self, x) -> jax.Array:
-    """``[|G|, ...]``: ``g . x`` for every g in group order."""
-    x = jnp.asarray(x)
-    self.validate(x)
+    """``[|G|, ...]``: ``g . x`` for every g in group order (on every leaf of a pytree)."""
+    x = self.prepare(x)
     return jax.vmap(lambda g: self.apply(g, x))(jnp.arange(self.group.order))
 
 
@@ -164,6 +176,12 @@ class TableAction(Action):
   def apply(self, g, x):
     return _gather(x, self.perm, g, self._axis(x), self.n_axes)
 
+  def example_shape(self):
+    if self.n_axes != 1:
+      raise NotImplementedError("pass a shape for an action on several axes")
+    n = self.perm.shape[1]
+    return (n,) + (1,) * (-self.axis - 1) if self.axis < 0 else (1,) * self.axis + (n,)
+
 
 def regular(group: FiniteGroup, axis: int = 0) -> TableAction:
   """The regular action on a group axis (a lifted value): ``(h.s)(g) = s(h^-1 g)``.
@@ -200,146 +218,93 @@ class ChannelBlocks(Action):
       raise ValueError(f"channel blocks of {self.group.name}: the channel axis of shape "
                        f"{x.shape} must be a multiple of |G| = {n}")
 
+  def example_shape(self):
+    return (3, 3, 2 * self.group.order)
+
   def apply(self, g, x):
     n = self.group.order
     blocks = x.reshape(x.shape[:-1] + (n, x.shape[-1] // n))
     return _gather(blocks, self.group.regular_permutations(), g, x.ndim - 1, 1).reshape(x.shape)
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageAction(Action):
-  """A group acting on square (or fixed-size) images ``[..., H, W, C]`` by moving pixels.
-
-  ``pixel_map(g, H, W)`` returns ``int [H, W]``: the image of the index grid under g,
-  so that ``(g.x).flat = x.flat[perm[g]]``. The permutation tables are built once per
-  image size, in numpy.
-  """
-
-  group: FiniteGroup
-  pixel_map: Callable
-  what: str = dataclasses.field(default="image action", compare=False)
-  square: bool = True
-  size: tuple[int, int] | None = None
-
-  def validate(self, x):
-    if x.ndim < 3:
-      raise ValueError(f"{self.what}: expected images [..., H, W, C], got shape {x.shape}")
-    h, w = x.shape[-3], x.shape[-2]
-    if self.square and h != w:
-      raise ValueError(f"{self.what} needs square images, got H x W = {h} x {w} "
-                       f"(from shape {x.shape} read as [..., H, W, C])")
-    if self.size is not None and (h, w) != tuple(self.size):
-      raise ValueError(f"{self.what} acts on {self.size[0]} x {self.size[1]} images, "
-                       f"got {h} x {w} (from shape {x.shape})")
-
-  def table(self, h: int, w: int) -> np.ndarray:
-    return _pixel_table(self.group, self.pixel_map, h, w)
-
-  def apply(self, g, x):
-    return _gather(x, self.table(x.shape[-3], x.shape[-2]), g, x.ndim - 3, 2)
+def gather_table(point_maps) -> np.ndarray:
+  """Converts permutations given as *where each point goes* (``i -> p[i]``, as
+  :func:`eqnn.groups.from_permutations` returns them) into eqnn's convention, *where each
+  entry comes from*: ``perm[g, j] = p_g^-1(j)``, so that ``(g.x)[j] = x[perm[g, j]]``."""
+  return np.argsort(np.asarray(point_maps), axis=-1).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def _pixel_table(group, pixel_map, h, w):
-  grid = np.arange(h * w).reshape(h, w)
-  t = np.stack([np.asarray(pixel_map(g, grid)).reshape(-1) for g in range(group.order)])
-  if not all(np.array_equal(np.sort(row), np.arange(h * w)) for row in t):
-    raise ValueError(f"pixel map of {group.name} is not a permutation on {h} x {w} images")
-  return t.astype(np.int32)
-
-
-# Pixel maps are small frozen dataclasses (not closures) so that equal actions compare and
-# hash equal, and a jitted function closing over one is reused.
-@dataclasses.dataclass(frozen=True)
-class _Rotate:
-  step: int
-
-  def __call__(self, g, grid):
-    return np.rot90(grid, (g * self.step) % 4)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Roll:
-  w: int            # the order of the column shifts
-  step: int = 1
-
-  def __call__(self, g, grid):
-    i, j = divmod(g, self.w)
-    return np.roll(grid, (i * self.step, j * self.step), axis=(0, 1))
-
-
-def _dihedral4(g, grid):
-  # Element f^m r^k of D4 (index 4m + k): first rotate by k quarter turns, then flip.
-  m, k = divmod(g, 4)
-  out = np.rot90(grid, k)
-  return np.flip(out, axis=1) if m else out
-
-
-def rotations(order: int = 4) -> ImageAction:
-  """C_order (order 1, 2 or 4) rotating square images ``[..., H, W, C]``.
-
-  ``r^k`` turns by ``k * 360 / order`` degrees counter-clockwise (row 0 drawn at the top):
-  for C4, ``rotations()(k, x) == jnp.rot90(x, k, axes=(-3, -2))``.
-
-  >>> import jax.numpy as jnp
-  >>> x = jnp.arange(4.0).reshape(2, 2, 1)     # [[0, 1], [2, 3]]
-  >>> rotations()(1, x)[..., 0].tolist()       # a quarter turn counter-clockwise
-  [[1.0, 3.0], [0.0, 2.0]]
-  """
-  if order not in (1, 2, 4):
-    raise ValueError(f"rotations of a pixel grid by multiples of 360/order degrees are exact "
-                     f"only for order 1, 2 or 4, got {order}")
-  return ImageAction(groups_lib.cyclic(order), _Rotate(4 // order),
-                     what=f"C{order} rotation by {360 // order} degrees")
-
-
-def rotations_reflections() -> ImageAction:
-  """D4 on square images: ``f^m r^k`` rotates by k quarter turns counter-clockwise, then
-  (if m = 1) mirrors left-right. Indices as in :func:`eqnn.groups.dihedral`."""
-  return ImageAction(groups_lib.dihedral(4), _dihedral4, what="D4 rotation/reflection")
-
-
-def translations(h: int, w: int, step: int = 1) -> ImageAction:
-  """Cyclic translations of ``h x w`` images (an image on a torus) by multiples of ``step``.
-
-  The group is ``C_(h/step) x C_(w/step)``; element (i, j) rolls rows by ``i * step`` and
-  columns by ``j * step`` pixels (with wrap-around, so it is an exact pixel permutation).
-  """
-  if step < 1 or h % step or w % step:
-    raise ValueError(f"the shift step {step} must divide the image size {h} x {w}")
-  group = groups_lib.direct_product(groups_lib.cyclic(h // step), groups_lib.cyclic(w // step))
-  return ImageAction(group, _Roll(w // step, step), what=f"cyclic translations of {h} x {w} "
-                     f"images by multiples of {step} px", square=False, size=(h, w))
+def check_permutations(group: FiniteGroup, perm: np.ndarray, what: str = "permutations") -> None:
+  """Refuses a gather table that does not compose like the group (``(ab).x = a.(b.x)``),
+  naming the first pair that fails. Checked on a generating set (with ``e`` acting as the
+  identity, that implies every pair), so it costs O(|G| |S| N) for N entries."""
+  perm = np.asarray(perm)
+  if perm.ndim != 2 or perm.shape[0] != group.order:
+    raise ValueError(f"{what}: need one permutation per element of {group.name} "
+                     f"({group.order}), got an array of shape {perm.shape}")
+  m = perm.shape[1]
+  if not np.array_equal(np.sort(perm, axis=1), np.broadcast_to(np.arange(m), perm.shape)):
+    g = int(np.argmax(~np.all(np.sort(perm, axis=1) == np.arange(m), axis=1)))
+    raise ValueError(f"{what}: row {g} ({group.element_names[g]}) is not a permutation of "
+                     f"range({m})")
+  if not np.array_equal(perm[0], np.arange(m)):
+    raise ValueError(f"{what}: the identity e must leave every entry in place")
+  # (a s).x = a.(s.x) reads, entrywise, perm[a s][j] = perm[s][perm[a][j]].
+  for s_ in groups_lib.generators(group.table):
+    bad = np.argwhere(perm[group.table[:, s_]] != perm[s_][perm])
+    if bad.size:
+      a = int(bad[0][0])
+      names = group.element_names
+      raise ValueError(
+          f"{what} do not compose like {group.name}'s table: ({names[a]} {names[s_]}).x != "
+          f"{names[a]}.({names[s_]}.x) (element {a} times {s_}). Are they in another element "
+          f"order than the group, or given as where each point goes rather than where each "
+          f"entry comes from (see actions.gather_table)?")
 
 
 def permute_points(group: FiniteGroup, perms: np.ndarray, axis: int = -2) -> TableAction:
   """A permutation group moving the points of a set or sequence along ``axis``.
 
-  ``perms[g]`` maps point i to ``perms[g][i]`` (as returned by
-  :func:`eqnn.groups.from_permutations`); the point at i moves to ``perms[g][i]``:
-  ``(g.x)[perms[g][i]] = x[i]``. Default axis -2 for point clouds ``[..., n, features]``.
+  ``perms[g]`` says where each point goes: point i moves to ``perms[g][i]`` (as
+  :func:`eqnn.groups.from_permutations` returns them), ``(g.x)[perms[g][i]] = x[i]``. They
+  must compose like the group's table (checked, see :func:`check_permutations`). Default axis
+  -2 for point clouds ``[..., n, features]``.
   """
-  perms = np.asarray(perms)
-  gather = perms[group.inverse]    # (g.x)[j] = x[g^-1 (j)]
-  return TableAction(group, gather.astype(np.int32), axis, 1,
-                     what=f"{group.name} permuting points on axis {axis}")
+  table = gather_table(perms)
+  what = f"{group.name} permuting points on axis {axis}"
+  check_permutations(group, table, what)
+  return TableAction(group, table, axis, 1, what=what)
 
 
-def check_action_axioms(action: Action, x, atol: float = 0.0) -> None:
-  """Checks ``e.x = x`` and ``(gh).x = g.(h.x)`` for all g, h on ``x``; raises AssertionError."""
+def check_action_axioms(action: Action, x, atol: float = 0.0) -> float:
+  """Checks ``e.x = x`` and ``(gh).x = g.(h.x)`` for all g, h on ``x`` (an array or a pytree of
+  them); raises AssertionError naming the first pair beyond ``atol``, else returns the largest
+  error measured (0 for a permutation action)."""
   group = action.group
-  x = jnp.asarray(x)
-  orbit = action.orbit(x)
-  err = float(jnp.max(jnp.abs(orbit[0] - x)))
+  orbit = action.orbit(x)                                     # [g, ...] per leaf
+  x = action.prepare(x)
+  leaves = lambda t: jax.tree.leaves(t)
+  err = max(float(jnp.max(jnp.abs(o[0] - l))) for o, l in zip(leaves(orbit), leaves(x)))
   if err > atol:
     raise AssertionError(f"identity does not act trivially: max |e.x - x| = {err}")
   # g.(h.x) for all g, h, against (gh).x.
-  both = jax.vmap(lambda hx: action.orbit(hx))(orbit)        # [h, g, ...]
-  expected = orbit[jnp.asarray(group.table.T)]               # [h, g] -> (g h).x
-  diff = jnp.abs(both - expected).reshape(group.order, group.order, -1).max(-1)
+  both = jax.vmap(action.orbit)(orbit)                        # [h, g, ...]
+  idx = jnp.asarray(group.table.T, jnp.int32)                 # [h, g] -> g h
+  diff = sum(jnp.abs(b - o[idx]).reshape(group.order, group.order, -1).max(-1)
+             for b, o in zip(leaves(both), leaves(orbit)))
   bad = np.argwhere(np.asarray(diff) > atol)
   if bad.size:
     h, g = bad[0]
     raise AssertionError(
         f"not a left action: ({group.element_names[g]} {group.element_names[h]}).x != "
         f"{group.element_names[g]}.({group.element_names[h]}.x), max error {float(diff[h, g])}")
+  return max(err, float(jnp.max(diff)))
+
+
+# Actions of other kinds, in modules of their own, are part of this namespace.
+from eqnn.image_actions import (ImageAction, rotations, rotations_reflections,  # noqa: E402
+                                translations)
+from eqnn.structured_actions import (AxesPermutation, LinearAction, PytreeAction,  # noqa: E402
+                                     ProductAction, linear, on_pytree, permute_axes, product,
+                                     rotate_reflect_vectors, rotate_vectors, shifts,
+                                     shifts_reflections)

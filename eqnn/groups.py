@@ -6,13 +6,18 @@ over it. Element 0 is always the identity.
 
 Convention: ``table[a, b]`` is the index of the product ``a b`` (first b, then a when
 the elements act on something on the left).
+
+Scale: tables are stored in the narrowest signed integer type that holds the order (int8 up
+to 127 elements, int16 up to 32,767), and the axioms are checked in O(n^2 |S|) time and
+O(n^2) memory, S a generating set (Light's associativity test), so groups of ten thousand
+elements build in seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -54,10 +59,11 @@ class FiniteGroup:
 
   # Hash and equality by what defines the group, its table: two constructions of the same
   # group share jit caches whatever their names. Element names and the group's name are
-  # cosmetic and take no part.
+  # cosmetic and take no part. A digest, so a large table is not copied for every lookup.
   @functools.cached_property
   def _key(self):
-    return (self.table.shape, np.ascontiguousarray(self.table, np.int64).tobytes())
+    canonical = np.ascontiguousarray(self.table, index_dtype(self.order))
+    return (self.table.shape, hashlib.sha256(canonical.tobytes()).hexdigest())
 
   def __hash__(self):
     return hash(self._key)
@@ -120,41 +126,87 @@ class FiniteGroup:
     return self
 
 
-def check_group_axioms(table: np.ndarray, inverse: np.ndarray | None = None) -> None:
-  """Raises :class:`GroupAxiomError` naming the first axiom that fails, and where."""
+_BLOCK = 1024     # rows per block in the table-wide checks
+
+
+def index_dtype(n: int):
+  """The narrowest signed integer type that holds element indices 0 .. n (n included: one
+  past the end marks "none")."""
+  return np.int8 if n < 127 else np.int16 if n < 32767 else np.int32
+
+
+def generators(table: np.ndarray) -> list[int]:
+  """A small generating set of the group (greedy): each new generator is the first element
+  not yet reached by products of the ones before. ``table`` must satisfy closure."""
+  n = table.shape[0]
+  reached = np.zeros(n, bool)
+  reached[0] = True
+  gens = []
+  while not reached.all():
+    s = int(np.argmin(reached))          # the first element not reached yet
+    gens.append(s)
+    frontier = np.nonzero(reached)[0]
+    while frontier.size:                 # close {reached} under right products by generators
+      new = np.unique(table[frontier][:, gens].reshape(-1))
+      new = new[~reached[new]]
+      reached[new] = True
+      frontier = new
+  return gens
+
+
+def check_group_axioms(table: np.ndarray, inverse: np.ndarray | None = None,
+                       full: bool = False) -> None:
+  """Raises :class:`GroupAxiomError` naming the first axiom that fails, and where.
+
+  Closure, identity and inverses are checked entry by entry. Associativity is checked by
+  Light's test: ``(x s) y = x (s y)`` for all x, y and every s of a generating set (which
+  implies it for every middle element), in O(n^2 |S|) time and O(n^2) memory. ``full=True``
+  checks all n^3 triples instead (row by row, O(n^2) memory).
+  """
   table = np.asarray(table)
   if table.ndim != 2 or table.shape[0] != table.shape[1] or table.shape[0] == 0:
     raise GroupAxiomError(f"a Cayley table must be a non-empty square matrix, got shape {table.shape}")
   if not np.issubdtype(table.dtype, np.integer):
     raise GroupAxiomError(f"a Cayley table holds element indices (integers), got dtype {table.dtype}")
   n = table.shape[0]
-  bad = np.argwhere((table < 0) | (table >= n))
-  if bad.size:
-    a, b = bad[0]
-    raise GroupAxiomError(
-        f"closure fails: table[{a}, {b}] = {table[a, b]} is not an element index in [0, {n})")
+  for r in range(0, n, _BLOCK):
+    block = table[r:r + _BLOCK]
+    bad = np.argwhere((block < 0) | (block >= n))
+    if bad.size:
+      a, b = bad[0]
+      raise GroupAxiomError(f"closure fails: table[{a + r}, {b}] = {block[a, b]} is not an "
+                            f"element index in [0, {n})")
   e = np.arange(n)
   if not (np.array_equal(table[0], e) and np.array_equal(table[:, 0], e)):
     ids = [i for i in range(n) if np.array_equal(table[i], e) and np.array_equal(table[:, i], e)]
     where = (f"element {ids[0]} is the identity; reorder so that it is element 0" if ids
              else "no element is a two-sided identity")
     raise GroupAxiomError(f"identity fails: element 0 must be the identity ({where})")
-  for a in range(n):
-    row = np.nonzero(table[a] == 0)[0]
-    if row.size == 0 or table[row[0], a] != 0:
-      raise GroupAxiomError(f"inverses fail: element {a} has no two-sided inverse")
-    if inverse is not None and int(inverse[a]) != int(row[0]):
+  right_inv = np.concatenate([np.argmax(table[r:r + _BLOCK] == 0, axis=1)  # first b: a b = e
+                              for r in range(0, n, _BLOCK)])
+  has = table[e, right_inv] == 0
+  two_sided = has & (table[right_inv, e] == 0)
+  if not two_sided.all():
+    a = int(np.argmin(two_sided))
+    raise GroupAxiomError(f"inverses fail: element {a} has no two-sided inverse")
+  if inverse is not None:
+    inverse = np.asarray(inverse)
+    wrong = np.nonzero(inverse != right_inv)[0]
+    if wrong.size:
+      a = int(wrong[0])
       raise GroupAxiomError(
           f"inverses fail: inverse[{a}] = {inverse[a]} but {a} * {inverse[a]} = "
           f"{table[a, inverse[a]]}, not the identity")
-  # Associativity, vectorised over all triples: (ab)c == a(bc).
-  left = table[table[:, :, None], np.arange(n)[None, None, :]]      # (a b) c
-  right = table[np.arange(n)[:, None, None], table[None, :, :]]     # a (b c)
-  bad = np.argwhere(left != right)
-  if bad.size:
-    a, b, c = bad[0]
-    raise GroupAxiomError(
-        f"associativity fails: ({a}*{b})*{c} = {left[a, b, c]} but {a}*({b}*{c}) = {right[a, b, c]}")
+  middles = range(n) if full else generators(table)
+  for s in middles:
+    for r in range(0, n, _BLOCK):                     # rows x in blocks: O(block * n) memory
+      left = table[table[r:r + _BLOCK, s]]            # [x, y] -> (x s) y
+      right = table[r:r + _BLOCK][:, table[s]]        # [x, y] -> x (s y)
+      bad = np.argwhere(left != right)
+      if bad.size:
+        x, y = bad[0]
+        raise GroupAxiomError(f"associativity fails: ({x + r}*{s})*{y} = {left[x, y]} but "
+                              f"{x + r}*({s}*{y}) = {right[x, y]}")
 
 
 def from_cayley_table(table, element_names: Sequence[str] | None = None,
@@ -162,9 +214,10 @@ def from_cayley_table(table, element_names: Sequence[str] | None = None,
   """A group from its Cayley table ``table[a, b] = a b``, checked for every axiom."""
   table = np.asarray(table)
   check_group_axioms(table)
-  table = table.astype(np.int32)
   n = table.shape[0]
-  inverse = np.array([int(np.nonzero(table[a] == 0)[0][0]) for a in range(n)], np.int32)
+  table = table.astype(index_dtype(n), copy=False)
+  inverse = np.concatenate([np.argmax(table[r:r + _BLOCK] == 0, axis=1)
+                            for r in range(0, n, _BLOCK)]).astype(index_dtype(n))
   if element_names is None:
     element_names = ["e"] + [f"g{i}" for i in range(1, n)]
   if len(element_names) != n or len(set(element_names)) != n:
@@ -215,9 +268,15 @@ def dihedral(n: int) -> FiniteGroup:
 def direct_product(a: FiniteGroup, b: FiniteGroup) -> FiniteGroup:
   """A x B with element ``(i, j)`` at index ``i * |B| + j``; names ``(a_i, b_j)``."""
   na, nb = a.order, b.order
-  idx = np.arange(na * nb)
+  n = na * nb
+  dtype = index_dtype(n)
+  idx = np.arange(n)
   i, j = idx // nb, idx % nb
-  table = a.table[i[:, None], i[None, :]] * nb + b.table[j[:, None], j[None, :]]
+  table = np.empty((n, n), dtype)
+  for row in range(0, n, _BLOCK):        # in row blocks: no n x n intermediate in int64
+    r = slice(row, row + _BLOCK)
+    table[r] = (a.table[i[r, None], i[None, :]].astype(np.int64) * nb
+                + b.table[j[r, None], j[None, :]])
   names = [f"({a.element_names[p]}, {b.element_names[q]})" for p, q in zip(i, j)]
   names[0] = "e"
   return from_cayley_table(table, names, name=f"{a.name}x{b.name}")
@@ -260,9 +319,17 @@ def from_permutations(generators: Sequence[Sequence[int]], name: str = "G",
         frontier.append(seen[key])
   perms = np.stack(elems)
   n = len(elems)
-  table = np.empty((n, n), np.int32)
-  for a, b in itertools.product(range(n), range(n)):
-    table[a, b] = seen[perms[a][perms[b]].tobytes()]
+  # Each permutation as one integer (base m digits), sorted once: products are looked up by
+  # binary search, a row of the table at a time.
+  weights = (m ** np.arange(m - 1, -1, -1)).astype(np.int64) if m ** m < 2 ** 62 else None
+  code = (lambda p: p.astype(np.int64) @ weights) if weights is not None else (
+      lambda p: np.array([hash(r.tobytes()) for r in p], np.int64))
+  keys = code(perms)
+  order = np.argsort(keys)
+  sorted_keys = keys[order]
+  table = np.empty((n, n), index_dtype(n))
+  for a in range(n):
+    table[a] = order[np.searchsorted(sorted_keys, code(perms[a][perms]))]
   names = ["e"] + [f"p{i}" for i in range(1, n)]
   return from_cayley_table(table, names, name=name), perms.astype(np.int32)
 

@@ -24,10 +24,20 @@ from eqnn.groups import FiniteGroup
 
 
 class Equivarified(nn.Module):
-  """Any Flax module ``inner`` lifted over ``action``: output ``[|G|, ...]``, ``F(g^-1 . x)``.
+  """Any linen module ``inner`` lifted over ``action``: ``[B, ...] -> [|G|, B, ...]``, slot g
+  holding ``inner(g^-1 . x)`` (the lift's own layout, group axis first).
 
-  One set of parameters is shared by all group elements (``nn.vmap`` with
-  ``variable_axes={'params': None}``), so ``project(out) == inner(x)`` with the same params.
+  * **Parameters** are the plain module's, as they are: the wrapper shares ``inner``'s scope
+    (``nn.share_scope``), so ``Equivarified(m, a).apply(m_params, x)[0] == m.apply(m_params, x)``.
+  * **Call arguments** pass through: ``apply(v, x, train=True, rngs={"dropout": key})``.
+  * **The rule for state**: the |G| copies of the batch are folded into one batch of
+    ``|G| * B`` and ``inner`` is called once on it. Batch statistics (BatchNorm) are therefore
+    taken over the whole orbit of the batch, which G only permutes: they are G-invariant, so
+    the lift stays exactly equivariant in training mode too, and running averages update once
+    per call, as the plain module's would on that batch. Dropout draws one mask over the
+    folded batch: equivariant in distribution; evaluation (no dropout) is exact.
+  * ``inner`` must treat axis 0 of its input as a batch (each example on its own, apart from
+    batch statistics).
   """
 
   inner: nn.Module
@@ -41,11 +51,27 @@ class Equivarified(nn.Module):
   def out_action(self) -> actions_lib.Action:
     return actions_lib.regular(self.action.group, axis=0)
 
-  @nn.compact
-  def __call__(self, x):
-    shared = nn.vmap(lambda m, y: m(y), variable_axes={"params": None},
-                     split_rngs={"params": False}, in_axes=0, out_axes=0)
-    return shared(self.inner, lift_lib.lift_inputs(self.action, x))
+  def setup(self):
+    nn.share_scope(self.inner, self)
+
+  def __call__(self, x, *args, **kwargs):
+    copies = lift_lib.lift_inputs(self.action, x)               # [G, B, ...]
+    n, b = copies.shape[:2]
+    out = self.inner(copies.reshape((n * b,) + copies.shape[2:]), *args, **kwargs)
+    return jax.tree.map(lambda y: y.reshape((n, b) + y.shape[1:]), out)
+
+
+def equivarified(module, action: actions_lib.Action):
+  """The lift of a linen module (:class:`Equivarified`) or of an NNX module
+  (:class:`eqnn.nnx_modules.Equivarified`), whichever ``module`` is."""
+  from flax import nnx
+  if isinstance(module, nnx.Module):
+    from eqnn import nnx_modules
+    return nnx_modules.Equivarified(module, action)
+  if not isinstance(module, nn.Module):
+    raise TypeError(f"equivarified takes a Flax module (linen or NNX), got "
+                    f"{type(module).__name__}; lift a function with eqnn.equivarify")
+  return Equivarified(module, action)
 
 
 class _ConvWeights(nn.Module):
@@ -56,19 +82,21 @@ class _ConvWeights(nn.Module):
   use_bias: bool
 
   @nn.compact
-  def __call__(self, in_features: int):
+  def __call__(self, in_features: int, spatial: int = 2):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, in_features, self.features), jnp.float32)
+                        (k,) * spatial + (in_features, self.features), jnp.float32)
     bias = (self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             if self.use_bias else None)
     return kernel, bias
 
 
 class LiftConv(ops.LiftsInput, nn.Module):
-  """The input lift of a conv: ``[B, H, W, C_in] -> [B, H, W, |G|, features]``.
+  """The input lift of a conv: ``[B, H, W, C_in] -> [B, H, W, |G|, features]``, or for
+  sequences ``[B, L, C_in] -> [B, L, |G|, features]``.
 
-  Slot g is ``conv(g^-1 . x)``, ``action`` moving the pixels (rotations need square images).
+  Slot g is ``conv(g^-1 . x)``, ``action`` moving the pixels (rotations need square images)
+  or the samples (``actions.shifts``, ``actions.shifts_reflections``).
   """
 
   action: actions_lib.Action
@@ -84,13 +112,14 @@ class LiftConv(ops.LiftsInput, nn.Module):
     x = jnp.asarray(x)
     self.action.validate(x)
     kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
-                                name="conv")(x.shape[-1])
+                                name="conv")(x.shape[-1], x.ndim - 2)
     return ops.lift_conv(x, kernel, bias, self.action, self.padding, self.dtype, self.impl)
 
 
 class GroupConv(ops.ActsOnBlocks, nn.Module):
   """A conv on the stack lifted over the regular action:
-  ``[B, H, W, |G|, C] -> [B, H, W, |G|, features]``, slot g = ``conv(g^-1 . y)``."""
+  ``[B, H, W, |G|, C] -> [B, H, W, |G|, features]`` (or ``[B, L, |G|, C]`` for sequences),
+  slot g = ``conv(g^-1 . y)``."""
 
   group: FiniteGroup
   features: int
@@ -104,7 +133,7 @@ class GroupConv(ops.ActsOnBlocks, nn.Module):
   def __call__(self, y):
     self.in_action.validate(y)
     kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
-                                name="conv")(self.group.order * y.shape[-1])
+                                name="conv")(self.group.order * y.shape[-1], y.ndim - 3)
     return ops.group_conv(y, kernel, bias, self.group, self.padding, self.dtype, self.impl)
 
 

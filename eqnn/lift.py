@@ -52,10 +52,9 @@ def lift_inputs(action: Action, x, elements=None) -> jax.Array:
   >>> copies[1][..., 0].tolist()                       # r^-1 . x: a quarter turn clockwise
   [[2.0, 0.0], [3.0, 1.0]]
   """
-  x = jnp.asarray(x)
-  action.validate(x)
+  x = action.prepare(x)
   elements = np.arange(action.group.order) if elements is None else np.asarray(elements)
-  inverses = jnp.asarray(action.group.inverse[elements])
+  inverses = jnp.asarray(action.group.inverse[elements], jnp.int32)
   return jax.vmap(lambda g_inv: action.apply(g_inv, x))(inverses)
 
 
@@ -94,8 +93,7 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body
     # (and its gradient) on one thread.
-    x = jnp.asarray(args[argnum])
-    action.validate(x)
+    x = action.prepare(args[argnum])
     outs = [with_input(action.apply(int(action.group.inverse[g]), x)) for g in elements]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
@@ -123,6 +121,43 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
     traces f once (under ``jax.vmap``); ``jax.jit(f_hat)`` compiles once per input shape.
   """
   return _lift_over(f, action, np.arange(action.group.order), argnum, vectorize)
+
+
+def symmetrize(f: Callable, in_action: Action, out_action: Action, argnum: int = 0) -> Callable:
+  """The group average ``x -> (1/|G|) sum_g g . F(g^-1 . x)``: an equivariant map whose output
+  transforms by ``out_action`` in its own space (per-node outputs of a graph model, vectors
+  that turn with a point cloud), not by the group axis of the lift.
+
+  It is the lift followed by ``s -> mean_g g . s(g)``, which maps the lift's regular action
+  onto ``out_action``: the projection of the lift onto the equivariant maps (``f`` itself when
+  ``f`` is already equivariant). Both actions must be of the same group.
+  """
+  if in_action.group != out_action.group:
+    raise ValueError(f"input action is of {in_action.group.name}, output action of "
+                     f"{out_action.group.name}")
+  lifted = equivarify(f, in_action, argnum)
+  elements = jnp.arange(in_action.group.order)
+
+  @functools.wraps(f)
+  def averaged(*args, **kwargs):
+    s = lifted(*args, **kwargs)                     # [|G|, ...], slot g = F(g^-1 . x)
+    moved = jax.vmap(lambda g, leaf: jax.tree.map(lambda y: out_action.apply(g, y), leaf))(
+        elements, s)
+    return jax.tree.map(lambda y: jnp.mean(y, axis=0), moved)
+
+  return averaged
+
+
+def equivarify_nested(f: Callable, outer: Action, inner: Action, argnum: int = 0) -> Callable:
+  """The lift over A x B as a lift over A of the lift over B, for two actions that commute:
+  ``F_hat(x)[a, b] = F(b^-1 . a^-1 . x)``, shape ``[|A|, |B|, ...]``.
+
+  It holds the same values as the lift over ``actions.product(outer, inner)`` (reshape its
+  ``[|A| |B|, ...]`` to ``[|A|, |B|, ...]``), and A x B acts on it by the regular action of A
+  on axis 0 and of B on axis 1. Nested, each level vmaps over its own group, so a product too
+  large to enumerate as one table is never built.
+  """
+  return equivarify(equivarify(f, inner, argnum), outer, argnum)
 
 
 def equivarify_minimal(f: Callable, action: Action, subgroup: Subgroup,

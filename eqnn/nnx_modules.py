@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from eqnn import actions as actions_lib
+from eqnn import lift as lift_lib
 from eqnn import ops
 from eqnn.groups import FiniteGroup
 
@@ -29,6 +30,35 @@ def _bias(features: int, use_bias: bool):
 
 def _value(p):
   return None if p is None else p[...]
+
+
+class Equivarified(nnx.Module):
+  """Any NNX module lifted over ``action``: ``[B, ...] -> [|G|, B, ...]``, slot g holding
+  ``inner(g^-1 . x)``; the same rule as :class:`eqnn.layers.Equivarified` (the copies folded
+  into one batch of ``|G| * B``, so BatchNorm statistics cover the orbit and update once per
+  call; call arguments pass through). ``inner`` is the module itself, its parameters shared,
+  not copied.
+
+  ``eqnn.equivarify`` also lifts an NNX module directly, as a function:
+  ``eqnn.equivarify(model, action)(x)`` is ``[|G|, B, ...]`` with the copies vmapped.
+  """
+
+  def __init__(self, inner: nnx.Module, action: actions_lib.Action):
+    self.inner, self.action = inner, action
+
+  @property
+  def in_action(self):
+    return self.action
+
+  @property
+  def out_action(self):
+    return actions_lib.regular(self.action.group, axis=0)
+
+  def __call__(self, x, *args, **kwargs):
+    copies = lift_lib.lift_inputs(self.action, x)               # [G, B, ...]
+    n, b = copies.shape[:2]
+    out = self.inner(copies.reshape((n * b,) + copies.shape[2:]), *args, **kwargs)
+    return jax.tree.map(lambda y: y.reshape((n, b) + y.shape[1:]), out)
 
 
 class LiftConv(ops.LiftsInput, nnx.Module):

@@ -151,12 +151,24 @@ def require_float(x, what: str) -> None:
                     f"images to [0, 1] first (eqnn.data.to_float)")
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
-           feature_groups: int = 1) -> jax.Array:
-  """A stride-1 2-D conv, ``x [B, H, W, C_in]``, ``kernel [k, k, C_in / groups, C_out]``."""
+_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
+         feature_groups: int = 1) -> jax.Array:
+  """A stride-1 conv over 1 or 2 spatial axes (from the kernel's rank): ``x [B, L, C_in]``
+  with ``kernel [k, C_in / groups, C_out]``, or ``x [B, H, W, C_in]`` with
+  ``kernel [k, k, C_in / groups, C_out]``."""
+  spatial = kernel.ndim - 2
+  if spatial not in _DIMS or x.ndim != spatial + 2:
+    raise ValueError(f"a conv with kernel shape {kernel.shape} needs inputs "
+                     f"[B, {'L' if spatial == 1 else 'H, W'}, C], got {x.shape}")
   return jax.lax.conv_general_dilated(
-      x.astype(dtype), kernel.astype(dtype), (1, 1), padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_groups)
+      x.astype(dtype), kernel.astype(dtype), (1,) * spatial, padding,
+      dimension_numbers=_DIMS[spatial], feature_group_count=feature_groups)
+
+
+conv2d = conv     # the 2-D case, by its common name
 
 
 def max_pool(x: jax.Array, window: int) -> jax.Array:
@@ -194,18 +206,19 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
               impl: str = "auto") -> jax.Array:
   """The input lift of a conv: ``x [B, H, W, C_in] -> [B, H, W, |G|, F]``, slot g = ``conv(g^-1 . x)``.
 
-  ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x.
+  ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x. The
+  same for sequences: ``x [B, L, C_in]``, ``kernel [k, C_in, F]`` -> ``[B, L, |G|, F]``.
   """
   impl = resolve_impl(impl, "lift_conv", action.group)
   require_float(x, "lift_conv")
   n = action.group.order
   copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
   if impl == "vmap":
-    return _slots_last(jax.vmap(lambda c: _add_bias(conv2d(c, kernel, padding, dtype), bias,
+    return _slots_last(jax.vmap(lambda c: _add_bias(conv(c, kernel, padding, dtype), bias,
                                                     dtype))(copies))
   # One grouped conv: input block g feeds only output block g, with the same kernel.
-  y = conv2d(to_channels(_slots_last(copies)), jnp.tile(kernel, (1, 1, 1, n)), padding,
-             dtype, feature_groups=n)
+  y = conv(to_channels(_slots_last(copies)), jnp.tile(kernel, (1,) * (kernel.ndim - 1) + (n,)),
+           padding, dtype, feature_groups=n)
   return from_channels(_add_bias_stacked(y, bias, n, dtype), n)
 
 
@@ -214,7 +227,8 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   """A conv on the stack lifted over the regular action: ``[B, H, W, |G|, C] -> [B, H, W, |G|, F]``.
 
   ``kernel [k, k, |G| * C, F]`` (the plain conv on the channel-stacked input), slot g is
-  ``conv(to_channels(g^-1 . y))``.
+  ``conv(to_channels(g^-1 . y))``. Sequences likewise: ``y [B, L, |G|, C]``,
+  ``kernel [k, |G| * C, F]``.
 
   >>> import jax
   >>> from eqnn import groups, testing
@@ -228,16 +242,17 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   """
   impl = resolve_impl(impl, "group_conv", group)
   n = group.order
-  conv = lambda a, w: conv2d(a, w, padding, dtype)
+  one = lambda a, w: conv(a, w, padding, dtype)
   if impl == "vmap":
     copies = lift_lib.lift_inputs(block_action(group), y)             # [G, B, H, W, G, C]
     return _slots_last(jax.vmap(
-        lambda c: _add_bias(conv(to_channels(c), kernel), bias, dtype))(copies))
+        lambda c: _add_bias(one(to_channels(c), kernel), bias, dtype))(copies))
   if impl == "fourier":
-    kb = jnp.moveaxis(kernel.reshape(kernel.shape[:2] + (n, -1, kernel.shape[-1])), 2, 0)
-    out = to_channels(_slots_last(fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, conv)))
+    spatial = kernel.shape[:-2]
+    kb = jnp.moveaxis(kernel.reshape(spatial + (n, -1, kernel.shape[-1])), len(spatial), 0)
+    out = to_channels(_slots_last(fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, one)))
   else:
-    out = conv(to_channels(y), block_circulant(kernel, group, 2, 3))
+    out = one(to_channels(y), block_circulant(kernel, group, -2, -1))
   return from_channels(_add_bias_stacked(out, bias, n, dtype), n)
 
 

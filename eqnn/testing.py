@@ -92,8 +92,7 @@ def equivariance_error(f: Callable, *args, elements: Sequence[int] | None = None
   for g in elements:
     if not 0 <= g < group.order:
       raise ValueError(f"element {g} is out of range for {group.name} (order {group.order})")
-  x = jnp.asarray(x)
-  in_action.validate(x)
+  x = in_action.prepare(x)
   fx = f(x)
   if jax.tree.structure(fx).num_leaves == 0:
     raise ValueError("f returned no arrays to compare")
@@ -160,3 +159,33 @@ def element_pairs(group: FiniteGroup):
   """A strategy drawing pairs ``(g, h)`` of element indices."""
   from hypothesis import strategies as st
   return st.tuples(group_elements(group), group_elements(group))
+
+
+def inputs(action: Action, shape=None, batch: tuple[int, ...] = (), scale: float = 1.0):
+  """A hypothesis strategy drawing inputs that ``action`` acts on: standard normal arrays
+  (times ``scale``) of ``batch + shape`` for every leaf, ``shape`` a shape or a pytree of
+  shapes matching the action (default: ``action.example_shape()``).
+
+  Hypothesis draws an integer seed and JAX draws the arrays from it, so shrinking stays cheap
+  and a failing example is reproducible from its seed. The shape is checked against the
+  action once, when the strategy is made.
+  """
+  from hypothesis import strategies as st
+  shape = action.example_shape() if shape is None else shape
+  is_shape = lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s)
+  shapes = jax.tree.map(lambda s: tuple(batch) + tuple(s), shape, is_leaf=is_shape)
+
+  def draw(seed):
+    leaves, tree = jax.tree.flatten(shapes, is_leaf=is_shape)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [scale * jax.random.normal(k, s)
+                                     for k, s in zip(keys, leaves)])
+
+  action.prepare(draw(0))          # a shape the action does not take fails here, not in a test
+  return st.integers(0, 2**31 - 1).map(draw)
+
+
+def elements_and_inputs(action: Action, shape=None, batch: tuple[int, ...] = ()):
+  """A strategy drawing ``(g, x)``: a group element and an input for ``action``."""
+  from hypothesis import strategies as st
+  return st.tuples(group_elements(action.group), inputs(action, shape, batch))

@@ -154,3 +154,32 @@ def test_groups_are_equal_by_their_table_not_their_names():
   assert a != klein and a != groups.dihedral(2)
   # Same order, other table: not equal (D3 and C6).
   assert groups.dihedral(3) != groups.cyclic(6)
+
+
+def test_lights_test_catches_a_loop_that_is_not_a_group():
+  """The smallest non-associative loop: a Latin square with identity and inverses."""
+  loop = [[0, 1, 2, 3, 4], [1, 0, 3, 4, 2], [2, 4, 0, 1, 3], [3, 2, 4, 0, 1], [4, 3, 1, 2, 0]]
+  with pytest.raises(GroupAxiomError, match="associativity fails"):
+    groups.from_cayley_table(loop)
+  with pytest.raises(GroupAxiomError, match="associativity fails"):
+    groups.check_group_axioms(np.asarray(loop), full=True)
+
+
+@pytest.mark.parametrize("make", [lambda: groups.dihedral(6), lambda: groups.symmetric(4)[0],
+                                  lambda: groups.direct_product(groups.cyclic(3),
+                                                                groups.dihedral(3))])
+def test_lights_test_agrees_with_the_full_check(make):
+  g = make()
+  groups.check_group_axioms(g.table, g.inverse, full=True)
+  gens = groups.generators(g.table)
+  assert g.generated_subgroup(gens).order == g.order and len(gens) <= 3
+
+
+def test_groups_of_thousands_build_with_narrow_tables():
+  s7 = groups.symmetric(7)[0]
+  assert s7.order == 5040 and s7.table.dtype == np.int16 and not s7.is_abelian
+  c4s6 = groups.direct_product(groups.cyclic(4), groups.symmetric(6)[0])
+  assert c4s6.order == 2880 and c4s6.table.dtype == np.int16
+  assert groups.cyclic(4).table.dtype == np.int8
+  # Inverses and the table agree everywhere (checked row by row, no n^3 array).
+  assert np.all(s7.table[np.arange(5040), s7.inverse] == 0)

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eqnn import actions, layers, testing
+import eqnn
+from eqnn import actions, layers, models, testing
 
 IMAGE_ACTIONS = {"C4": actions.rotations(), "D4": actions.rotations_reflections()}
 
@@ -82,3 +83,79 @@ def test_bad_inputs_are_named():
     layers.GroupConv(act.group, 4).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3, 2)))
   with pytest.raises(ValueError, match="unknown implementation"):
     layers.GroupConv(act.group, 4, impl="fft").init(jax.random.key(0), jnp.zeros((1, 8, 8, 4, 2)))
+
+
+# --- any module: state, randomness, call arguments, NNX ------------------------------------
+
+import flax.linen as linen  # noqa: E402
+from flax import nnx  # noqa: E402
+
+
+class _BNDropNet(linen.Module):
+  @linen.compact
+  def __call__(self, x, train: bool = False):
+    y = linen.BatchNorm(use_running_average=not train)(linen.Conv(4, (3, 3))(x))
+    y = linen.Dropout(0.5, deterministic=not train)(linen.relu(y))
+    return linen.Dense(3)(y.reshape(y.shape[0], -1))
+
+
+def test_equivarified_takes_any_linen_module_with_state_and_randomness():
+  act = actions.rotations_reflections()
+  net = _BNDropNet()
+  x = jax.random.normal(jax.random.key(0), (3, 6, 6, 1))
+  variables = net.init(jax.random.key(1), x)
+  lifted = layers.Equivarified(net, act)
+  # The plain module's variables, as they are; slot e is the plain module.
+  np.testing.assert_array_equal(lifted.apply(variables, x)[0], net.apply(variables, x))
+  testing.assert_equivariant(lambda x: lifted.apply(variables, x), act,
+                             actions.regular(act.group), x)
+  # Training mode: batch statistics over the whole orbit batch (the documented rule) ...
+  out, new = lifted.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                          mutable=["batch_stats"])
+  orbit = eqnn.lift_inputs(act, x).reshape(8 * 3, 6, 6, 1)
+  _, plain_new = net.apply(variables, orbit, train=True, rngs={"dropout": jax.random.key(2)},
+                           mutable=["batch_stats"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), new, plain_new)
+  # ... which are G-invariant, so without dropout training mode is exactly equivariant too.
+  no_drop = lambda x: lifted.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                                   mutable=["batch_stats"])[0]
+  assert not np.allclose(no_drop(x), lifted.apply(variables, x))     # dropout was active
+  bn_only = layers.Equivarified(models.MLP((8,), 3), act)
+  v = bn_only.init(jax.random.key(3), x)
+  testing.assert_equivariant(bn_only.bind(v), x)
+
+
+def test_equivarified_takes_nnx_modules():
+  act = actions.rotations_reflections()
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+      self.bn = nnx.BatchNorm(4, rngs=rngs)
+      self.out = nnx.Linear(6 * 6 * 4, 3, rngs=rngs)
+
+    def __call__(self, x):
+      y = nnx.relu(self.bn(self.conv(x)))
+      return self.out(y.reshape(y.shape[0], -1))
+
+  net = Net(nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
+  lifted = layers.equivarified(net, act)
+  assert lifted.inner is net                                 # its parameters, not a copy
+  testing.assert_equivariant(lifted, x)                      # training mode: orbit statistics
+  net.eval()
+  np.testing.assert_allclose(lifted(x)[0], net(x), atol=1e-6)
+  testing.assert_equivariant(lifted, x)
+
+
+@pytest.mark.parametrize("impl", ["vmap", "expanded"])
+def test_sequence_layers_are_equivariant_under_dihedral_shifts(impl):
+  act = actions.shifts_reflections(32)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 3))
+  lift = layers.LiftConv(act, 4, 5, impl=impl)
+  bound = lift.bind(lift.init(jax.random.key(1), x))
+  y = bound(x)
+  assert y.shape == (2, 32, 64, 4)
+  testing.assert_equivariant(bound, x)
+  conv = layers.GroupConv(act.group, 3, 3, impl=impl)
+  testing.assert_equivariant(conv.bind(conv.init(jax.random.key(2), y)), y)

@@ -178,11 +178,11 @@ def test_flax_module_shares_one_parameter_set():
   lifted = layers.Equivarified(inner, act)
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
   params = lifted.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, params["params"]["inner"]) == jax.tree.map(
-      jnp.shape, inner.init(jax.random.key(1), x)["params"])
+  # The lift's parameters are the plain module's, keyed the same way (no "inner" level).
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, inner.init(jax.random.key(1), x))
   out = lifted.apply(params, x)
-  np.testing.assert_allclose(eqnn.project(out), inner.apply({"params": params["params"]["inner"]}, x),
-                             atol=1e-6)
+  np.testing.assert_allclose(eqnn.project(out), inner.apply(params, x), atol=1e-6)
   testing.assert_equivariant(lambda x: lifted.apply(params, x), act, actions.regular(act.group), x)
 
 
@@ -239,3 +239,58 @@ def test_minimal_lift_needs_h_invariance():
     testing.assert_equivariant(f_min, D4_ACT, actions.on_cosets(h), x)
   with pytest.raises(ValueError, match="subgroup lives in C4"):
     eqnn.equivarify_minimal(f, D4_ACT, groups.cyclic(4).subgroup([0, 2]))
+
+
+# --- pytrees, group averages, nested lifts (any model, any finite group) -------------------
+
+S5, S5_MAPS = groups.symmetric(5)
+GRAPH5 = actions.on_pytree((actions.permute_axes(S5, S5_MAPS), actions.permute_points(S5, S5_MAPS)))
+NODES5 = actions.permute_points(S5, S5_MAPS)
+
+
+def _graph(seed):
+  return (jax.random.normal(jax.random.key(seed), (5, 5)),
+          jax.random.normal(jax.random.key(seed + 1), (5, 2)))
+
+
+def _node_model(graph):
+  """Per-node outputs that depend on the node's index: not permutation-equivariant."""
+  a, x = graph
+  return jnp.tanh(a @ x @ jnp.ones((2, 3)) + jnp.arange(15.0).reshape(5, 3) / 10)
+
+
+def test_lift_of_a_graph_model_is_equivariant_on_pytree_inputs():
+  g = _graph(0)
+  f_hat = jax.jit(eqnn.equivarify(lambda gr: jnp.sum(_node_model(gr)), GRAPH5))
+  testing.assert_equivariant(f_hat, GRAPH5, actions.regular(S5), g)
+
+
+def test_group_average_is_exactly_equivariant_in_the_output_space():
+  g = _graph(2)
+  assert testing.equivariance_error(_node_model, GRAPH5, NODES5, g).max_rel > 0.1
+  node_level = jax.jit(eqnn.symmetrize(_node_model, GRAPH5, NODES5))
+  testing.assert_equivariant(node_level, GRAPH5, NODES5, g)
+  # Linear output action: a point cloud's mean offset turns with its coordinates (D4).
+  d4v = actions.rotate_reflect_vectors(4)
+  w = jax.random.normal(jax.random.key(5), (2, 2))
+  f = lambda pts: jnp.mean(pts, axis=0) @ w                   # not rotation-equivariant
+  pts = jax.random.normal(jax.random.key(6), (7, 2))
+  assert testing.equivariance_error(f, d4v, d4v, pts).max_rel > 0.1
+  testing.assert_equivariant(jax.jit(eqnn.symmetrize(f, d4v, d4v)), d4v, d4v, pts)
+  # An f that is already equivariant is its own average.
+  np.testing.assert_allclose(eqnn.symmetrize(lambda p: p * 2.0, d4v, d4v)(pts), pts * 2.0,
+                             atol=1e-5)
+
+
+def test_nested_lift_equals_the_lift_over_the_product():
+  rows, cols = actions.shifts(4, axis=-3), actions.shifts(4, axis=-2)
+  both = actions.product(rows, cols)
+  w = jax.random.normal(jax.random.key(0), (16, 3))
+  f = lambda x: jnp.tanh(x.reshape(-1) @ w)
+  x = jax.random.normal(jax.random.key(1), (4, 4, 1))
+  nested = eqnn.equivarify_nested(f, rows, cols)(x)                  # [4, 4, 3]
+  flat = eqnn.equivarify(f, both)(x)                                 # [16, 3]
+  np.testing.assert_allclose(nested.reshape(16, 3), flat, atol=1e-6)
+  nested_regular = actions.product(actions.regular(rows.group, axis=0),
+                                   actions.regular(cols.group, axis=1))
+  testing.assert_equivariant(eqnn.equivarify_nested(f, rows, cols), both, nested_regular, x)
