@@ -250,6 +250,30 @@ def bench_minimal(rounds, quick, report):
         f"(|H| = {h.order}); outputs agree to {same:.1e}", flush=True)
 
 
+def bench_groups(quick, report):
+  """Building large groups: seconds and peak Python memory (tracemalloc) per construction."""
+  import tracemalloc
+  from eqnn import groups
+  cases = [("S6 (from permutations)", lambda: groups.symmetric(6)[0]),
+           ("C4 x S6", lambda: groups.direct_product(groups.cyclic(4), groups.symmetric(6)[0]))]
+  if not quick:
+    cases += [("S7 (from permutations)", lambda: groups.symmetric(7)[0]),
+              ("S7 x C2", lambda: groups.direct_product(groups.symmetric(7)[0],
+                                                        groups.cyclic(2)))]
+  for name, make in cases:
+    tracemalloc.start()
+    t = time.perf_counter()
+    g = make()
+    secs = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    row = {"group": name, "order": g.order, "table_dtype": str(g.table.dtype), "seconds": secs,
+           "peak_bytes": peak, "table_bytes": g.table.nbytes}
+    report["groups"].append(row)
+    print(f"  {name:24s} order {g.order:6d}: {secs:6.2f} s, peak {peak / 2**20:7.1f} MiB "
+          f"(table {g.table.nbytes / 2**20:.1f} MiB, {g.table.dtype})", flush=True)
+
+
 def markdown(report) -> str:
   """The run's tables, as `make bench` writes them to bench.md."""
   peak = report["matmul_peak_gflops"]
@@ -280,6 +304,12 @@ def markdown(report) -> str:
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "
             f"{r['max_abs_difference']:.0e}."]
+  if report.get("groups"):
+    out += ["", "| group | order | build time | peak memory | table |", "| --- | --- | --- | --- | --- |"]
+    for r in report["groups"]:
+      out.append(f"| {r['group']} | {r['order']} | {r['seconds']:.2f} s | "
+                 f"{r['peak_bytes'] / 2**20:.0f} MiB | {r['table_bytes'] / 2**20:.1f} MiB "
+                 f"{r['table_dtype']} |")
   out += ["", f"`make bench` took {report['bench_wall_s']:.0f} s."]
   return "\n".join(out) + "\n"
 
@@ -295,7 +325,7 @@ def main(argv):
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
-            "minimal": []}
+            "minimal": [], "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
@@ -308,6 +338,8 @@ def main(argv):
   bench_layer_variants(rounds, quick, report)
   print("minimal equivarification ...", flush=True)
   bench_minimal(rounds, quick, report)
+  print("large groups (build time, peak memory) ...", flush=True)
+  bench_groups(quick, report)
   report["bench_wall_s"] = time.time() - t0
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:

@@ -119,9 +119,9 @@ def _start_and_wait_for_checkpoint(workdir, *overrides, min_step=1):
   raise AssertionError("no checkpoint appeared")
 
 
-LONG = ("--config.num_epochs=40", "--config.checkpoint_every_steps=8",
-        "--config.keep_checkpoints=3")
-TOTAL = 40 * 8
+LONG = ("--config.num_epochs=12", "--config.checkpoint_every_steps=8",
+        "--config.keep_checkpoints=3", "--config.eval_every_epochs=12")
+TOTAL = 12 * 8
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

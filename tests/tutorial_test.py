@@ -1,4 +1,5 @@
-"""docs/tutorial.md runs as written, and every number it shows is what running it prints.
+"""docs/tutorial.md and docs/examples.md run as written; every number they show is what
+running them prints.
 
 Each ```python block runs in one shared namespace, in order; the ```text block right after it
 must match what the block printed, each number within 0.02 + 5% of it (float32 training on
@@ -12,7 +13,9 @@ import os
 import re
 import time
 
-TUTORIAL = os.path.join(os.path.dirname(__file__), "..", "docs", "tutorial.md")
+import pytest
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
 BLOCK = re.compile(r"```python\n(.*?)```\n(?:\n```text\n(.*?)```\n)?", re.S)
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -30,16 +33,18 @@ def _same(expected: str, got: str) -> bool:
   return True
 
 
-def test_tutorial_runs_and_shows_what_it_prints():
-  with open(TUTORIAL) as f:
+@pytest.mark.parametrize("page, min_blocks", [("tutorial.md", 8), ("examples.md", 6)])
+def test_page_runs_and_shows_what_it_prints(page, min_blocks):
+  path = os.path.join(DOCS, page)
+  with open(path) as f:
     text = f.read()
   namespace, pieces, last, start = {}, [], 0, time.time()
   blocks = list(BLOCK.finditer(text))
-  assert len(blocks) >= 8, "the tutorial lost its code"
+  assert len(blocks) >= min_blocks, f"{page} lost its code"
   for i, m in enumerate(blocks):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-      exec(compile(m.group(1), f"tutorial block {i + 1}", "exec"), namespace)  # pylint: disable=exec-used
+      exec(compile(m.group(1), f"{page} block {i + 1}", "exec"), namespace)  # pylint: disable=exec-used
     got = out.getvalue()
     if os.environ.get("UPDATE_TUTORIAL"):
       pieces.append(text[last:m.start()] + f"```python\n{m.group(1)}```\n")
@@ -48,8 +53,8 @@ def test_tutorial_runs_and_shows_what_it_prints():
       last = m.end()
     else:
       assert _same(m.group(2) or "", got), (
-          f"tutorial block {i + 1} printed:\n{got}\nbut the tutorial shows:\n{m.group(2)}")
+          f"{page} block {i + 1} printed:\n{got}\nbut the page shows:\n{m.group(2)}")
   if os.environ.get("UPDATE_TUTORIAL"):
-    with open(TUTORIAL, "w") as f:
+    with open(path, "w") as f:
       f.write("".join(pieces) + text[last:])
-  assert time.time() - start < 120, "the tutorial must run in under two minutes"
+  assert time.time() - start < 120, f"{page} must run in under two minutes"
