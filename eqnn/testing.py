@@ -70,9 +70,17 @@ def _split_args(f, args) -> tuple[Action, Action, object]:
   if len(args) == 1:
     return (*declared_actions(f), args[0])
   if len(args) == 3:
-    return args
+    return tuple(args)
   raise TypeError(f"expected (f, x) for a module that declares its actions or "
                   f"(f, in_action, out_action, x), got {len(args) + 1} arguments")
+
+
+def _compiled(f):
+  """A bound Flax linen module is compiled once (it would otherwise run op by op for every
+  group element); functions and NNX modules (which may update their own state) run as given."""
+  if hasattr(f, "scope") and hasattr(f, "variables") and getattr(f, "scope", None) is not None:
+    return jax.jit(f.__call__)
+  return f
 
 
 def equivariance_error(f: Callable, *args, elements: Sequence[int] | None = None) -> Error:
@@ -85,6 +93,7 @@ def equivariance_error(f: Callable, *args, elements: Sequence[int] | None = None
   :func:`eqnn.actions.regular` on the group axis out).
   """
   in_action, out_action, x = _split_args(f, args)
+  f = _compiled(f)
   if in_action.group != out_action.group:
     raise ValueError(f"input action is of {in_action.group.name}, output action of {out_action.group.name}")
   group = in_action.group

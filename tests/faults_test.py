@@ -72,6 +72,11 @@ def finished(tmp_path_factory, mnist_dir):
   p = _run(w, data_dir=mnist_dir)
   assert p.returncode == 0, p.stderr[-3000:]
   assert _steps(w) == [8, 16]
+  # A quiet, informative run: what was loaded and from where, the devices, where outputs go;
+  # no INFO noise (JAX's probe for a TPU library, optax, orbax).
+  assert f"data: mnist from the IDX files in {mnist_dir} (sha256 verified)" in p.stderr
+  assert "devices: cpu:0" in p.stderr and f"writing to {w}: metrics.jsonl" in p.stderr
+  assert "Unable to initialize backend" not in p.stderr and "I1" not in p.stderr
   return w
 
 
