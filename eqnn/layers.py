@@ -178,3 +178,72 @@ def relu_pool(module: nn.Module, y: jax.Array, pool: int, i: int) -> jax.Array:
     y = ops.max_pool(y, pool)
     module.sow("intermediates", f"pool{i}", view(y))
   return view(y)
+
+
+# --- layers for deeper networks: all exactly equivariant under the block action ------------
+
+class GroupBatchNorm(ops.ActsOnBlocks, nn.Module):
+  """Batch normalisation of a lifted map ``[B, ..., |G|, C]`` with statistics and affine
+  parameters per channel C, shared over the |G| slots (escnn's ``InnerBatchNorm``): the
+  statistics pool over batch, space and the group axis, which G only permutes, so they are
+  G-invariant and the layer is exactly equivariant, in training and evaluation alike.
+  (Per-channel normalisation of the stacked ``[..., |G| * C]`` view, one statistic per slot,
+  is not: ``tests/layers_test.py`` shows it.)"""
+
+  group: FiniteGroup
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, y, train: bool = False):
+    self.in_action.validate(y)
+    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                        epsilon=self.epsilon, axis=-1)(y)
+
+
+class GroupLayerNorm(ops.ActsOnBlocks, nn.Module):
+  """Layer normalisation of each example of a lifted map over all its axes (space, group,
+  channels), with scale and offset per channel shared over the slots: G-invariant statistics,
+  so exactly equivariant."""
+
+  group: FiniteGroup
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, y):
+    self.in_action.validate(y)
+    return nn.LayerNorm(epsilon=self.epsilon, reduction_axes=tuple(range(1, y.ndim)),
+                        feature_axes=-1)(y)
+
+
+class GroupDropout(ops.ActsOnBlocks, nn.Module):
+  """Dropout of whole channels, one mask per example and channel shared over space and the
+  |G| slots: g moves slots, not channels, so even training is exactly equivariant for a given
+  mask; evaluation is the identity."""
+
+  group: FiniteGroup
+  rate: float
+
+  @nn.compact
+  def __call__(self, y, deterministic: bool = True):
+    self.in_action.validate(y)
+    return nn.Dropout(self.rate, broadcast_dims=tuple(range(1, y.ndim - 1)),
+                      deterministic=deterministic)(y)
+
+
+class GroupResidualBlock(ops.ActsOnBlocks, nn.Module):
+  """``y + conv(relu(norm(conv(relu(norm(y))))))`` with group convs and shared-statistics
+  batch norm: a composition of equivariant maps plus the identity, so equivariant."""
+
+  group: FiniteGroup
+  kernel_size: int = 3
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, y, train: bool = False):
+    c = y.shape[-1]
+    h = GroupConv(self.group, c, self.kernel_size, impl=self.impl)(
+        nn.relu(GroupBatchNorm(self.group)(y, train)))
+    h = GroupConv(self.group, c, self.kernel_size, impl=self.impl)(
+        nn.relu(GroupBatchNorm(self.group)(h, train)))
+    return y + h

@@ -188,6 +188,29 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   return x.reshape((b, hh, window, ww, window) + x.shape[3:]).max(axis=(2, 4))
 
 
+def group_pool(y: jax.Array, reduce: str = "max") -> jax.Array:
+  """``[B, ..., |G|, C] -> [B, ..., C]``: a symmetric reduction over the group axis, exactly
+  G-invariant at any layer (the regular action only permutes that axis)."""
+  return lift_lib.invariant(y, reduce, axis=-2)
+
+
+def blur_pool(y: jax.Array, stride: int = 2) -> jax.Array:
+  """Anti-aliased strided pooling over axes 1 and 2 (Zhang 2019): a [1, 2, 1] x [1, 2, 1] / 16
+  blur of every channel (and every group slot), then every ``stride``-th pixel. Per channel
+  and slot, so it commutes with the regular action on the group axis."""
+  if stride <= 1:
+    return y
+  shape = y.shape
+  flat = y.reshape(shape[:3] + (-1,))                                 # [B, H, W, slots * C]
+  taps = jnp.array([1.0, 2.0, 1.0], y.dtype)
+  kernel = (taps[:, None] * taps[None, :] / 16.0)[:, :, None, None]
+  kernel = jnp.tile(kernel, (1, 1, 1, flat.shape[-1]))                # depthwise
+  out = jax.lax.conv_general_dilated(flat, kernel, (stride, stride), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=flat.shape[-1])
+  return out.reshape(out.shape[:3] + shape[3:])
+
+
 def _add_bias(y, bias, dtype):
   return y if bias is None else y + bias.astype(dtype)
 
