@@ -1,8 +1,13 @@
-"""Groups moving the pixels of images ``[..., H, W, C]``: quarter turns, D4, torus shifts.
+"""Groups moving the pixels of images ``[..., H, W, C]``: turns, reflections, torus shifts.
 
-Part of :mod:`eqnn.actions` (import them from there). Every action here is an exact pixel
-permutation, built once per image size in numpy, with the module's one convention
-``(g . x).flat = x.flat[perm[g]]``.
+Part of :mod:`eqnn.actions` (import them from there). Quarter turns, D4 and torus shifts are
+exact pixel permutations, ``(g . x).flat = x.flat[perm[g]]``. Turns by other angles (C_n, D_n
+for n not 1, 2, 4) resample the pixel grid: bilinear interpolation, pixels outside the
+inscribed disk set to zero (as escnn's ``MaskModule`` does). Resampling is *not* a group
+action: ``(gh).x`` and ``g.(h.x)`` differ by interpolation error, so these actions say
+``approximate = True`` and :func:`eqnn.actions.check_action_axioms` reports their error
+instead of failing. Where 4 divides n, turning by ``theta + 90`` degrees is built as ``rot90``
+of turning by ``theta``, so the quarter turns among them act exactly, bit for bit.
 """
 
 from __future__ import annotations
@@ -91,27 +96,37 @@ def _dihedral4(g, grid):
   return np.flip(out, axis=1) if m else out
 
 
-def rotations(order: int = 4) -> ImageAction:
-  """C_order (order 1, 2 or 4) rotating square images ``[..., H, W, C]``.
+def rotations(order: int = 4):
+  """C_order rotating square images ``[..., H, W, C]``: ``r^k`` turns by ``k * 360 / order``
+  degrees counter-clockwise (row 0 drawn at the top).
 
-  ``r^k`` turns by ``k * 360 / order`` degrees counter-clockwise (row 0 drawn at the top):
-  for C4, ``rotations()(k, x) == jnp.rot90(x, k, axes=(-3, -2))``.
+  Order 1, 2 or 4: an exact pixel permutation, ``rotations()(k, x) == jnp.rot90(x, k,
+  axes=(-3, -2))``. Any other order: :class:`ResampledTurns` (bilinear, disk-masked,
+  ``approximate = True``; quarter turns exact where 4 divides the order).
 
   >>> import jax.numpy as jnp
   >>> x = jnp.arange(4.0).reshape(2, 2, 1)     # [[0, 1], [2, 3]]
   >>> rotations()(1, x)[..., 0].tolist()       # a quarter turn counter-clockwise
   [[1.0, 3.0], [0.0, 2.0]]
   """
+  if order < 1:
+    raise ValueError(f"rotations need order >= 1, got {order}")
   if order not in (1, 2, 4):
-    raise ValueError(f"rotations of a pixel grid by multiples of 360/order degrees are exact "
-                     f"only for order 1, 2 or 4, got {order}")
+    return ResampledTurns(groups_lib.cyclic(order), order,
+                          what=f"C{order} turning images by {360 / order:g} degrees (resampled)")
   return ImageAction(groups_lib.cyclic(order), _Rotate(4 // order),
                      what=f"C{order} rotation by {360 // order} degrees")
 
 
-def rotations_reflections() -> ImageAction:
-  """D4 on square images: ``f^m r^k`` rotates by k quarter turns counter-clockwise, then
-  (if m = 1) mirrors left-right. Indices as in :func:`eqnn.groups.dihedral`."""
+def rotations_reflections(n: int = 4):
+  """D_n on square images: ``f^m r^k`` turns by ``k * 360 / n`` degrees counter-clockwise, then
+  (if m = 1) mirrors left-right. Indices as in :func:`eqnn.groups.dihedral`. n = 4: an exact
+  pixel permutation; any other n: resampled (:class:`ResampledTurns`, approximate)."""
+  if n < 1:
+    raise ValueError(f"rotations_reflections needs n >= 1, got {n}")
+  if n != 4:
+    return ResampledTurns(groups_lib.dihedral(n), n, reflections=True,
+                          what=f"D{n} turning and mirroring images (resampled)")
   return ImageAction(groups_lib.dihedral(4), _dihedral4, what="D4 rotation/reflection")
 
 
@@ -128,3 +143,94 @@ def translations(h: int, w: int, step: int = 1) -> ImageAction:
                      f"images by multiples of {step} px", square=False, size=(h, w))
 
 
+
+
+# --- turns by any angle: resampling -----------------------------------------------------
+
+def disk_mask(h: int, w: int) -> np.ndarray:
+  """``float32 [h, w]``: 1 inside the disk inscribed in the image, 0 outside."""
+  c = (np.array([h, w]) - 1) / 2.0
+  i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  return (((i - c[0]) ** 2 + (j - c[1]) ** 2) <= (min(h, w) / 2.0) ** 2).astype(np.float32)
+
+
+def _bilinear(h: int, angle: float):
+  """``(idx [h*h, 4], w [h*h, 4])``: output pixel p = sum_k w[p, k] x.flat[idx[p, k]] for a
+  counter-clockwise turn by ``angle`` radians about the centre, masked to the disk."""
+  c = (h - 1) / 2.0
+  i, j = np.meshgrid(np.arange(h), np.arange(h), indexing="ij")
+  x, y = j - c, c - i                                   # display coordinates: x right, y up
+  sx = x * np.cos(angle) + y * np.sin(angle)            # the source: turned back by angle
+  sy = -x * np.sin(angle) + y * np.cos(angle)
+  col, row = c + sx, c - sy
+  r0, c0 = np.floor(row), np.floor(col)
+  fr, fc = row - r0, col - c0
+  mask = disk_mask(h, h)
+  idx, wts = [], []
+  for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
+                     (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+    rr, cc = (r0 + dr).astype(int), (c0 + dc).astype(int)
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < h)
+    rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, h - 1)
+    wt = np.where(inside, wt, 0.0) * mask[rr, cc] * mask        # masked input and output
+    idx.append((rr * h + cc).reshape(-1))
+    wts.append(wt.reshape(-1))
+  wts = np.stack(wts, 1)
+  wts[np.abs(wts) < 1e-12] = 0.0
+  return np.stack(idx, 1).astype(np.int32), wts.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _turn_tables(n: int, reflections: bool, h: int):
+  """Tables ``[|G|, h*h, 4]`` for C_n (or D_n): element ``f^m r^k`` turns by ``360 k / n``
+  degrees, then mirrors left-right if m = 1. With 4 | n, k = q n/4 + s is built as q quarter
+  turns (an exact permutation of the output positions) of the turn by s."""
+  quarter = n // 4 if n % 4 == 0 else None
+  grid = np.arange(h * h).reshape(h, h)
+  idx, wts = [], []
+  for g in range(2 * n if reflections else n):
+    m, k = divmod(g, n)
+    if quarter:
+      q, r = divmod(k, quarter)
+      base_i, base_w = _bilinear(h, 2 * np.pi * r / n)
+      perm = np.rot90(grid, q).reshape(-1)                # out[p] = turned[perm[p]]
+    else:
+      base_i, base_w = _bilinear(h, 2 * np.pi * k / n)
+      perm = grid.reshape(-1)
+    if m:
+      perm = np.flip(perm.reshape(h, h), axis=1).reshape(-1)
+    idx.append(base_i[perm])
+    wts.append(base_w[perm])
+  return np.stack(idx), np.stack(wts)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResampledTurns(Action):
+  """C_n (or D_n) turning square images by ``360 k / n`` degrees by bilinear resampling, masked
+  to the inscribed disk. Approximate: see the module docstring."""
+
+  group: FiniteGroup
+  n: int
+  reflections: bool = False
+  what: str = dataclasses.field(default="resampled turns", compare=False)
+  approximate = True
+
+  def validate(self, x):
+    if x.ndim < 3 or x.shape[-3] != x.shape[-2]:
+      raise ValueError(f"{self.what} needs square images [..., H, W, C], got shape {x.shape}")
+    if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):
+      raise ValueError(f"{self.what} resamples: it needs floating-point images, got {x.dtype}")
+
+  def example_shape(self):
+    return (9, 9, 1)
+
+  def apply(self, g, x):
+    jnp = jax.numpy
+    h = x.shape[-3]
+    idx, wts = _turn_tables(self.n, self.reflections, h)
+    i = jnp.asarray(idx).at[g].get(mode="fill", fill_value=h * h)          # [h*h, 4]
+    w = jnp.asarray(wts, x.dtype).at[g].get(mode="fill", fill_value=jnp.nan)
+    flat = x.reshape(x.shape[:-3] + (h * h, x.shape[-1]))
+    out = sum(w[:, k, None] * flat.at[..., i[:, k], :].get(mode="fill", fill_value=0)
+              for k in range(4))
+    return out.reshape(x.shape)

@@ -19,6 +19,10 @@ GROUP_ACTIONS: dict[str, Callable[[], actions.Action]] = {
     "C2": lambda: actions.rotations(2),
     "C4": lambda: actions.rotations(4),
     "D4": actions.rotations_reflections,
+    # Turns by 45 and 22.5 degrees (and D8): resampled, approximate; quarter turns exact.
+    "C8": lambda: actions.rotations(8),
+    "C16": lambda: actions.rotations(16),
+    "D8": lambda: actions.rotations_reflections(8),
     # Cyclic shifts of 28 x 28 images by multiples of 7 pixels: C4 x C4 on the torus.
     "T4x4": lambda: actions.translations(28, 28, 7),
     # The 24 permutations of the 4 points of a set [4, 2].
