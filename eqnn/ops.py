@@ -188,6 +188,28 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   return x.reshape((b, hh, window, ww, window) + x.shape[3:]).max(axis=(2, 4))
 
 
+def rotate(images: jax.Array, angles: jax.Array) -> jax.Array:
+  """Each image ``[B, H, W, C]`` turned counter-clockwise by its own angle ``[B]`` (radians) by
+  bilinear resampling, pixels outside the inscribed disk set to zero (input and output): the
+  continuous rotation used for augmentation. Approximate, like any resampling."""
+  from eqnn.image_actions import disk_mask
+  b, h, w, c = images.shape
+  mask = jnp.asarray(disk_mask(h, w), images.dtype)
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  i, j = jnp.meshgrid(jnp.arange(h, dtype=images.dtype), jnp.arange(w, dtype=images.dtype),
+                      indexing="ij")
+  x, y = j - cx, cy - i
+
+  def one(img, angle):
+    sx = x * jnp.cos(angle) + y * jnp.sin(angle)
+    sy = -x * jnp.sin(angle) + y * jnp.cos(angle)
+    coords = [cy - sy, cx + sx]
+    turn = lambda ch: jax.scipy.ndimage.map_coordinates(ch * mask, coords, order=1, mode="constant")
+    return jax.vmap(turn, in_axes=-1, out_axes=-1)(img) * mask[..., None]
+
+  return jax.vmap(one)(images, angles)
+
+
 def group_pool(y: jax.Array, reduce: str = "max") -> jax.Array:
   """``[B, ..., |G|, C] -> [B, ..., C]``: a symmetric reduction over the group axis, exactly
   G-invariant at any layer (the regular action only permutes that axis)."""

@@ -10,7 +10,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from eqnn import data
+from eqnn import data, ops
 from experiments import tasks
 
 
@@ -81,12 +81,14 @@ def all_finite(loss, params) -> jax.Array:
 
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
-                    batch_sharding=None, microbatches: int = 1):
+                    batch_sharding=None, microbatches: int = 1, rotate: bool = False):
   """A jitted step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
   ``transform``: move each training input by a random group element (labels follow), drawn
-  from ``fold_in(key, step)``. ``healthy`` (a device scalar) stays True while every loss and
+  from ``fold_in(key, step)``. ``rotate``: turn each training image by a uniform random angle
+  in [0, 360) degrees (``ops.rotate``, continuous; joint labels at the nearest group
+  element). ``healthy`` (a device scalar) stays True while every loss and
   parameter has been finite: the loop reads it only when it reads the loss or saves, so
   the check costs no host sync per step.
   """
@@ -108,6 +110,10 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
     g = jnp.zeros_like(m)
     if transform:
       x, g = data.transform_randomly(jax.random.fold_in(key, state.step), x, task.action)
+    if rotate:
+      angles = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, state.step), 1),
+                                  (x.shape[0],), x.dtype, 0.0, 2 * jnp.pi)
+      x, g = ops.rotate(x, angles), task.nearest_elements(angles)
     state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits)
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 

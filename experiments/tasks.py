@@ -66,18 +66,36 @@ class Task:
   equivariant: bool
   num_classes: int
   input_shape: tuple[int, ...]
+  labels: str = "joint"         # "joint": (element, class) labels; "class": class labels only
 
   @property
   def group_order(self) -> int:
     return self.action.group.order if self.equivariant else 1
 
+  @property
+  def joint(self) -> bool:
+    """Whether training compares the joint logits with joint labels (else class logits and
+    class labels: the invariant readout for an equivariant model)."""
+    return self.equivariant and self.labels == "joint"
+
   def targets(self, classes, elements):
     """What the loss compares the flat logits with: joint labels, or class labels."""
-    return readouts.joint_labels(classes, elements, self.num_classes) if self.equivariant else classes
+    return readouts.joint_labels(classes, elements, self.num_classes) if self.joint else classes
 
   def flat_logits(self, logits):
-    """``[B, |G| * K]`` joint logits of an equivariant model, ``[B, K]`` of a plain one."""
-    return readouts.joint_logits(logits) if self.equivariant else logits
+    """What the loss reads: ``[B, |G| * K]`` joint logits, or ``[B, K]`` class logits (the
+    invariant readout of an equivariant model trained on class labels, or a plain model's)."""
+    if not self.equivariant:
+      return logits
+    return readouts.joint_logits(logits) if self.joint else readouts.class_logits(logits)
+
+  def nearest_elements(self, angles):
+    """The rotation group element nearest each angle (radians): ``round(n angle / 2 pi) mod n``
+    for C_n and D_n (their rotation part); joint labels for continuously rotated inputs."""
+    import jax.numpy as jnp
+    name = self.action.group.name
+    n = self.action.group.order // (2 if name.startswith("D") else 1)
+    return (jnp.round(angles * n / (2 * jnp.pi)).astype(jnp.int32)) % n
 
 
 def build_task(c: ml_collections.ConfigDict) -> Task:
@@ -92,4 +110,4 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
     kw = dict(conv_features=tuple(c.conv_features), pools=tuple(c.pools),
               dense_features=tuple(c.dense_features), num_classes=k, kernel_size=c.kernel_size)
     model = models.EquivariantCNN(action, impl=c.impl, **kw) if equivariant else models.PlainCNN(**kw)
-  return Task(model, action, equivariant, k, spec.input_shape)
+  return Task(model, action, equivariant, k, spec.input_shape, c.get("labels", "joint"))

@@ -73,7 +73,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
       return _complete(workdir, step, say)
     train_step = steps.make_train_step(task, bs, steps_per_epoch, config.train_transformed,
-                                       parallel.batch_sharded(mesh), config.microbatches)
+                                       parallel.batch_sharded(mesh), config.microbatches,
+                                       config.train_rotated)
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
     forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size

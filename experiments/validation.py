@@ -69,5 +69,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(isinstance(wd, numbers.Real) and math.isfinite(wd) and wd >= 0, "weight_decay",
        "must be a finite number >= 0")
   need(c.schedule in ("cosine", "constant"), "schedule", "choose 'cosine' or 'constant'")
+  need(c.labels in ("joint", "class"), "labels", "choose 'joint' or 'class'")
+  need(not c.train_rotated or (c.architecture == "cnn" and c.dataset != "point_sets"),
+       "train_rotated", "turns images: needs the cnn architecture on an image dataset")
   need(c.batch_size % c.microbatches == 0, "microbatches",
        f"must divide config.batch_size = {c.batch_size}")

@@ -32,6 +32,7 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("impl", "fft", "choose one of"),
     ("learning_rate", float("nan"), "finite number > 0"),
     ("microbatches", 3, "must divide config.batch_size = 128"),
+    ("labels", "angles", "choose 'joint' or 'class'"),
 ])
 def test_bad_config_values_are_named(field, value, match):
   c = default.get_config()

@@ -80,3 +80,14 @@ def test_pooling_and_layout_commute_with_the_group():
     ops.max_pool(y, 7)
   with pytest.raises(ValueError, match="multiple of"):
     ops.from_channels(jnp.zeros((2, 7)), 4)
+
+
+def test_continuous_rotation_matches_quarter_turns_and_the_identity():
+  x = jax.image.resize(jax.random.normal(jax.random.key(0), (2, 7, 7, 2)), (2, 28, 28, 2),
+                       "bilinear") * actions.disk_mask(28, 28)[None, :, :, None]
+  np.testing.assert_allclose(ops.rotate(x, jnp.zeros(2)), x, atol=1e-5)
+  np.testing.assert_allclose(ops.rotate(x, jnp.full(2, jnp.pi / 2)),
+                             jnp.rot90(x, 1, axes=(1, 2)), atol=1e-4)
+  # A 45-degree turn agrees with the C8 action's resampling (the same bilinear rule).
+  np.testing.assert_allclose(ops.rotate(x, jnp.full(2, jnp.pi / 4)), actions.rotations(8)(1, x),
+                             atol=1e-4)

@@ -99,3 +99,17 @@ def test_bad_data_dir_is_a_clear_error(tmp_path):
 def test_the_loop_reads_top_to_bottom_in_under_100_lines():
   import inspect
   assert len(inspect.getsource(train.train_and_evaluate).splitlines()) < 100
+
+
+def test_training_from_class_labels_with_continuous_rotations(tmp_path, mnist_dir):
+  """Data without angles: the loss reads the invariant readout (it starts near log 10, not
+  log 40), and every training image is turned by a random angle."""
+  c = _config(default, "smoke", mnist_dir, labels="class", train_rotated=True)
+  results = train.train_and_evaluate(c, str(tmp_path))
+  with open(os.path.join(str(tmp_path), "metrics.jsonl")) as f:
+    first = json.loads(f.readline())
+  assert first["kind"] == "train" and first["loss"] < np.log(10) + 0.3
+  assert 0.0 <= results["test_class_accuracy"] <= 1.0
+  task = tasks.build_task(c)
+  np.testing.assert_array_equal(task.nearest_elements(jnp.array([0.0, 1.6, 3.1, 4.7, 6.2])),
+                                [0, 1, 2, 3, 0])

@@ -25,6 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Group acting on the input images: "C4" (quarter turns), "D4" (and reflections), "C2", "C1".
   c.group = "C4"
   c.train_transformed = False     # False: upright training images only (the paper's setting)
+  c.train_rotated = False         # True: each training image turned by a random angle (any)
+  # "joint": train on (group element, class) labels, the paper's equivariant labels;
+  # "class": on class labels only, through the invariant readout (data without angles).
+  c.labels = "joint"
   c.test_transformed = True       # test images moved by a seeded random group element
   # Model: "equivariant" (the equivarified network) or "plain" (the same CNN, not lifted).
   c.model = "equivariant"
