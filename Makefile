@@ -22,8 +22,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Two workers, whole files each (module fixtures such as the shared smoke runs stay single):
+# much of the suite is process start-up and tracing, so this halves the wall time on 2 cores.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 train: $(STAMP)
 	$(PY) -m experiments.mnist_rotated --config=$(CONFIG) --workdir=$(WORKDIR) \
