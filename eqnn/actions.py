@@ -115,6 +115,20 @@ class Action:
     return jax.vmap(lambda g: self.apply(g, x))(jnp.arange(self.group.order))
 
 
+class KeyedEquality:
+  """Equality and hash on ``_key()``: what defines an action (its group, table, axes), so a
+  jit static argument or cache key compares on exactly that, not on descriptions."""
+
+  def _key(self):
+    raise NotImplementedError
+
+  def __eq__(self, other):
+    return type(other) is type(self) and self._key() == other._key()
+
+  def __hash__(self):
+    return hash(self._key())
+
+
 @dataclasses.dataclass(frozen=True)
 class FunctionAction(Action):
   """A user's action from a function ``fn(g, x)``; check it with :func:`check_action_axioms`."""
@@ -137,8 +151,8 @@ class TrivialAction(Action):
     return x
 
 
-@dataclasses.dataclass(frozen=True)
-class TableAction(Action):
+@dataclasses.dataclass(frozen=True, eq=False)
+class TableAction(KeyedEquality, Action):
   """A permutation action with a fixed table ``perm [|G|, N]`` on the ``n_axes`` axes at ``axis``.
 
   ``axis`` may be negative (counted from the end, for actions on the trailing axes).
@@ -155,12 +169,6 @@ class TableAction(Action):
   def _key(self):
     return (self.group, self.perm.shape, np.ascontiguousarray(self.perm, np.int64).tobytes(),
             self.axis, self.n_axes)
-
-  def __eq__(self, other):
-    return isinstance(other, TableAction) and self._key() == other._key()
-
-  def __hash__(self):
-    return hash(self._key())
 
   def _axis(self, x):
     return self.axis if self.axis >= 0 else x.ndim + self.axis

@@ -168,8 +168,6 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
       dimension_numbers=_DIMS[spatial], feature_group_count=feature_groups)
 
 
-conv2d = conv     # the 2-D case, by its common name
-
 
 def max_pool(x: jax.Array, window: int) -> jax.Array:
   """Max pooling over axes 1 and 2 of ``[B, H, W, ...]``, window = stride, 'VALID'.
@@ -192,9 +190,8 @@ def rotate(images: jax.Array, angles: jax.Array) -> jax.Array:
   """Each image ``[B, H, W, C]`` turned counter-clockwise by its own angle ``[B]`` (radians) by
   bilinear resampling, pixels outside the inscribed disk set to zero (input and output): the
   continuous rotation used for augmentation. Approximate, like any resampling."""
-  from eqnn.image_actions import disk_mask
   b, h, w, c = images.shape
-  mask = jnp.asarray(disk_mask(h, w), images.dtype)
+  mask = jnp.asarray(actions_lib.disk_mask(h, w), images.dtype)
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
   i, j = jnp.meshgrid(jnp.arange(h, dtype=images.dtype), jnp.arange(w, dtype=images.dtype),
                       indexing="ij")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqnn import groups as groups_lib
-from eqnn.actions import Action, TableAction, _gather, check_permutations
+from eqnn.actions import Action, KeyedEquality, TableAction, _gather, check_permutations
 from eqnn.groups import FiniteGroup
 
 
@@ -47,8 +47,8 @@ def shifts_reflections(length: int, axis: int = -2) -> TableAction:
 
 # --- one permutation on several axes -------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class AxesPermutation(Action):
+@dataclasses.dataclass(frozen=True, eq=False)
+class AxesPermutation(KeyedEquality, Action):
   """One permutation of n things applied to several axes at once: ``perm [|G|, n]`` gathers
   every axis in ``axes`` (rows and columns of an adjacency matrix ``[..., n, n]``:
   ``(g.A)[i, j] = A[perm[g, i], perm[g, j]]``)."""
@@ -59,12 +59,6 @@ class AxesPermutation(Action):
 
   def _key(self):
     return (self.group, self.perm.tobytes(), self.axes)
-
-  def __eq__(self, other):
-    return isinstance(other, AxesPermutation) and self._key() == other._key()
-
-  def __hash__(self):
-    return hash(self._key())
 
   def validate(self, x):
     n = self.perm.shape[1]
@@ -153,8 +147,8 @@ def on_pytree(actions) -> PytreeAction:
 
 # --- linear representations ----------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class LinearAction(Action):
+@dataclasses.dataclass(frozen=True, eq=False)
+class LinearAction(KeyedEquality, Action):
   """G acting through matrices on one feature axis: ``(g.x)[..., i] = sum_j rho(g)[i, j] x[..., j]``.
 
   ``matrices [|G|, d, d]`` must be a homomorphism, ``rho(a b) = rho(a) rho(b)`` (checked by
@@ -167,12 +161,6 @@ class LinearAction(Action):
 
   def _key(self):
     return (self.group, self.matrices.tobytes(), self.axis)
-
-  def __eq__(self, other):
-    return isinstance(other, LinearAction) and self._key() == other._key()
-
-  def __hash__(self):
-    return hash(self._key())
 
   def validate(self, x):
     d = self.matrices.shape[1]

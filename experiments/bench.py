@@ -274,46 +274,6 @@ def bench_groups(quick, report):
           f"(table {g.table.nbytes / 2**20:.1f} MiB, {g.table.dtype})", flush=True)
 
 
-def markdown(report) -> str:
-  """The run's tables, as `make bench` writes them to bench.md."""
-  peak = report["matmul_peak_gflops"]
-  out = [f"float32 matmul peak through JAX, measured in the same run: **{peak:.0f} GFLOP/s** "
-         f"({report['machine']['cpus']} CPUs, jax {report['machine']['jax']}).", "",
-         "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of peak) "
-         "| dense-equivalent GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
-  for r in report["networks"]:
-    b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
-                           if r["microbatches"] > 1 else "")
-    out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
-               f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
-               f"({100 * r['fraction_of_matmul_peak']:.0f}%) | {r['dense_equivalent_gflops']:.0f} |")
-  out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
-          "forward | gradient |", "| --- | --- | --- | --- | --- |"]
-  for r in report["lift_overhead"]:
-    out.append(f"| {r['group']} (\\|G\\| = {r['order']}) | {r['lift']} | {r['batch']} | "
-               f"{r['forward_ratio']:.2f} | {r['gradient_ratio']:.2f} |")
-  out += ["", "| layer (fwd+bwd) | implementation | time | compile | peak memory |",
-          "| --- | --- | --- | --- | --- |"]
-  for r in report["layer_variants"]:
-    out.append(f"| {r['layer']} | {r['impl']} | {r['fwd_bwd_ms']:.1f} ms | "
-               f"{r['compile_s']:.2f} s | {r['peak_bytes'] / 2**20:.1f} MiB |")
-  out += ["", "| layer | `impl=\"auto\"` runs | fastest in this run |", "| --- | --- | --- |"]
-  for r in report["auto_choices"]:
-    out.append(f"| {r['layer']} | {r['auto']} | {r['fastest']} |")
-  for r in report["minimal"]:
-    out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
-            f"{r['saving']:.2f}x faster than the full lift, outputs equal to "
-            f"{r['max_abs_difference']:.0e}."]
-  if report.get("groups"):
-    out += ["", "| group | order | build time | peak memory | table |", "| --- | --- | --- | --- | --- |"]
-    for r in report["groups"]:
-      out.append(f"| {r['group']} | {r['order']} | {r['seconds']:.2f} s | "
-                 f"{r['peak_bytes'] / 2**20:.0f} MiB | {r['table_bytes'] / 2**20:.1f} MiB "
-                 f"{r['table_dtype']} |")
-  out += ["", f"`make bench` took {report['bench_wall_s']:.0f} s."]
-  return "\n".join(out) + "\n"
-
-
 def main(argv):
   del argv
   from experiments import logs
@@ -344,9 +304,10 @@ def main(argv):
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:
     json.dump(report, f, indent=2)
+  from experiments import bench_tables
   md = os.path.splitext(FLAGS.out)[0] + ".md"
   with open(md, "w") as f:
-    f.write(markdown(report))
+    f.write(bench_tables.markdown(report))
   print(f"wrote {FLAGS.out} and {md} in {report['bench_wall_s']:.0f} s", file=sys.stderr)
 
 

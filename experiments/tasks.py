@@ -10,6 +10,7 @@ import dataclasses
 from typing import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 import ml_collections
 
 from eqnn import actions, data, groups, models, readouts
@@ -92,7 +93,6 @@ class Task:
   def nearest_elements(self, angles):
     """The rotation group element nearest each angle (radians): ``round(n angle / 2 pi) mod n``
     for C_n and D_n (their rotation part); joint labels for continuously rotated inputs."""
-    import jax.numpy as jnp
     name = self.action.group.name
     n = self.action.group.order // (2 if name.startswith("D") else 1)
     return (jnp.round(angles * n / (2 * jnp.pi)).astype(jnp.int32)) % n

@@ -23,18 +23,23 @@ assert not any(m == "eqnn" or m.startswith("eqnn.") or m.startswith("experiments
 """
 
 
+def _run_loader(tmp_path, script, model_file, x):
+  """Runs ``script`` in a fresh process with no PYTHONPATH (so no eqnn), on ``x``."""
+  np.save(tmp_path / "x.npy", np.asarray(x))
+  (tmp_path / "load.py").write_text(script)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / model_file),
+                  str(tmp_path / "x.npy"), str(tmp_path / "out")], check=True, cwd=tmp_path,
+                 env=env, timeout=120)
+
+
 def test_exported_model_runs_without_eqnn(tmp_path):
   model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
   x = jax.random.normal(jax.random.key(0), (5, 28, 28, 1))
   params = model.init(jax.random.key(1), x[:1])
   blob = export.export_model(model.apply, params, (28, 28, 1))
   (tmp_path / "model.jax").write_bytes(blob)
-  np.save(tmp_path / "x.npy", np.asarray(x))
-  (tmp_path / "load.py").write_text(LOADER)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "model.jax"),
-                  str(tmp_path / "x.npy"), str(tmp_path / "out")], check=True, cwd=tmp_path,
-                 env=env, timeout=120)
+  _run_loader(tmp_path, LOADER, "model.jax", x)
   for n in (3, 5):
     got = np.load(tmp_path / f"out_{n}.npy")
     np.testing.assert_allclose(got, model.apply(params, x[:n]), atol=1e-5, rtol=1e-5)
@@ -63,12 +68,7 @@ def test_onnx_export_runs_in_onnxruntime_and_stays_equivariant(tmp_path):
   x = jax.random.uniform(jax.random.key(0), (5, 28, 28, 1))
   params = model.init(jax.random.key(1), x[:1])
   export.export_onnx(model.apply, params, (28, 28, 1), path=str(tmp_path / "model.onnx"))
-  np.save(tmp_path / "x.npy", np.asarray(x))
-  (tmp_path / "load.py").write_text(ONNX_LOADER)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "model.onnx"),
-                  str(tmp_path / "x.npy"), str(tmp_path / "out")], check=True, cwd=tmp_path,
-                 env=env, timeout=120)
+  _run_loader(tmp_path, ONNX_LOADER, "model.onnx", x)
   want = np.asarray(model.apply(params, x))
   np.testing.assert_allclose(np.load(tmp_path / "out_3.npy"), want[:3], atol=1e-5, rtol=1e-5)
   got = np.load(tmp_path / "out_5.npy")

@@ -63,7 +63,7 @@ def test_lift_conv_forms_agree_and_are_equivariant(act):
   testing.assert_equivariant(f, act, ops.block_action(act.group), x)
   # Negative control: the plain conv is not equivariant to rotations (as the lift's slot 0).
   with pytest.raises(AssertionError):
-    testing.assert_equivariant(lambda x: ops.conv2d(x, k), act, act, x)
+    testing.assert_equivariant(lambda x: ops.conv(x, k), act, act, x)
 
 
 def test_pooling_and_layout_commute_with_the_group():
