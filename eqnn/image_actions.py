@@ -3,7 +3,7 @@
 Part of :mod:`eqnn.actions` (import them from there). Quarter turns, D4 and torus shifts are
 exact pixel permutations, ``(g . x).flat = x.flat[perm[g]]``. Turns by other angles (C_n, D_n
 for n not 1, 2, 4) resample the pixel grid: bilinear interpolation, pixels outside the
-inscribed disk set to zero (as escnn's ``MaskModule`` does). Resampling is *not* a group
+inscribed disk set to zero (as escnn's ``MaskModule`` does); bicubic on request. Resampling is *not* a group
 action: ``(gh).x`` and ``g.(h.x)`` differ by interpolation error, so these actions say
 ``approximate = True`` and :func:`eqnn.actions.check_action_axioms` reports their error
 instead of failing. Where 4 divides n, turning by ``theta + 90`` degrees is built as ``rot90``
@@ -96,13 +96,14 @@ def _dihedral4(g, grid):
   return np.flip(out, axis=1) if m else out
 
 
-def rotations(order: int = 4):
+def rotations(order: int = 4, interpolation: str = "bilinear"):
   """C_order rotating square images ``[..., H, W, C]``: ``r^k`` turns by ``k * 360 / order``
   degrees counter-clockwise (row 0 drawn at the top).
 
   Order 1, 2 or 4: an exact pixel permutation, ``rotations()(k, x) == jnp.rot90(x, k,
-  axes=(-3, -2))``. Any other order: :class:`ResampledTurns` (bilinear, disk-masked,
-  ``approximate = True``; quarter turns exact where 4 divides the order).
+  axes=(-3, -2))``. Any other order: :class:`ResampledTurns` (``interpolation`` "bilinear" or
+  "bicubic", disk-masked, ``approximate = True``; quarter turns exact where 4 divides the
+  order).
 
   >>> import jax.numpy as jnp
   >>> x = jnp.arange(4.0).reshape(2, 2, 1)     # [[0, 1], [2, 3]]
@@ -111,22 +112,28 @@ def rotations(order: int = 4):
   """
   if order < 1:
     raise ValueError(f"rotations need order >= 1, got {order}")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation {interpolation!r}: choose one of {INTERPOLATIONS}")
   if order not in (1, 2, 4):
-    return ResampledTurns(groups_lib.cyclic(order), order,
-                          what=f"C{order} turning images by {360 / order:g} degrees (resampled)")
+    return ResampledTurns(groups_lib.cyclic(order), order, interpolation=interpolation,
+                          what=f"C{order} turning images by {360 / order:g} degrees "
+                               f"({interpolation})")
   return ImageAction(groups_lib.cyclic(order), _Rotate(4 // order),
                      what=f"C{order} rotation by {360 // order} degrees")
 
 
-def rotations_reflections(n: int = 4):
+def rotations_reflections(n: int = 4, interpolation: str = "bilinear"):
   """D_n on square images: ``f^m r^k`` turns by ``k * 360 / n`` degrees counter-clockwise, then
   (if m = 1) mirrors left-right. Indices as in :func:`eqnn.groups.dihedral`. n = 4: an exact
   pixel permutation; any other n: resampled (:class:`ResampledTurns`, approximate)."""
   if n < 1:
     raise ValueError(f"rotations_reflections needs n >= 1, got {n}")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation {interpolation!r}: choose one of {INTERPOLATIONS}")
   if n != 4:
     return ResampledTurns(groups_lib.dihedral(n), n, reflections=True,
-                          what=f"D{n} turning and mirroring images (resampled)")
+                          interpolation=interpolation,
+                          what=f"D{n} turning and mirroring images ({interpolation})")
   return ImageAction(groups_lib.dihedral(4), _dihedral4, what="D4 rotation/reflection")
 
 
@@ -154,35 +161,87 @@ def disk_mask(h: int, w: int) -> np.ndarray:
   return (((i - c[0]) ** 2 + (j - c[1]) ** 2) <= (min(h, w) / 2.0) ** 2).astype(np.float32)
 
 
-def _bilinear(h: int, angle: float):
-  """``(idx [h*h, 4], w [h*h, 4])``: output pixel p = sum_k w[p, k] x.flat[idx[p, k]] for a
-  counter-clockwise turn by ``angle`` radians about the centre, masked to the disk."""
-  c = (h - 1) / 2.0
-  i, j = np.meshgrid(np.arange(h), np.arange(h), indexing="ij")
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def _cubic(t):
+  """Keys' cubic convolution kernel (a = -0.5, what PIL and OpenCV call bicubic)."""
+  t = np.abs(t)
+  near = (1.5 * t - 2.5) * t * t + 1
+  far = ((-0.5 * t + 2.5) * t - 4) * t + 2
+  return np.where(t <= 1, near, np.where(t < 2, far, 0)).astype(t.dtype)
+
+
+def _taps(h: int, angles, interpolation: str = "bilinear", mask: bool = True,
+          dtype=np.float64):
+  """``(idx [A, h*h, T], w [A, h*h, T])``: after a counter-clockwise turn by ``angles[a]``
+  radians about the centre, output pixel p is ``sum_t w[a, p, t] x.flat[idx[a, p, t]]``.
+  Bilinear reads T = 4 source pixels, bicubic 16. ``mask``: zero outside the inscribed disk,
+  in the source and in the output; sources off the grid read as zero either way. ``dtype``:
+  of the coordinate arithmetic (the group actions' tables are built in float64)."""
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation {interpolation!r}: choose one of {INTERPOLATIONS}")
+  a = np.asarray(angles, dtype).reshape(-1, 1, 1)
+  c = dtype((h - 1) / 2.0)
+  i, j = np.meshgrid(np.arange(h, dtype=dtype), np.arange(h, dtype=dtype), indexing="ij")
   x, y = j - c, c - i                                   # display coordinates: x right, y up
-  sx = x * np.cos(angle) + y * np.sin(angle)            # the source: turned back by angle
-  sy = -x * np.sin(angle) + y * np.cos(angle)
-  col, row = c + sx, c - sy
+  sx = x * np.cos(a) + y * np.sin(a)                    # the source: turned back by angle
+  sy = -x * np.sin(a) + y * np.cos(a)
+  col, row = c + sx, c - sy                             # [A, h, h]
   r0, c0 = np.floor(row), np.floor(col)
   fr, fc = row - r0, col - c0
-  mask = disk_mask(h, h)
+  if interpolation == "bilinear":
+    offsets = (0, 1)
+    weight = lambda d, f: 1 - f if d == 0 else f
+  else:
+    offsets = (-1, 0, 1, 2)
+    weight = lambda d, f: _cubic(f - d)
+  # Separable: per row offset and per column offset, source index, weight and "on the grid".
+  def axis(start, frac):
+    out = []
+    for d in offsets:
+      k = (start + d).astype(np.int32)
+      on = (k >= 0) & (k < h)
+      out.append((np.clip(k, 0, h - 1), np.where(on, weight(d, frac), 0.0)))
+    return out
+  disk = disk_mask(h, h)
   idx, wts = [], []
-  for dr, dc, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                     (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-    rr, cc = (r0 + dr).astype(int), (c0 + dc).astype(int)
-    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < h)
-    rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, h - 1)
-    wt = np.where(inside, wt, 0.0) * mask[rr, cc] * mask        # masked input and output
-    idx.append((rr * h + cc).reshape(-1))
-    wts.append(wt.reshape(-1))
-  wts = np.stack(wts, 1)
+  for rr, wr in axis(r0, fr):
+    for cc, wc in axis(c0, fc):
+      wt = wr * wc
+      if mask:
+        wt = wt * disk[rr, cc] * disk
+      idx.append((rr * h + cc).reshape(a.shape[0], -1))
+      wts.append(wt.reshape(a.shape[0], -1))
+  wts = np.stack(wts, -1)
   wts[np.abs(wts) < 1e-12] = 0.0
-  return np.stack(idx, 1).astype(np.int32), wts.astype(np.float32)
+  return np.stack(idx, -1).astype(np.int32), wts.astype(np.float32)
+
+
+def turn_images(images: np.ndarray, angles, interpolation: str = "bilinear",
+                mask: bool = True, chunk: int = 4096) -> np.ndarray:
+  """Each square image ``[N, H, H, C]`` (numpy, float) turned counter-clockwise by its own
+  angle ``[N]`` (radians), resampled on the host: how :func:`eqnn.data.rotated_mnist` builds
+  its digits. ``mask``: as :class:`ResampledTurns` (zero outside the inscribed disk)."""
+  images = np.asarray(images, np.float32)
+  n, h, w, ch = images.shape
+  if h != w:
+    raise ValueError(f"turn_images needs square images [N, H, H, C], got shape {images.shape}")
+  angles = np.broadcast_to(np.asarray(angles, np.float64), (n,))
+  out = np.empty_like(images)
+  for s in range(0, n, chunk):
+    idx, wts = _taps(h, angles[s:s + chunk], interpolation, mask, np.float32)  # [a, p, T]
+    flat = images[s:s + chunk].reshape(len(idx), h * h, ch)
+    rows = np.arange(len(idx))[:, None, None]
+    for k in range(ch):
+      gathered = flat[:, :, k][rows, idx]                                 # [a, p, T]
+      out[s:s + chunk, ..., k] = np.einsum("apt,apt->ap", wts, gathered).reshape(-1, h, h)
+  return out
 
 
 @functools.lru_cache(maxsize=None)
-def _turn_tables(n: int, reflections: bool, h: int):
-  """Tables ``[|G|, h*h, 4]`` for C_n (or D_n): element ``f^m r^k`` turns by ``360 k / n``
+def _turn_tables(n: int, reflections: bool, h: int, interpolation: str = "bilinear"):
+  """Tables ``[|G|, h*h, T]`` for C_n (or D_n): element ``f^m r^k`` turns by ``360 k / n``
   degrees, then mirrors left-right if m = 1. With 4 | n, k = q n/4 + s is built as q quarter
   turns (an exact permutation of the output positions) of the turn by s."""
   quarter = n // 4 if n % 4 == 0 else None
@@ -192,10 +251,10 @@ def _turn_tables(n: int, reflections: bool, h: int):
     m, k = divmod(g, n)
     if quarter:
       q, r = divmod(k, quarter)
-      base_i, base_w = _bilinear(h, 2 * np.pi * r / n)
+      base_i, base_w = (t[0] for t in _taps(h, [2 * np.pi * r / n], interpolation))
       perm = np.rot90(grid, q).reshape(-1)                # out[p] = turned[perm[p]]
     else:
-      base_i, base_w = _bilinear(h, 2 * np.pi * k / n)
+      base_i, base_w = (t[0] for t in _taps(h, [2 * np.pi * k / n], interpolation))
       perm = grid.reshape(-1)
     if m:
       perm = np.flip(perm.reshape(h, h), axis=1).reshape(-1)
@@ -206,12 +265,14 @@ def _turn_tables(n: int, reflections: bool, h: int):
 
 @dataclasses.dataclass(frozen=True)
 class ResampledTurns(Action):
-  """C_n (or D_n) turning square images by ``360 k / n`` degrees by bilinear resampling, masked
-  to the inscribed disk. Approximate: see the module docstring."""
+  """C_n (or D_n) turning square images by ``360 k / n`` degrees by resampling (``interpolation``
+  "bilinear", 4 source pixels per output pixel, or "bicubic", 16), masked to the inscribed
+  disk. Approximate: see the module docstring; ``docs/report.md`` measures both."""
 
   group: FiniteGroup
   n: int
   reflections: bool = False
+  interpolation: str = "bilinear"
   what: str = dataclasses.field(default="resampled turns", compare=False)
   approximate = True
 
@@ -227,10 +288,10 @@ class ResampledTurns(Action):
   def apply(self, g, x):
     jnp = jax.numpy
     h = x.shape[-3]
-    idx, wts = _turn_tables(self.n, self.reflections, h)
-    i = jnp.asarray(idx).at[g].get(mode="fill", fill_value=h * h)          # [h*h, 4]
+    idx, wts = _turn_tables(self.n, self.reflections, h, self.interpolation)
+    i = jnp.asarray(idx).at[g].get(mode="fill", fill_value=h * h)          # [h*h, T]
     w = jnp.asarray(wts, x.dtype).at[g].get(mode="fill", fill_value=jnp.nan)
     flat = x.reshape(x.shape[:-3] + (h * h, x.shape[-1]))
     out = sum(w[:, k, None] * flat.at[..., i[:, k], :].get(mode="fill", fill_value=0)
-              for k in range(4))
+              for k in range(idx.shape[-1]))
     return out.reshape(x.shape)
