@@ -49,16 +49,17 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
   """The implementation that ``impl`` means for ``layer`` (a key of :data:`AUTO`) over ``group``."""
   if impl not in IMPLS:
     raise ValueError(f"unknown implementation {impl!r}; choose one of {IMPLS}")
-  cyclic = group is not None and fourier.is_cyclic_in_order(group)
+  has_fourier = group is not None and (fourier.is_cyclic_in_order(group)
+                                       or fourier.is_dihedral_in_order(group))
   if impl == "auto":
     impl = AUTO[layer]
-    if impl == "fourier" and not cyclic:
+    if impl == "fourier" and not has_fourier:
       impl = "expanded"
-  if impl not in VALID[layer] or (impl == "fourier" and not cyclic):
+  if impl not in VALID[layer] or (impl == "fourier" and not has_fourier):
     raise ValueError(f"the {impl!r} implementation is not available for {layer} over "
                      f"{getattr(group, 'name', group)}: 'fourier' is for group_conv over a "
-                     f"cyclic group C_n in eqnn's element order; {layer} takes "
-                     f"{('auto',) + VALID[layer]}")
+                     f"cyclic group C_n or a dihedral group D_n in eqnn's element order; "
+                     f"{layer} takes {('auto',) + VALID[layer]}")
   return impl
 
 
@@ -292,7 +293,11 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   if impl == "fourier":
     spatial = kernel.shape[:-2]
     kb = jnp.moveaxis(kernel.reshape(spatial + (n, -1, kernel.shape[-1])), len(spatial), 0)
-    out = to_channels(_slots_last(fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, one)))
+    if fourier.is_cyclic_in_order(group):
+      slots = fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, one)
+    else:
+      slots = fourier.irrep_apply(jnp.moveaxis(y, -2, 0), kb, fourier.dihedral_irreps(n // 2), one)
+    out = to_channels(_slots_last(slots))
   else:
     out = one(to_channels(y), block_circulant(kernel, group, -2, -1))
   return from_channels(_add_bias_stacked(out, bias, n, dtype), n)

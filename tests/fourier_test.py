@@ -1,4 +1,5 @@
-"""Cyclic group convolutions in the Fourier basis compute the block-circulant map exactly."""
+"""Group convolutions in the Fourier basis (C_n) and the real-irrep basis (D_n) compute the
+block-circulant map exactly (up to float rounding)."""
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +36,50 @@ def test_work_shrinks():
   assert fourier.multiply_adds(5, 1, 1) == (1 + 2 * 4, 25)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
+def test_dihedral_irreps_are_a_complete_set_of_representations(n):
+  group = groups.dihedral(n)
+  reps = fourier.dihedral_irreps(n)
+  assert sum(r.shape[-1] ** 2 for r in reps) == 2 * n              # complete
+  for r in reps:                                                   # homomorphisms, orthogonal
+    np.testing.assert_allclose(np.einsum("gab,hbc->ghac", r, r), r[group.table], atol=1e-6)
+    np.testing.assert_allclose(np.einsum("gba,gbc->gac", r, r),
+                               np.broadcast_to(np.eye(r.shape[-1]), r.shape), atol=1e-6)
+  # Schur orthogonality: sum_g rho_ab(g) sigma_cd(g) = |G| / d if the same entry, else 0.
+  flat = np.concatenate([r.reshape(2 * n, -1) for r in reps], 1)        # [|G|, |G|]
+  dims = np.concatenate([[r.shape[-1]] * r.shape[-1] ** 2 for r in reps])
+  np.testing.assert_allclose(flat.T @ flat, np.diag(2 * n / dims), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8])
+def test_dihedral_group_conv_in_the_irrep_basis_equals_expanded(n):
+  g = groups.dihedral(n)
+  x = jax.random.normal(jax.random.key(0), (2 * n, 7, 3))      # [|G|, batch, C_in]
+  w = jax.random.normal(jax.random.key(1), (2 * n, 3, 5))
+  got = fourier.irrep_apply(x, w, fourier.dihedral_irreps(n), lambda a, k: a @ k)
+  inv = g.inverse
+  want = jnp.stack([sum(x[i] @ w[g.table[inv[h], i]] for i in range(2 * n))
+                    for h in range(2 * n)])
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+  y = jax.random.normal(jax.random.key(2), (2, 5, 5, 2 * n, 3))
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, 2 * n * 3, 4))
+  np.testing.assert_allclose(ops.group_conv(y, kernel, None, g, impl="fourier"),
+                             ops.group_conv(y, kernel, None, g, impl="expanded"),
+                             atol=5e-5, rtol=1e-5)
+  # About 4n units of work instead of (2n)^2.
+  assert fourier.irrep_multiply_adds(fourier.dihedral_irreps(n), 1, 1) < 4 * n * n or n <= 2
+
+
 def test_fourier_is_refused_where_it_does_not_apply():
   d4 = groups.dihedral(4)
-  with pytest.raises(ValueError, match="cyclic group"):
-    ops.resolve_impl("fourier", "group_conv", d4)
+  c2xc4 = groups.direct_product(groups.cyclic(2), groups.cyclic(4))
+  with pytest.raises(ValueError, match="cyclic group C_n or a dihedral group"):
+    ops.resolve_impl("fourier", "group_conv", c2xc4)
   with pytest.raises(ValueError, match="lift_conv takes"):
     ops.resolve_impl("fourier", "lift_conv", groups.cyclic(4))
-  # "auto" falls back to the expanded form for D4.
-  assert ops.resolve_impl("auto", "group_conv", d4) == "expanded"
+  # "auto": the Fourier (C_n) or irrep (D_n) form where there is one, else expanded.
+  assert ops.resolve_impl("auto", "group_conv", d4) == "fourier"
+  assert ops.resolve_impl("auto", "group_conv", c2xc4) == "expanded"
   assert ops.resolve_impl("auto", "group_conv", groups.cyclic(4)) == "fourier"
   assert fourier.is_cyclic_in_order(groups.cyclic(6))
   assert not fourier.is_cyclic_in_order(groups.direct_product(groups.cyclic(2), groups.cyclic(3)))
