@@ -14,7 +14,11 @@ import jax.numpy as jnp
 
 from eqnn import actions as actions_lib
 from eqnn import ops
-from eqnn.layers import Equivarified, GroupConv, GroupDense, LiftConv, relu_pool
+from eqnn.layers import (Equivarified, GroupBatchNorm, GroupConv, GroupDense, GroupDropout,
+                         LiftConv, relu_pool)
+
+
+HEAD_POOLS = ("none", "max", "mean")
 
 
 class EquivariantCNN(ops.LiftsInput, nn.Module):
@@ -31,6 +35,14 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     pools: max-pool window after each conv (1: none); pooling commutes with the group.
     dense_features: hidden widths of the head (the first is lifted over the stack).
     num_classes: classes per group element.
+    norm: batch-normalise each conv's output before its ReLU (:class:`GroupBatchNorm`:
+      statistics and affine parameters per channel shared over the |G| slots, so exactly
+      equivariant in training and evaluation). Adds a ``batch_stats`` collection.
+    dropout: rate of :class:`GroupDropout` (whole hidden units of the head, one mask shared
+      over the |G| slots) before the last dense layer when ``train``; evaluation is exact.
+    head_pool: "max" or "mean" pools the last conv's map over all its positions before the
+      head (per channel and slot, so it commutes with G): the lifted dense layer then reads
+      |G| C numbers instead of H W |G| C. "none" (the paper's) keeps the positions.
   """
 
   action: actions_lib.Action
@@ -41,24 +53,36 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
   kernel_size: int = 3
   impl: str = "auto"
   dtype: Any = jnp.float32
+  norm: bool = False
+  dropout: float = 0.0
+  head_pool: str = "none"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    if self.head_pool not in HEAD_POOLS:
+      raise ValueError(f"head_pool {self.head_pool!r}: choose one of {HEAD_POOLS}")
     if len(self.pools) != len(self.conv_features):
       raise ValueError(f"need one pool window per conv: {len(self.pools)} pools for "
                        f"{len(self.conv_features)} convs")
     group = self.action.group
+    normed = lambda y: GroupBatchNorm(group)(y, train) if self.norm else y
     y = LiftConv(self.action, self.conv_features[0], self.kernel_size, impl=self.impl,
-                 dtype=self.dtype)(x)
-    y = relu_pool(self, y, self.pools[0], 1)
+                 dtype=self.dtype, use_bias=not self.norm)(x)
+    y = relu_pool(self, normed(y), self.pools[0], 1)
     for i, (feats, pool) in enumerate(zip(self.conv_features[1:], self.pools[1:]), 2):
-      y = GroupConv(group, feats, self.kernel_size, impl=self.impl, dtype=self.dtype)(y)
-      y = relu_pool(self, y, pool, i)
+      y = GroupConv(group, feats, self.kernel_size, impl=self.impl, dtype=self.dtype,
+                    use_bias=not self.norm)(y)
+      y = relu_pool(self, normed(y), pool, i)
+    if self.head_pool != "none":                                         # [B, 1, 1, G, C]
+      reduce = jnp.max if self.head_pool == "max" else jnp.mean
+      y = reduce(y, axis=(1, 2), keepdims=True)
     widths = list(self.dense_features) + [self.num_classes]
     h = GroupDense(group, widths[0], impl=self.impl, dtype=self.dtype)(y)   # [B, G, w0]
     for i, w in enumerate(widths[1:], 1):
       h = nn.relu(h)
       self.sow("intermediates", f"dense{i}", h)
+      if self.dropout and i == len(widths) - 1:
+        h = GroupDropout(group, self.dropout)(h, deterministic=not train)
       h = nn.Dense(w, dtype=self.dtype)(h)                                   # shared over G
     return h.astype(jnp.float32)
 
@@ -72,18 +96,25 @@ class PlainCNN(nn.Module):
   num_classes: int = 10
   kernel_size: int = 3
   dtype: Any = jnp.float32
+  norm: bool = False              # batch norm before each ReLU, as in EquivariantCNN
+  dropout: float = 0.0            # before the last dense layer when training
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     ops.require_float(x, "PlainCNN")
     y = x.astype(self.dtype)
     for i, (feats, pool) in enumerate(zip(self.conv_features, self.pools), 1):
-      y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype)(y)
+      y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype,
+                  use_bias=not self.norm)(y)
+      if self.norm:
+        y = nn.BatchNorm(use_running_average=not train)(y)
       y = relu_pool(self, y, pool, i)
     y = y.reshape(y.shape[0], -1)
     for i, w in enumerate(self.dense_features, 1):
       y = nn.relu(nn.Dense(w, dtype=self.dtype)(y))
       self.sow("intermediates", f"dense{i}", y)
+    if self.dropout:
+      y = nn.Dropout(self.dropout, deterministic=not train)(y)
     return nn.Dense(self.num_classes, dtype=self.dtype)(y).astype(jnp.float32)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -30,35 +31,75 @@ def make_optimizer(c: ml_collections.ConfigDict, total_steps: int) -> optax.Grad
   return optax.adam(lr)
 
 
+# The variables of a model are trained by the optimiser, except these collections: state the
+# forward pass itself updates in training mode (BatchNorm's running averages).
+STATE_COLLECTIONS = ("batch_stats",)
+
+
+def _only_params(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """``tx`` on the ``params`` collection; collections of state get no update (and no weight
+  decay): :func:`update` writes them from the forward pass."""
+  label = lambda variables: {k: "state" if k in STATE_COLLECTIONS else "train" for k in variables}
+  return optax.multi_transform({"train": tx, "state": optax.set_to_zero()}, label)
+
+
 def create_train_state(task: tasks.Task, c: ml_collections.ConfigDict, key: jax.Array,
                        total_steps: int) -> train_state.TrainState:
-  """Fresh parameters from ``key`` and the config's optimiser."""
+  """Fresh variables from ``key`` and the config's optimiser.
+
+  ``state.params`` holds all of the model's variables (``{"params": ..., "batch_stats": ...}``),
+  so ``model.apply(state.params, x)`` evaluates it everywhere (running averages, no dropout);
+  the optimiser moves only the ``params`` collection.
+  """
   params = jax.jit(task.model.init)(key, jnp.zeros((1,) + task.input_shape))
-  return train_state.TrainState.create(apply_fn=task.model.apply, params=params,
-                                       tx=make_optimizer(c, total_steps))
+  tx = make_optimizer(c, total_steps)
+  if any(k in STATE_COLLECTIONS for k in params):
+    tx = _only_params(tx)
+  return train_state.TrainState.create(apply_fn=task.model.apply, params=params, tx=tx)
+
+
+def takes_train_flag(model) -> bool:
+  """Whether ``model.__call__`` has a ``train`` argument (batch norm, dropout)."""
+  return "train" in inspect.signature(model.__call__).parameters
 
 
 def parameter_count(params) -> int:
   return int(sum(p.size for p in jax.tree.leaves(params)))
 
 
-def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits):
-  """Mean softmax cross entropy of ``flat(apply_fn(params, inputs))`` against integer targets."""
-  logits = flat(apply_fn(params, inputs))
-  return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits, train_key=None):
+  """Mean softmax cross entropy of ``flat(apply_fn(params, inputs))`` against integer targets,
+  and the model's updated state collections (``{}`` for a model without).
+
+  ``train_key`` (for a model with a ``train`` argument): call it in training mode, batch
+  statistics from this batch, dropout drawn from the key.
+  """
+  if train_key is None:
+    logits, new_state = apply_fn(params, inputs), {}
+  else:
+    mutable = [k for k in params if k in STATE_COLLECTIONS]
+    logits, new_state = apply_fn(params, inputs, train=True, mutable=mutable,
+                                 rngs={"dropout": train_key})
+  loss = optax.softmax_cross_entropy_with_integer_labels(flat(logits), targets).mean()
+  return loss, dict(new_state)
 
 
-def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: logits):
+def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: logits,
+           train_key=None):
   """One optimiser step on a batch: ``(state, loss)``.
 
   ``microbatches > 1`` computes the same gradient (the batch mean) over that many slices in
   sequence: less activation memory, and faster where a whole batch's activations do not
-  stay in cache (`make bench` measures it).
+  stay in cache (`make bench` measures it). Batch statistics are then those of each slice,
+  and running averages advance once per slice. ``train_key``: see :func:`loss_fn`.
   """
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, flat=flat))
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, flat=flat), has_aux=True)
+  keys = ([None] * microbatches if train_key is None
+          else list(jax.random.split(train_key, microbatches)))
   if microbatches <= 1:
-    loss, grads = grad_fn(state.params, state.apply_fn, inputs, targets)
-    return state.apply_gradients(grads=grads), loss
+    (loss, new_state), grads = grad_fn(state.params, state.apply_fn, inputs, targets,
+                                       train_key=keys[0])
+    return _with_state(state.apply_gradients(grads=grads), new_state), loss
   n = inputs.shape[0]
   if n % microbatches:
     raise ValueError(f"batch {n} does not split into {microbatches} micro-batches")
@@ -67,11 +108,21 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
   # A Python loop, unrolled at trace time, not lax.scan: XLA's CPU backend runs the
   # convolutions inside a while loop on one thread.
   loss, grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params)
+  variables = state.params
   for i in range(microbatches):
-    li, gi = grad_fn(state.params, state.apply_fn, xs[i], ys[i])
+    (li, new_state), gi = grad_fn(variables, state.apply_fn, xs[i], ys[i], train_key=keys[i])
+    variables = {**variables, **new_state}
     loss, grads = loss + li, jax.tree.map(jnp.add, grads, gi)
   grads = jax.tree.map(lambda g: g / microbatches, grads)
-  return state.apply_gradients(grads=grads), loss / microbatches
+  new_state = {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
+  return _with_state(state.apply_gradients(grads=grads), new_state), loss / microbatches
+
+
+def _with_state(state, new_state):
+  """``state`` with its state collections (batch statistics) replaced by ``new_state``."""
+  if not new_state:
+    return state
+  return state.replace(params={**state.params, **new_state})
 
 
 def all_finite(loss, params) -> jax.Array:
@@ -114,7 +165,10 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
       angles = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, state.step), 1),
                                   (x.shape[0],), x.dtype, 0.0, 2 * jnp.pi)
       x, g = ops.rotate(x, angles), task.nearest_elements(angles)
-    state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits)
+    train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
+                 if takes_train_flag(task.model) else None)
+    state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits,
+                         train_key)
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   return step

@@ -44,3 +44,26 @@ def test_pools_must_match_convs():
   with pytest.raises(ValueError, match="one pool window per conv"):
     models.EquivariantCNN(actions.rotations(), (4, 4), (2,)).init(jax.random.key(0),
                                                               jnp.zeros((1, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("gname", ["C4", "D4", "C8"])
+def test_batch_norm_and_dropout_keep_training_mode_equivariant(gname):
+  """Statistics shared over the |G| blocks and a dropout mask shared over them: the training
+  forward pass itself is equivariant (exactly on the pixel grid's symmetries), and so is
+  evaluation with the running averages."""
+  act = {"C8": actions.rotations(8), **IMAGE_ACTIONS}[gname]
+  model = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), norm=True, dropout=0.5)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1)) * actions.disk_mask(12, 12)[..., None]
+  variables = model.init(jax.random.key(1), x)
+  assert set(variables) == {"params", "batch_stats"}
+
+  def train_mode(x):
+    out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                         rngs={"dropout": jax.random.key(2)})
+    return out
+  exact = [g for g in range(act.group.order) if not act.approximate or g % 2 == 0]
+  out_action = actions.regular(act.group, axis=-2)
+  testing.assert_equivariant(jax.jit(train_mode), act, out_action, x, elements=exact, atol=1e-5)
+  testing.assert_equivariant(model.bind(variables), x, elements=exact, atol=1e-5)
+  # Dropout is active in training (outputs differ from evaluation) and off in evaluation.
+  assert float(jnp.max(jnp.abs(train_mode(x) - model.apply(variables, x)))) > 1e-3

@@ -54,3 +54,29 @@ def test_microbatches_give_the_same_step(mnist_dir):
   four, l4 = step(_state(model, x), x, y, 4)
   assert abs(float(l1) - float(l4)) < 1e-5
   assert _max_diff(one.params, four.params) < 1e-6
+
+
+def test_batch_statistics_come_from_the_forward_pass_not_the_optimiser(mnist_dir):
+  import ml_collections
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), norm=True)
+  x, m = _digits(mnist_dir)
+  task = tasks.Task(model, actions.rotations(), True, 10, (28, 28, 1), labels="class")
+  c = ml_collections.ConfigDict(dict(schedule="constant", learning_rate=1e-3,
+                                     weight_decay=0.5, warmup_steps=0))
+  state = steps.create_train_state(task, c, jax.random.key(0), 10)
+  key = jax.random.key(5)
+  new, loss = jax.jit(lambda s: steps.update(s, x, m, flat=task.flat_logits, train_key=key))(state)
+  _, want = model.apply(state.params, x, train=True, mutable=["batch_stats"],
+                        rngs={"dropout": jax.random.split(key, 1)[0]})
+  # Running averages are what the forward pass wrote (no Adam step, no weight decay on them).
+  assert _max_diff(new.params["batch_stats"], want["batch_stats"]) < 1e-6
+  assert _max_diff(new.params["batch_stats"], state.params["batch_stats"]) > 1e-4
+  assert _max_diff(new.params["params"], state.params["params"]) > 1e-5
+  # Micro-batches: the statistics advance once per slice, in order.
+  two, _ = jax.jit(lambda s: steps.update(s, x, m, 2, task.flat_logits, key))(state)
+  k1, k2 = jax.random.split(key, 2)
+  _, s1 = model.apply(state.params, x[:16], train=True, mutable=["batch_stats"],
+                      rngs={"dropout": k1})
+  _, s2 = model.apply({**state.params, **s1}, x[16:], train=True, mutable=["batch_stats"],
+                      rngs={"dropout": k2})
+  assert _max_diff(two.params["batch_stats"], s2["batch_stats"]) < 1e-6
