@@ -200,12 +200,14 @@ def bench_layer_variants(rounds, quick, report):
             lambda i: layers.GroupConv(groups.cyclic(4), 80, impl=i), (16, 28, 28, 4, 80),
             ["vmap", "expanded", "fourier"]),
            ("GroupConv D4 8->16 @14", lambda i: layers.GroupConv(d4.group, 16, impl=i),
-            (64, 14, 14, 8, 8), ["vmap", "expanded"])]
+            (64, 14, 14, 8, 8), ["vmap", "expanded", "fourier"]),
+           ("GroupConv D8 8->16 @14", lambda i: layers.GroupConv(groups.dihedral(8), 16, impl=i),
+            (64, 14, 14, 16, 8), ["expanded", "fourier"])]
   if quick:
     cases = cases[:2]
   for title, make, shape, impls in cases:
     kind = "lift_conv" if title.startswith("LiftConv") else "group_conv"
-    group = c4.group if " C4 " in title else d4.group
+    group = {"C4": c4.group, "D4": d4.group, "D8": groups.dihedral(8)}[title.split()[1]]
     x = jax.random.normal(jax.random.key(0), shape)
     params = make("expanded").init(jax.random.key(1), x)
     fns = {}
@@ -224,6 +226,49 @@ def bench_layer_variants(rounds, quick, report):
     auto, fastest = ops.resolve_impl("auto", kind, group), min(impls, key=t.get)
     report["auto_choices"].append({"layer": title, "auto": auto, "fastest": fastest})
     print(f"  {title:36s} impl='auto' runs {auto!r}; fastest in this run: {fastest!r}", flush=True)
+
+
+def bench_cn_scaling(rounds, quick, report):
+  """C_n for n = 4, 8, 16 with the same filters per group element: the train step, the input
+  lift and one group conv (Fourier and expanded forms), side by side. The lift and the
+  Fourier group conv should grow about linearly in n, the expanded group conv as n^2."""
+  import jax
+  import jax.numpy as jnp
+  from eqnn import actions, fourier, groups, layers, models
+  ns = (4, 8) if quick else (4, 8, 16)
+  b = 32 if quick else 64
+  steps, lifts, convs = {}, {}, {}
+  for n in ns:
+    model = models.EquivariantCNN(actions.rotations(n), (16, 32, 32), (2, 2, 1), (128,))
+    steps[n], _, _ = _train_step(model, b, 10 * n)
+    x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
+    lift = layers.LiftConv(actions.rotations(n), 16)
+    lp = lift.init(jax.random.key(1), x)
+    g = jax.jit(jax.grad(lambda p, x, m=lift: jnp.sum(m.apply(p, x) ** 2)))
+    lifts[n] = (lambda g, p, x: lambda: g(p, x))(g, lp, x)
+    y = jax.random.normal(jax.random.key(2), (b, 14, 14, n, 16))
+    for impl in ("fourier", "expanded"):
+      conv = layers.GroupConv(groups.cyclic(n), 32, impl=impl)
+      cp = conv.init(jax.random.key(3), y)
+      g = jax.jit(jax.grad(lambda p, y, m=conv: jnp.sum(m.apply(p, y) ** 2)))
+      convs[(n, impl)] = (lambda g, p, y: lambda: g(p, y))(g, cp, y)
+  t_step = alternate(steps, rounds)
+  t_lift = alternate(lifts, rounds)
+  t_conv = alternate(convs, rounds)
+  for n in ns:
+    units = fourier.multiply_adds(n, 1, 1)
+    row = {"n": n, "batch": b, "train_step_ms": 1e3 * t_step[n],
+           "step_ratio_to_c4": t_step[n] / t_step[ns[0]],
+           "lift_fwd_bwd_ms": 1e3 * t_lift[n], "lift_ratio_to_c4": t_lift[n] / t_lift[ns[0]],
+           "group_conv_fourier_ms": 1e3 * t_conv[(n, "fourier")],
+           "group_conv_expanded_ms": 1e3 * t_conv[(n, "expanded")],
+           "fourier_units": units[0], "expanded_units": units[1]}
+    report["cn_scaling"].append(row)
+    print(f"  C{n:<3d} batch {b}: train step {row['train_step_ms']:7.1f} ms "
+          f"({row['step_ratio_to_c4']:.2f}x C4), lift fwd+bwd {row['lift_fwd_bwd_ms']:6.1f} ms "
+          f"({row['lift_ratio_to_c4']:.2f}x), group conv 16->32 @14 Fourier "
+          f"{row['group_conv_fourier_ms']:6.1f} ms ({units[0]} units) vs expanded "
+          f"{row['group_conv_expanded_ms']:6.1f} ms ({units[1]} units)", flush=True)
 
 
 def bench_minimal(rounds, quick, report):
@@ -285,7 +330,7 @@ def main(argv):
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
-            "minimal": [], "groups": []}
+            "cn_scaling": [], "minimal": [], "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
@@ -296,6 +341,8 @@ def main(argv):
   bench_lift_overhead(rounds, quick, report)
   print("layer variants (fwd+bwd) ...", flush=True)
   bench_layer_variants(rounds, quick, report)
+  print("C_n for n = 4, 8, 16 (same filters per element) ...", flush=True)
+  bench_cn_scaling(rounds, quick, report)
   print("minimal equivarification ...", flush=True)
   bench_minimal(rounds, quick, report)
   print("large groups (build time, peak memory) ...", flush=True)

@@ -29,6 +29,16 @@ def markdown(report) -> str:
   out += ["", "| layer | `impl=\"auto\"` runs | fastest in this run |", "| --- | --- | --- |"]
   for r in report["auto_choices"]:
     out.append(f"| {r['layer']} | {r['auto']} | {r['fastest']} |")
+  if report.get("cn_scaling"):
+    out += ["", "| C_n, 16/32/32 filters per element | batch | train step | vs C4 | input lift "
+            "fwd+bwd | vs C4 | group conv 16->32 @14, Fourier (units) | expanded (units) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["cn_scaling"]:
+      out.append(f"| C{r['n']} | {r['batch']} | {r['train_step_ms']:.1f} ms | "
+                 f"{r['step_ratio_to_c4']:.2f}x | {r['lift_fwd_bwd_ms']:.1f} ms | "
+                 f"{r['lift_ratio_to_c4']:.2f}x | {r['group_conv_fourier_ms']:.1f} ms "
+                 f"({r['fourier_units']}) | {r['group_conv_expanded_ms']:.1f} ms "
+                 f"({r['expanded_units']}) |")
   for r in report["minimal"]:
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

@@ -19,10 +19,25 @@ from eqnn import actions, data
 from experiments import parallel, tasks
 
 
-def load_dataset(c: ml_collections.ConfigDict) -> data.Dataset:
-  """The config's dataset, trimmed to ``max_train_examples`` / ``max_test_examples`` (0: all)."""
+def load_dataset(c: ml_collections.ConfigDict, cache_dir: str | None = None) -> data.Dataset:
+  """The config's dataset, trimmed to ``max_train_examples`` / ``max_test_examples`` (0: all).
+
+  ``rotated_mnist`` (:func:`eqnn.data.rotated_mnist`, built once and kept in ``cache_dir``):
+  with ``holdout = "test"`` training on all 12,000 digits and testing on the 50,000; with
+  ``holdout = "validation"`` training on the 10,000 and testing on the 2,000 validation digits
+  (for choosing a configuration without looking at the test digits).
+  """
   if c.dataset == "mnist":
     ds = data.load_mnist(c.data_dir)
+  elif c.dataset == "rotated_mnist":
+    train, valid, test = data.rotated_mnist(data.load_mnist(c.data_dir), c.data_seed,
+                                            cache_dir=cache_dir)
+    if c.holdout == "test":
+      train = data.Split(*(np.concatenate([getattr(train, f), getattr(valid, f)])
+                           for f in ("inputs", "labels", "angles")))
+    else:
+      test = valid
+    ds = data.Dataset("rotated_mnist", train, test, 10)
   elif c.dataset == "point_sets":
     ds = data.point_sets(c.seed, n_points=tasks.POINTS_PER_SET)
   else:
@@ -34,6 +49,9 @@ def load_dataset(c: ml_collections.ConfigDict) -> data.Dataset:
 def describe(c: ml_collections.ConfigDict, ds: data.Dataset) -> str:
   """One line: what was loaded, and from where."""
   where = {"mnist": f"the IDX files in {os.path.abspath(c.data_dir)} (sha256 verified)",
+           "rotated_mnist": f"MNIST-rot's protocol on the IDX files in "
+                            f"{os.path.abspath(c.data_dir)} (seed {c.get('data_seed')}; "
+                            f"evaluated on its {c.get('holdout')} digits)",
            "point_sets": f"generated from seed {c.seed}"}.get(
                c.dataset, f"tensorflow-datasets ({c.tfds_data_dir or 'its default folder'})")
   return (f"data: {ds.name} from {where}: {len(ds.train.labels):,} training and "
@@ -50,11 +68,15 @@ def put_train_set(split: data.Split, mesh) -> tuple[jax.Array, jax.Array]:
   return parallel.put(inputs, rep), parallel.put(split.labels, rep)
 
 
-def test_set(key: jax.Array, split: data.Split, action: actions.Action, transformed: bool):
+def test_set(key: jax.Array, split: data.Split, action: actions.Action, transformed: bool,
+             nearest_elements=None):
   """``(inputs, labels, elements)`` on the host: each input moved by a random element of G
-  drawn from ``key`` when ``transformed``, else upright (elements all 0)."""
+  drawn from ``key`` when ``transformed``, else as it is: elements all 0, or, for inputs
+  already turned by known angles (``split.angles``), ``nearest_elements(angles)``."""
   inputs = data.as_inputs(split.inputs)
   elements = np.zeros(len(split.labels), np.int32)
+  if split.angles is not None and nearest_elements is not None:
+    elements = np.asarray(nearest_elements(split.angles), np.int32)
   if transformed:
     moved, g = jax.jit(data.transform_randomly, static_argnums=2)(key, inputs, action)
     inputs, elements = np.asarray(moved), np.asarray(g)

@@ -15,20 +15,22 @@ import ml_collections
 
 from eqnn import actions, data, groups, models, readouts
 
-GROUP_ACTIONS: dict[str, Callable[[], actions.Action]] = {
+GROUP_ACTIONS: dict[str, Callable[..., actions.Action]] = {
     "C1": lambda: actions.rotations(1),
     "C2": lambda: actions.rotations(2),
     "C4": lambda: actions.rotations(4),
     "D4": actions.rotations_reflections,
     # Turns by 45 and 22.5 degrees (and D8): resampled, approximate; quarter turns exact.
-    "C8": lambda: actions.rotations(8),
-    "C16": lambda: actions.rotations(16),
-    "D8": lambda: actions.rotations_reflections(8),
+    # They take the config's ``interpolation`` ("bilinear" or "bicubic").
+    "C8": lambda interpolation="bilinear": actions.rotations(8, interpolation),
+    "C16": lambda interpolation="bilinear": actions.rotations(16, interpolation),
+    "D8": lambda interpolation="bilinear": actions.rotations_reflections(8, interpolation),
     # Cyclic shifts of 28 x 28 images by multiples of 7 pixels: C4 x C4 on the torus.
     "T4x4": lambda: actions.translations(28, 28, 7),
     # The 24 permutations of the 4 points of a set [4, 2].
     "S4": lambda: actions.permute_points(*groups.symmetric(4), axis=-2),
 }
+RESAMPLED = ("C8", "C16", "D8")
 # "equivariant": the config's network lifted over the group (EquivariantCNN / EquivariantMLP);
 # "plain": the same network, not lifted (PlainCNN / MLP).
 MODELS = ("equivariant", "plain")
@@ -46,7 +48,7 @@ class DataSpec:
 
 def data_spec(c: ml_collections.ConfigDict) -> DataSpec:
   """The input shape and class count of ``config.dataset``."""
-  if c.dataset == "mnist":
+  if c.dataset in ("mnist", "rotated_mnist"):
     return DataSpec((28, 28, 1), 10)
   if c.dataset == "point_sets":
     return DataSpec((POINTS_PER_SET, 2), data.point_set_classes(POINTS_PER_SET))
@@ -98,9 +100,16 @@ class Task:
     return (jnp.round(angles * n / (2 * jnp.pi)).astype(jnp.int32)) % n
 
 
+def group_action(c: ml_collections.ConfigDict) -> actions.Action:
+  """The config's group action (resampled turns with ``c.interpolation``)."""
+  if c.group in RESAMPLED:
+    return GROUP_ACTIONS[c.group](c.get("interpolation", "bilinear"))
+  return GROUP_ACTIONS[c.group]()
+
+
 def build_task(c: ml_collections.ConfigDict) -> Task:
   spec = data_spec(c)
-  action = GROUP_ACTIONS[c.group]()
+  action = group_action(c)
   equivariant = c.model == "equivariant"
   k = spec.num_classes
   if c.architecture == "mlp":
@@ -108,6 +117,8 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
     model = models.EquivariantMLP(action, **kw) if equivariant else models.MLP(**kw)
   else:
     kw = dict(conv_features=tuple(c.conv_features), pools=tuple(c.pools),
-              dense_features=tuple(c.dense_features), num_classes=k, kernel_size=c.kernel_size)
-    model = models.EquivariantCNN(action, impl=c.impl, **kw) if equivariant else models.PlainCNN(**kw)
+              dense_features=tuple(c.dense_features), num_classes=k, kernel_size=c.kernel_size,
+              norm=c.get("norm", False), dropout=c.get("dropout", 0.0))
+    model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"), **kw)
+             if equivariant else models.PlainCNN(**kw))
   return Task(model, action, equivariant, k, spec.input_shape, c.get("labels", "joint"))

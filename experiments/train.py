@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from eqnn import data
 from experiments import checkpoints, input_pipeline, logs, metrics, parallel, steps, tasks
 from experiments import workdir as workdir_lib
 from experiments.validation import ConfigError, validate_config
@@ -50,15 +51,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.check_batch(config.batch_size, mesh)
   with workdir_lib.claim(workdir, config, main, fresh, say):
     task = tasks.build_task(config)
-    ds = input_pipeline.load_dataset(config)
-    task.action.validate(ds.train.inputs[:1])
+    ds = input_pipeline.load_dataset(config, os.path.join(workdir, "data"))
+    task.action.validate(data.as_inputs(ds.train.inputs[:1]))   # what the model is given
     if main:
       workdir_lib.write_config(workdir, config)
     say(input_pipeline.describe(config, ds))
     train_inputs, train_labels = input_pipeline.put_train_set(ds.train, mesh)
     init_key, data_key, step_key, test_key = jax.random.split(jax.random.key(config.seed), 4)
     test_inputs, test_labels, test_elements = input_pipeline.test_set(
-        test_key, ds.test, task.action, config.test_transformed)
+        test_key, ds.test, task.action, config.test_transformed, task.nearest_elements)
 
     bs, n_train = config.batch_size, train_inputs.shape[0]
     steps_per_epoch = n_train // bs
@@ -115,9 +116,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logits = predict() if logits is None else logits   # None: restarted after its last step
     results = _results(config, task, state, logits, test_labels, test_elements, step,
                        images_per_s, start_time)
+    if config.eval_turns > 1:
+      t_turns = time.time()
+      results.update(_turned_accuracy(task, state, test_inputs, test_labels, eval_bs, mesh,
+                                      config.eval_turns, logits))
+      say(f"test-time turns: class accuracy {results['test_class_accuracy_turned']:.4f} over "
+          f"{config.eval_turns} turns ({time.time() - t_turns:.0f} s; plain: "
+          f"{results['test_class_accuracy']:.4f})")
+      results["wall_time_s"] = time.time() - start_time
     if main:
       _write_results(workdir, config, results, task, state, ds.test, logits, test_elements)
     return results
+
+
+def _turned_accuracy(task, state, inputs, labels, eval_bs, mesh, turns, logits):
+  """Class accuracy of the class log-probabilities averaged over ``turns`` copies of each
+  test input turned by ``k / turns`` of the group's rotation step (360/n degrees for C_n and
+  D_n, 360 for a plain model), k = 0 .. turns-1: the invariant readout symmetrised over a
+  finer set of angles at test time (continuous turns, bilinear, :func:`eqnn.ops.rotate`)."""
+  from eqnn import ops, readouts
+  name = task.action.group.name if task.equivariant else "C1"
+  n = task.group_order // (2 if name.startswith("D") else 1)
+  step = 2 * jnp.pi / n / turns
+
+  def class_logp(out):
+    out = readouts.class_logits(out) if task.equivariant else out
+    return jax.nn.log_softmax(out, -1)
+
+  total = np.asarray(class_logp(jnp.asarray(logits)))
+  for k in range(1, turns):
+    fwd = jax.jit(lambda p, x, a=step * k: class_logp(
+        task.model.apply(p, ops.rotate(x, jnp.full((x.shape[0],), a, x.dtype)))))
+    total = total + input_pipeline.predict(fwd, state.params, inputs, eval_bs, mesh)
+  return {"test_class_accuracy_turned": float(np.mean(total.argmax(-1) == labels)),
+          "eval_turns": turns}
 
 
 class _Health:

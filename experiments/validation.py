@@ -7,7 +7,7 @@ import numbers
 
 import ml_collections
 
-from eqnn import ops
+from eqnn import actions, models, ops
 from experiments import tasks
 
 
@@ -51,18 +51,20 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   integer("kernel_size", 1)
   need(c.impl in ops.IMPLS, "impl", f"choose one of {ops.IMPLS}")
   if c.model == "equivariant" and c.architecture == "cnn" and c.group in tasks.GROUP_ACTIONS:
-    group = tasks.GROUP_ACTIONS[c.group]().group
+    group = tasks.group_action(c).group
     for layer in ("lift_conv", "group_conv", "group_dense"):
       try:
         ops.resolve_impl(c.impl, layer, group)
       except ValueError as e:
         need(False, "impl", str(e))
-  for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps",
+  for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps", "eval_turns",
             "eval_every_epochs", "keep_checkpoints", "microbatches"):
     integer(f, 1)
   for f in ("max_train_examples", "max_test_examples", "checkpoint_every_steps",
             "warmup_steps", "seed"):
     integer(f, 0)
+  need(not (c.eval_turns > 1 and (c.architecture != "cnn" or c.dataset == "point_sets")),
+       "eval_turns", "turns images: needs the cnn architecture on an image dataset")
   lr, wd = c.learning_rate, c.weight_decay
   need(isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0, "learning_rate",
        "must be a finite number > 0")
@@ -72,5 +74,15 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.labels in ("joint", "class"), "labels", "choose 'joint' or 'class'")
   need(not c.train_rotated or (c.architecture == "cnn" and c.dataset != "point_sets"),
        "train_rotated", "turns images: needs the cnn architecture on an image dataset")
+  need(c.holdout in ("test", "validation"), "holdout", "choose 'test' or 'validation'")
+  need(c.interpolation in actions.INTERPOLATIONS, "interpolation",
+       f"choose one of {actions.INTERPOLATIONS}")
+  need(isinstance(c.norm, bool), "norm", "must be True or False")
+  need(isinstance(c.dropout, numbers.Real) and 0 <= c.dropout < 1, "dropout",
+       "must be a number in [0, 1)")
+  integer("data_seed", 0)
+  need(c.head_pool in models.HEAD_POOLS, "head_pool", f"choose one of {models.HEAD_POOLS}")
+  need(not (c.dataset == "rotated_mnist" and c.test_transformed), "test_transformed",
+       "rotated_mnist's test digits are already turned by their own angles; set it to False")
   need(c.batch_size % c.microbatches == 0, "microbatches",
        f"must divide config.batch_size = {c.batch_size}")

@@ -27,9 +27,13 @@ import ml_collections
 FREE_FIELDS = frozenset({
     "num_epochs", "learning_rate", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",
-    "microbatches", "data_dir", "tfds_data_dir", "tfds_download",
+    "microbatches", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
 })
 CONFIG = "config.json"
+# Fields added after runs were saved without them: absent in a saved config means this value,
+# so such a run resumes under the newer code.
+ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
+                "dropout": 0.0, "head_pool": "none"}
 
 
 class WorkdirError(Exception):
@@ -44,6 +48,7 @@ def _plain(value):
 def differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """``"field: saved -> new"`` for every run-shaping field that differs."""
   new = _plain(config.to_dict())
+  saved = {**ADDED_FIELDS, **saved}
   fields = sorted((set(saved) | set(new)) - FREE_FIELDS)
   return [f"{f}: {saved.get(f, '(absent)')!r} -> {new.get(f, '(absent)')!r}"
           for f in fields if saved.get(f, "(absent)") != new.get(f, "(absent)")]

@@ -1,5 +1,8 @@
 """The equivariance report shows, in numbers, what the textbook says in words."""
 
+import json
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,9 +24,53 @@ def test_layer_errors_on_known_functions():
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory, mnist_dir):
-  out, _ = er.run(str(tmp_path_factory.mktemp("report")), mnist_dir, 0, 16, 0)
-  return out
+def report_dir(tmp_path_factory, mnist_dir):
+  workdir = str(tmp_path_factory.mktemp("report"))
+  er.run(workdir, mnist_dir, 0, 16, 0)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def rows(report_dir):
+  with open(os.path.join(report_dir, "report.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def off_grid(report_dir):
+  with open(os.path.join(report_dir, "report_off_grid.json")) as f:
+    return json.load(f)
+
+
+def test_c8_and_c16_are_exact_on_quarter_turns_and_approximate_elsewhere(off_grid):
+  for name, n in (("C8", 8), ("C16", 16)):
+    rows = off_grid["per_element"][name]
+    assert {r["element"] for r in rows} == set(range(1, n))
+    for r in rows:
+      if (r["element"] * 4) % n == 0:                    # quarter turns: exact at every layer
+        assert r["error"] < 1e-5, r
+      elif r["layer"].startswith("conv1"):               # the lift resamples: measured, > 0
+        assert r["error"] > 1e-3, r
+
+
+def test_the_readout_is_invariant_at_quarter_turns_only_approximately_between(off_grid):
+  for name, rows in off_grid["angles"].items():
+    by_angle = {r["degrees"]: r for r in rows}
+    assert len(rows) == 72 and by_angle[0]["invariance"] == 0.0
+    for deg in (90, 180, 270):
+      assert by_angle[deg]["invariance"] < 1e-5 and by_angle[deg]["agreement"] == 1.0
+    assert by_angle[45]["invariance"] > 1e-3 or name != "C4"
+  # A finer group is closer to invariant between its elements (mean over the off-grid angles).
+  mean = lambda name: np.mean([r["invariance"] for r in off_grid["angles"][name]
+                               if r["degrees"] % 90])
+  assert mean("C16") < mean("C8") < mean("C4")
+
+
+def test_bicubic_resampling_is_closer_to_a_group_action(off_grid):
+  errs = {(r["group"], r["interpolation"]): r for r in off_grid["resampling"]}
+  for n in ("C8", "C16"):
+    assert 0 < errs[(n, "bicubic")]["mean_pair"] < errs[(n, "bilinear")]["mean_pair"]
+    assert 0 < errs[(n, "bicubic")]["round_trip"] < errs[(n, "bilinear")]["round_trip"]
 
 
 def _get(rows, model, layer, transform, size):

@@ -15,15 +15,19 @@ VARIANTS = ("", "smoke")
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # Data: "mnist" reads the four IDX files in data_dir; any other name goes to tfds.
+  # Data: "mnist" reads the four IDX files in data_dir; "rotated_mnist" builds MNIST-rot's
+  # protocol from them (configs/rotated_mnist.py); any other name goes to tfds.
   c.dataset = "mnist"
   c.data_dir = "../shared/data/mnist"
   c.tfds_data_dir = ""
   c.tfds_download = False
   c.max_train_examples = 0        # 0: all
   c.max_test_examples = 0
+  c.data_seed = 0                 # rotated_mnist: which digits and angles (not the training seed)
+  c.holdout = "test"              # rotated_mnist: "test" (50,000) or "validation" (2,000)
   # Group acting on the input images: "C4" (quarter turns), "D4" (and reflections), "C2", "C1".
   c.group = "C4"
+  c.interpolation = "bilinear"    # resampled groups (C8, C16, D8): "bilinear" or "bicubic"
   c.train_transformed = False     # False: upright training images only (the paper's setting)
   c.train_rotated = False         # True: each training image turned by a random angle (any)
   # "joint": train on (group element, class) labels, the paper's equivariant labels;
@@ -39,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.pools = (2, 2, 2)
   c.dense_features = (128,)
   c.kernel_size = 3
+  c.norm = False                  # batch norm (statistics shared over |G|) before each ReLU
+  c.dropout = 0.0                 # dropout before the last dense layer, training only
+  c.head_pool = "none"            # "max"/"mean": pool the last conv map over space first
   c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
   # Optimisation.
   c.batch_size = 128
@@ -49,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.warmup_steps = 100
   c.weight_decay = 5e-4           # AdamW when > 0
   c.eval_batch_size = 1000
+  # > 1: also report the class accuracy averaged over that many turns of each test input by
+  # fractions of the group's rotation step (test_class_accuracy_turned), after training.
+  c.eval_turns = 1
   c.eval_every_epochs = 1
   # Logging and checkpoints.
   c.log_every_steps = 20
