@@ -63,8 +63,9 @@ rotmnist: $(STAMP)
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/rotated_mnist.py \
 	  --workdir=runs/rotmnist --config.data_dir=$(DATA)
 
-# The README's MNIST-rot table: every group and the plain CNN, each on the same budget.
-ROT_VARIANTS ?= c4 c8 c16 d4 plain
+# The README's MNIST-rot table: the other groups and the plain CNN, 8 epochs each (C16 is
+# make rotmnist's 14-epoch run).
+ROT_VARIANTS ?= c4 c8 d4 plain
 rotmnist-table: $(STAMP)
 	for v in $(ROT_VARIANTS); do \
 	  $(PY) -m experiments.mnist_rotated --config=experiments/configs/rotated_mnist.py:$$v \

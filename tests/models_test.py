@@ -52,7 +52,9 @@ def test_batch_norm_and_dropout_keep_training_mode_equivariant(gname):
   forward pass itself is equivariant (exactly on the pixel grid's symmetries), and so is
   evaluation with the running averages."""
   act = {"C8": actions.rotations(8), **IMAGE_ACTIONS}[gname]
-  model = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), norm=True, dropout=0.5)
+  head_pool = {"C4": "none", "D4": "max", "C8": "mean"}[gname]     # pooled heads too
+  model = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), norm=True, dropout=0.5,
+                                head_pool=head_pool)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1)) * actions.disk_mask(12, 12)[..., None]
   variables = model.init(jax.random.key(1), x)
   assert set(variables) == {"params", "batch_stats"}

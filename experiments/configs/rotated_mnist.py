@@ -28,25 +28,38 @@ def get_config(variant: str = ""):
   c.group = "C16"
   c.interpolation = "bicubic"
   c.model = "equivariant"
-  c.conv_features = (16, 24, 32, 48)
-  c.pools = (1, 2, 2, 2)
-  c.dense_features = (64,)
-  c.kernel_size = 5
+  # Filters per group element (the lift, two group convs), each followed by 2x2 max pooling;
+  # batch norm with statistics shared over the |G| slots (chosen on the validation digits:
+  # this network 1.35% after 8 epochs; C8 with the same widths 1.60%, a deeper C8 1.65%, and
+  # this one with the last map pooled over space and dropout 0.3 2.15%).
+  c.conv_features = (12, 24, 48)
+  c.pools = (2, 2, 2)
+  c.dense_features = (128,)
+  c.kernel_size = 3
   c.norm = True
+  c.head_pool = "none"
   c.dropout = 0.0
   c.batch_size = 64
-  c.num_epochs = 20
+  c.num_epochs = 14               # about 24 minutes of training on 2 CPU cores
   c.learning_rate = 2e-3
   c.weight_decay = 1e-4
   c.warmup_steps = 200
   c.eval_batch_size = 500
-  c.eval_every_epochs = 5
+  c.eval_every_epochs = 14        # once, at the end: 50,000 test digits take a minute or two
+  c.eval_turns = 2                # also report the readout averaged over half-step turns
   c.log_every_steps = 50
+  # The table's rows: the same network per group element, 8 epochs each.
   group = {"c4": "C4", "c8": "C8", "c16": "C16", "d4": "D4", "d8": "D8"}.get(variant)
+  if group or variant == "plain":
+    c.num_epochs = c.eval_every_epochs = 8
+    c.eval_turns = 1
   if group:
     c.group = group
   if variant == "plain":
+    # The same CNN, not lifted, with the same augmentation: wider (it has no |G| copies to
+    # pay for), so that it spends a comparable time per epoch.
     c.model = "plain"
+    c.conv_features = (48, 96, 192)
   if variant == "smoke":
     c.group = "C8"
     c.conv_features = (4, 8)
