@@ -16,8 +16,10 @@ Each has interchangeable implementations that compute the same function (tests c
 ``"vmap"`` runs the plain layer on the |G| inputs of the lift (:func:`eqnn.lift.lift_inputs`,
 the copies in the batch axis); ``"expanded"`` does one conv or matmul with |G|-fold output
 channels whose weights are the block-circulant expansion of the kernel
-(:func:`block_circulant`); ``"fourier"`` (cyclic groups, :mod:`eqnn.fourier`) does the
-group conv in the Fourier basis of the group axis. ``"auto"`` picks per layer (:data:`AUTO`;
+(:func:`block_circulant`); ``"fourier"`` (:mod:`eqnn.fourier`) does a group conv or dense
+layer in the basis of the group's irreducible representations (C_n's Fourier basis, D_n's
+real irreps); ``"patches"`` (the input lift) multiplies the copies' conv windows
+(:func:`patches`) by the kernel in one matmul. ``"auto"`` picks per layer (:data:`AUTO`;
 `make bench` measures the choice). Any per-channel op (ReLU, pooling of any window)
 commutes with the regular action on the group axis, so it may sit between these layers.
 """
@@ -35,14 +37,16 @@ from eqnn import fourier
 from eqnn import lift as lift_lib
 from eqnn.groups import FiniteGroup
 
-IMPLS = ("auto", "expanded", "vmap", "fourier")
-# What "auto" picks per layer kind (the reasons, measured, are in `make bench`'s layer table
-# and the README's performance section): the input lift has few input channels, where a
-# grouped conv does poorly, so it runs the copies; a cyclic group's conv on the stack runs in
-# the Fourier basis; other groups' as one conv with block-circulant weights.
-AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "expanded"}
-VALID = {"lift_conv": ("vmap", "expanded"), "group_conv": ("vmap", "expanded", "fourier"),
-         "group_dense": ("vmap", "expanded")}
+IMPLS = ("auto", "expanded", "vmap", "fourier", "patches")
+# What "auto" picks per layer kind on CPU (measured in whole train steps; `make bench`
+# re-measures each choice, docs/performance.md): group convs and lifted dense layers in the
+# basis of the group's irreducible representations (C_n's Fourier basis, D_n's irreps) where
+# eqnn has one, else one conv or matmul with block-circulant weights; the input lift as |G|
+# copies in the batch axis through XLA's conv ("patches" measured no faster in a whole step,
+# the grouped conv of "expanded" slower).
+AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "fourier"}
+VALID = {"lift_conv": ("vmap", "expanded", "patches"), "group_conv": ("vmap", "expanded", "fourier"),
+         "group_dense": ("vmap", "expanded", "fourier")}
 
 
 def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str:
@@ -57,8 +61,9 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
       impl = "expanded"
   if impl not in VALID[layer] or (impl == "fourier" and not has_fourier):
     raise ValueError(f"the {impl!r} implementation is not available for {layer} over "
-                     f"{getattr(group, 'name', group)}: 'fourier' is for group_conv over a "
-                     f"cyclic group C_n or a dihedral group D_n in eqnn's element order; "
+                     f"{getattr(group, 'name', group)}: 'fourier' is for group convs and "
+                     f"group dense layers over a cyclic group C_n or a dihedral group D_n in "
+                     f"eqnn's element order, 'patches' for the input lift; "
                      f"{layer} takes {('auto',) + VALID[layer]}")
   return impl
 
@@ -170,6 +175,28 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
 
 
 
+def patches(x: jax.Array, k: int, spatial: int = 2, padding: str = "SAME") -> jax.Array:
+  """The ``k^d`` shifted windows of a stride-1 conv over axes ``1 .. spatial`` of
+  ``x [B, *spatial, ..., C]``, side by side on a new axis before the last:
+  ``[B, *spatial', ..., k^d, C]`` in the kernel's order, so that for ``x [B, H, W, C]``
+  ``patches(x, k).reshape(B, H, W, -1) @ kernel.reshape(-1, C_out) == conv(x, kernel)``.
+  Cheap where ``k^d C`` is small (the input lift's one or few channels), where XLA's conv
+  runs far below matmul speed."""
+  shape = x.shape[1:1 + spatial]
+  if padding == "SAME":
+    pads = [((k - 1) // 2, k // 2)] * spatial
+  elif padding == "VALID":
+    pads = [(0, 0)] * spatial
+  else:
+    raise ValueError(f"padding {padding!r}: 'SAME' or 'VALID'")
+  xp = jnp.pad(x, [(0, 0)] + pads + [(0, 0)] * (x.ndim - 1 - spatial))
+  out = [s + lo + hi - k + 1 for s, (lo, hi) in zip(shape, pads)]
+  offsets = np.stack(np.meshgrid(*[np.arange(k)] * spatial, indexing="ij"), -1)
+  windows = [xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(off, out))]
+             for off in offsets.reshape(-1, spatial)]
+  return jnp.stack(windows, -2)
+
+
 def max_pool(x: jax.Array, window: int) -> jax.Array:
   """Max pooling over axes 1 and 2 of ``[B, H, W, ...]``, window = stride, 'VALID'.
 
@@ -242,6 +269,15 @@ def _add_bias_stacked(y, bias, n, dtype):
   return y if bias is None else y + jnp.tile(bias, n).astype(dtype)
 
 
+def _fourier_apply(x, kernel, group, linear):
+  """``out[g] = sum_i linear(x[i], kernel[g^-1 i])`` (group axis first) in the basis of the
+  group's irreducible representations: :func:`eqnn.fourier.circulant_apply` for C_n,
+  :func:`eqnn.fourier.irrep_apply` for D_n."""
+  if fourier.is_cyclic_in_order(group):
+    return fourier.circulant_apply(x, kernel, group.order, linear)
+  return fourier.irrep_apply(x, kernel, fourier.dihedral_irreps(group.order // 2), linear)
+
+
 # --- lifted layers ----------------------------------------------------------------------
 
 def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
@@ -259,6 +295,13 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   if impl == "vmap":
     return _slots_last(jax.vmap(lambda c: _add_bias(conv(c, kernel, padding, dtype), bias,
                                                     dtype))(copies))
+  if impl == "patches":
+    # Windows of the copies laid out [B, ..., |G|, k^d, C_in]: one matmul then writes the
+    # output in its own layout [B, ..., |G|, F], with no transpose of the (large) output.
+    w = patches(_slots_last(copies), kernel.shape[0], kernel.ndim - 2, padding)
+    y = w.reshape(w.shape[:-2] + (-1,)).astype(dtype) @ kernel.reshape(
+        -1, kernel.shape[-1]).astype(dtype)
+    return _add_bias(y, bias, dtype)
   # One grouped conv: input block g feeds only output block g, with the same kernel.
   y = conv(to_channels(_slots_last(copies)), jnp.tile(kernel, (1,) * (kernel.ndim - 1) + (n,)),
            padding, dtype, feature_groups=n)
@@ -293,11 +336,7 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   if impl == "fourier":
     spatial = kernel.shape[:-2]
     kb = jnp.moveaxis(kernel.reshape(spatial + (n, -1, kernel.shape[-1])), len(spatial), 0)
-    if fourier.is_cyclic_in_order(group):
-      slots = fourier.circulant_apply(jnp.moveaxis(y, -2, 0), kb, n, one)
-    else:
-      slots = fourier.irrep_apply(jnp.moveaxis(y, -2, 0), kb, fourier.dihedral_irreps(n // 2), one)
-    out = to_channels(_slots_last(slots))
+    out = to_channels(_slots_last(_fourier_apply(jnp.moveaxis(y, -2, 0), kb, group, one)))
   else:
     out = one(to_channels(y), block_circulant(kernel, group, -2, -1))
   return from_channels(_add_bias_stacked(out, bias, n, dtype), n)
@@ -320,6 +359,11 @@ def group_dense(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: 
   if impl == "vmap":
     copies = lift_lib.lift_inputs(block_action(group), y)             # [G, B, S, G, C]
     out = jnp.einsum("gbsc,sco->bgo", copies.reshape(n, b, spatial, n * c), k3)
+  elif impl == "fourier":
+    # Group axis first, each input block's weights apart: x [G, B, S C], kb [G, S C, F].
+    x = jnp.moveaxis(y, 2, 0).reshape(n, b, spatial * c)
+    kb = jnp.moveaxis(k3.reshape(spatial, n, c, f), 1, 0).reshape(n, spatial * c, f)
+    out = jnp.moveaxis(_fourier_apply(x, kb, group, lambda a, w: a @ w), 0, 1)
   else:
     e = block_circulant(k3, group, 1, 2)                               # [S, G*C, G*F]
     out = (y.reshape(b, -1) @ e.reshape(-1, n * f)).reshape(b, n, f)
