@@ -12,7 +12,8 @@ DATA ?= $(firstword $(wildcard ../shared/data/mnist) data/mnist)
 WORKDIR ?= runs/default
 CONFIG ?= experiments/configs/default.py
 
-.PHONY: install test train baselines paper report groups rotmnist rotmnist-table bench docs tutorial clean
+.PHONY: install test train baselines paper paper-full report groups rotmnist rotmnist-table bench \
+	bench-peers profile docs tutorial clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,12 @@ baselines: $(STAMP)
 	  --workdir=runs/plain --config.data_dir=$(DATA)
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/plain.py:augmented \
 	  --workdir=runs/plain_augmented --config.data_dir=$(DATA)
+
+# The authors' V1 network trained as they did (batch 200, Adam 1e-4, 10 epochs = 3,000 steps, upright
+# training, rotated test): hours on a CPU; it resumes where it stopped if interrupted.
+paper-full: $(STAMP)
+	$(PY) -m experiments.mnist_rotated --config=experiments/configs/paper.py \
+	  --workdir=runs/paper_full --config.data_dir=$(DATA)
 
 paper: $(STAMP)
 	$(PY) -m experiments.mnist_rotated --config=experiments/configs/paper.py:short \
@@ -75,6 +82,33 @@ rotmnist-table: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.bench --out=runs/bench/bench.json
 
+# Where a train step's milliseconds go, layer by layer (CONFIG as for make train).
+profile: $(STAMP)
+	$(PY) -m experiments.profile_step --config=$(CONFIG)
+
+# eqnn against escnn (PyTorch CPU) on the same networks, alternated in one run. escnn needs
+# numpy < 2 and a Fortran compiler (py3nj), so it lives in its own environment, .venv-peers;
+# the project's environment and `make test` never need torch.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+# The CPU build of torch where a local wheel is offered (this workplace's /opt/wheels), else PyPI's.
+TORCH_SPEC ?= $(or $(patsubst torch-%-cp311-cp311-manylinux_2_28_x86_64.whl,torch==%,$(notdir \
+	$(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl)))),torch)
+$(PEERS_STAMP):
+	command -v gfortran >/dev/null || apt-get install -y -q gfortran || { \
+	  echo "error: escnn's py3nj needs a Fortran compiler: install gfortran"; exit 2; }
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet "numpy<2" "$(TORCH_SPEC)" meson-python ninja
+	PATH=$(abspath $(PEERS_VENV))/bin:$$PATH $(PEERS_VENV)/bin/python -m pip install --quiet \
+	  --no-build-isolation py3nj
+	$(PEERS_VENV)/bin/python -m pip install --quiet escnn "numpy<2"
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m experiments.bench_peers --peers_python=$(PEERS_VENV)/bin/python \
+	  --out=runs/bench_peers/peers.json
+
 # The API reference, from the docstrings of the public modules (offline): docs/api/index.html.
 docs: $(STAMP)
 	$(PY) -m pdoc --docformat restructuredtext --no-search -o docs/api eqnn eqnn.lift eqnn.ops \
@@ -87,4 +121,4 @@ tutorial: $(STAMP)
 	UPDATE_TUTORIAL=1 $(PY) -m pytest -q tests/tutorial_test.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) runs .pytest_cache .hypothesis

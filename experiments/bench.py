@@ -12,113 +12,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from typing import Callable
-
 from absl import app, flags
+
+from experiments.timing import alternate, compile_stats, conv_macs, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
 flags.DEFINE_bool("quick", False, "Fewer rounds and sizes (a smoke run of the benchmark).")
 flags.DEFINE_integer("rounds", 5, "Rounds per comparison (variants alternate in each).")
-
-
-def _ready(x):
-  import jax
-  return jax.block_until_ready(x)
-
-
-def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1):
-  """Median seconds per call of each variant, the variants alternated within each round."""
-  for f in variants.values():       # warm-up: compile and first touch
-    _ready(f())
-  times = {k: [] for k in variants}
-  for _ in range(rounds):
-    for k, f in variants.items():
-      t = time.perf_counter()
-      for _ in range(reps):
-        out = f()
-      _ready(out)
-      times[k].append((time.perf_counter() - t) / reps)
-  return {k: statistics.median(v) for k, v in times.items()}
-
-
-def compile_stats(fn, *args):
-  """(compile seconds, peak bytes = arguments + outputs + temporaries) of a jitted fn."""
-  import jax
-  t = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  secs = time.perf_counter() - t
-  try:
-    m = compiled.memory_analysis()
-    peak = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-  except Exception:  # memory_analysis is best effort on some backends
-    peak = -1
-  return secs, peak
-
-
-def matmul_peak(rounds: int) -> float:
-  """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds)."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (2048, 2048))
-  f = jax.jit(lambda a: a @ a)
-  _ready(f(a))
-  best = float("inf")
-  for _ in range(max(rounds, 3)):
-    t = time.perf_counter()
-    _ready(f(a))
-    best = min(best, time.perf_counter() - t)
-  return 2 * 2048 ** 3 / best
-
-
-def _train_step(model, batch, classes, microbatches=1):
-  import functools
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax.training import train_state
-  from eqnn import readouts
-  from experiments import steps
-  x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
-  y = jnp.zeros((batch,), jnp.int32) % classes
-  params = model.init(jax.random.key(1), x[:1])
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
-  step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits)
-  jstep = jax.jit(step, donate_argnums=0)
-  holder = [state]
-
-  def run():
-    holder[0], l = jstep(holder[0], x, y)
-    return l
-
-  infer = jax.jit(model.apply)
-  # The train step donates its state, so inference reads the live parameters.
-  return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
-
-
-def conv_macs(model_cfg, fourier_form: bool) -> int:
-  """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs, |G| = 4 (C4)."""
-  from eqnn import fourier
-  n = 4
-  feats, pools, dense = model_cfg
-  h = 28
-  k2 = 9
-  macs = h * h * k2 * 1 * feats[0] * n                      # input lift, |G| copies
-  h //= pools[0]
-  cin = feats[0]
-  for f, p in zip(feats[1:], pools[1:]):
-    fo, ex = fourier.multiply_adds(n, cin, f)
-    macs += h * h * k2 * (fo if fourier_form else ex)
-    h //= p
-    cin = f
-  widths = list(dense) + [10]
-  macs += h * h * n * cin * n * widths[0]                   # group dense (expanded)
-  for a, b in zip(widths[:-1], widths[1:]):
-    macs += n * a * b
-  return macs
 
 
 def bench_networks(rounds, quick, peak, report):
@@ -133,7 +36,7 @@ def bench_networks(rounds, quick, peak, report):
   for name, cfg in nets.items():
     for b, micro in batches[name]:
       model = models.EquivariantCNN(act, *cfg)
-      train, infer, _ = _train_step(model, b, 40, micro)
+      train, infer, _ = train_step_runner(model, b, 40, micro)
       t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
       fwd = conv_macs(cfg, True)
       dense_fwd = conv_macs(cfg, False)
@@ -192,8 +95,11 @@ def bench_layer_variants(rounds, quick, report):
   from eqnn import actions, groups, layers, ops
   c4 = actions.rotations()
   d4 = actions.rotations_reflections()
+  c16 = actions.rotations(16, "bicubic")
   cases = [("LiftConv C4 1->16 @28", lambda i: layers.LiftConv(c4, 16, impl=i), (128, 28, 28, 1),
-            ["vmap", "expanded"]),
+            ["vmap", "expanded", "patches"]),
+           ("LiftConv C16 1->12 @28", lambda i: layers.LiftConv(c16, 12, impl=i), (64, 28, 28, 1),
+            ["vmap", "patches"]),
            ("GroupConv C4 16->32 @14", lambda i: layers.GroupConv(groups.cyclic(4), 32, impl=i),
             (128, 14, 14, 4, 16), ["vmap", "expanded", "fourier"]),
            ("GroupConv C4 80->80 @28 (V1 conv2)",
@@ -202,12 +108,20 @@ def bench_layer_variants(rounds, quick, report):
            ("GroupConv D4 8->16 @14", lambda i: layers.GroupConv(d4.group, 16, impl=i),
             (64, 14, 14, 8, 8), ["vmap", "expanded", "fourier"]),
            ("GroupConv D8 8->16 @14", lambda i: layers.GroupConv(groups.dihedral(8), 16, impl=i),
-            (64, 14, 14, 16, 8), ["expanded", "fourier"])]
+            (64, 14, 14, 16, 8), ["expanded", "fourier"]),
+           ("GroupDense C4 3x3x64->128 (default head)",
+            lambda i: layers.GroupDense(groups.cyclic(4), 128, impl=i), (128, 3, 3, 4, 64),
+            ["vmap", "expanded", "fourier"]),
+           ("GroupDense C16 3x3x48->128 (MNIST-rot head)",
+            lambda i: layers.GroupDense(groups.cyclic(16), 128, impl=i), (64, 3, 3, 16, 48),
+            ["expanded", "fourier"])]
   if quick:
     cases = cases[:2]
   for title, make, shape, impls in cases:
-    kind = "lift_conv" if title.startswith("LiftConv") else "group_conv"
-    group = {"C4": c4.group, "D4": d4.group, "D8": groups.dihedral(8)}[title.split()[1]]
+    kind = {"LiftConv": "lift_conv", "GroupConv": "group_conv",
+            "GroupDense": "group_dense"}[title.split()[0]]
+    group = {"C4": c4.group, "C16": c16.group, "D4": d4.group,
+             "D8": groups.dihedral(8)}[title.split()[1]]
     x = jax.random.normal(jax.random.key(0), shape)
     params = make("expanded").init(jax.random.key(1), x)
     fns = {}
@@ -240,7 +154,7 @@ def bench_cn_scaling(rounds, quick, report):
   steps, lifts, convs = {}, {}, {}
   for n in ns:
     model = models.EquivariantCNN(actions.rotations(n), (16, 32, 32), (2, 2, 1), (128,))
-    steps[n], _, _ = _train_step(model, b, 10 * n)
+    steps[n], _, _ = train_step_runner(model, b, 10 * n)
     x = jax.random.normal(jax.random.key(0), (b, 28, 28, 1))
     lift = layers.LiftConv(actions.rotations(n), 16)
     lp = lift.init(jax.random.key(1), x)

@@ -1,0 +1,145 @@
+r"""`make bench-peers`: eqnn against escnn (PyTorch), the same networks, alternated in one run.
+
+    make bench-peers      # builds .venv-peers (PyTorch CPU, escnn), then runs this
+    python -m experiments.bench_peers --peers_python=.venv-peers/bin/python [--nets=paper_v1,default]
+
+For each network (the authors' V1 and eqnn's default, both over C4; escnn's version is in
+`experiments/peers/escnn_worker.py`), one Adam train step at the same batch on each side, the
+sides alternated round by round: eqnn's step in this process, escnn's in a worker process in
+its own environment (escnn needs numpy < 2), which waits on its pipe while eqnn runs. Reported:
+images/s each, their ratio, and each side's executed GFLOP/s against this run's float32 matmul
+peak through JAX: eqnn executes the forms `impl="auto"` picks (the Fourier form for C4's group
+convs), escnn convolves with dense expanded filters. eqnn's step is the runner's, in the form the
+network's config asks for (micro-batches included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("peers_python", ".venv-peers/bin/python",
+                    "The Python of the environment with torch and escnn.")
+flags.DEFINE_list("nets", ["paper_v1", "default"], "Networks: paper_v1, default.")
+flags.DEFINE_integer("batch", 128, "Batch size of both sides' train steps.")
+flags.DEFINE_integer("rounds", 5, "Rounds; each times both sides.")
+flags.DEFINE_integer("steps_per_round", 2, "Train steps per side per round.")
+flags.DEFINE_string("out", "runs/bench_peers/peers.json", "Where to write the results.")
+
+
+class Worker:
+  """The escnn worker process: one JSON request per line, one JSON reply per line."""
+
+  def __init__(self, python: str):
+    if not os.path.exists(python):
+      raise SystemExit(f"error: no Python at {python}: `make bench-peers` builds the peers' "
+                       f"environment (.venv-peers) first")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "escnn_worker.py")
+    self.proc = subprocess.Popen([python, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, bufsize=1)
+
+  def ask(self, **req):
+    self.proc.stdin.write(json.dumps(req) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise SystemExit(f"error: the escnn worker stopped (exit {self.proc.wait()}) on {req}")
+    reply = json.loads(line)
+    if "error" in reply:
+      raise SystemExit(f"error: escnn worker: {reply['error']}")
+    return reply
+
+  def close(self):
+    self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+    self.proc.stdin.close()
+    self.proc.wait(timeout=30)
+
+
+def _config(net: str):
+  from experiments.configs import default, paper
+  return {"default": default.get_config, "paper_v1": paper.get_config}[net]()
+
+
+def main(argv):
+  del argv
+  from experiments import logs, timing
+  logs.quiet()
+  import jax
+  from eqnn import actions, models
+  t0 = time.time()
+  worker = Worker(FLAGS.peers_python)
+  info = worker.ask(cmd="info")
+  peak = timing.matmul_peak(3)
+  print(f"float32 matmul peak through JAX: {peak / 1e9:.0f} GFLOP/s; escnn {info['escnn']} on "
+        f"torch {info['torch']} ({info['threads']} threads), jax {jax.__version__}", flush=True)
+  report = {"machine": {"cpus": os.cpu_count(), "jax": jax.__version__, **info},
+            "matmul_peak_gflops": peak / 1e9, "batch": FLAGS.batch, "rows": []}
+  b = FLAGS.batch
+  for net in FLAGS.nets:
+    c = _config(net)
+    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+    micro = c.microbatches if b % c.microbatches == 0 else 1
+    model = models.EquivariantCNN(actions.rotations(), *cfg)
+    eqnn_step, _, _ = timing.train_step_runner(model, b, 40, micro)
+    built = worker.ask(cmd="build", net=net, batch=b)
+    timing.ready(eqnn_step())                                   # compile, first touch
+    ours, theirs = [], []
+    for _ in range(FLAGS.rounds):
+      for _ in range(FLAGS.steps_per_round):
+        t = time.perf_counter()
+        timing.ready(eqnn_step())
+        ours.append(time.perf_counter() - t)
+      theirs += worker.ask(cmd="time", steps=FLAGS.steps_per_round)["seconds"]
+    t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
+    macs_ours, macs_dense = timing.conv_macs(cfg, True), timing.conv_macs(cfg, False)
+    row = {"net": net, "batch": b, "eqnn_microbatches": micro,
+           "eqnn_images_per_s": b / t_ours, "escnn_images_per_s": b / t_theirs,
+           "ratio": t_theirs / t_ours,
+           "eqnn_gflops": 6 * macs_ours * b / t_ours / 1e9,
+           "escnn_gflops": 6 * macs_dense * b / t_theirs / 1e9,
+           "escnn_parameters": built["parameters"]}
+    report["rows"].append(row)
+    print(f"  {net:9s} batch {b}: eqnn {row['eqnn_images_per_s']:7.1f} img/s "
+          f"({row['eqnn_gflops']:.0f} GFLOP/s executed, {100 * row['eqnn_gflops'] * 1e9 / peak:.0f}% "
+          f"of peak{f', {micro} micro-batches' if micro > 1 else ''}), escnn "
+          f"{row['escnn_images_per_s']:7.1f} img/s ({row['escnn_gflops']:.0f} GFLOP/s, "
+          f"{100 * row['escnn_gflops'] * 1e9 / peak:.0f}%): eqnn/escnn = {row['ratio']:.2f}x",
+          flush=True)
+  worker.close()
+  report["wall_s"] = time.time() - t0
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w") as f:
+    json.dump(report, f, indent=2)
+  md = os.path.splitext(FLAGS.out)[0] + ".md"
+  with open(md, "w") as f:
+    f.write(markdown(report))
+  print(f"wrote {FLAGS.out} and {md} in {report['wall_s']:.0f} s", file=sys.stderr)
+
+
+def markdown(report) -> str:
+  peak = report["matmul_peak_gflops"]
+  m = report["machine"]
+  out = [f"float32 matmul peak through JAX, same run: **{peak:.0f} GFLOP/s** ({m['cpus']} CPUs; "
+         f"jax {m['jax']}; escnn {m['escnn']} on torch {m['torch']}, {m['threads']} threads).", "",
+         "| network | batch | eqnn img/s | escnn img/s | eqnn / escnn | eqnn executed GFLOP/s "
+         "(% of peak) | escnn executed GFLOP/s (% of peak) |",
+         "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in report["rows"]:
+    mb = f" ({r['eqnn_microbatches']} x {r['batch'] // r['eqnn_microbatches']})" \
+        if r["eqnn_microbatches"] > 1 else ""
+    out.append(f"| {r['net']} | {r['batch']}{mb} | {r['eqnn_images_per_s']:.1f} | "
+               f"{r['escnn_images_per_s']:.1f} | {r['ratio']:.2f}x | {r['eqnn_gflops']:.0f} "
+               f"({100 * r['eqnn_gflops'] / peak:.0f}%) | {r['escnn_gflops']:.0f} "
+               f"({100 * r['escnn_gflops'] / peak:.0f}%) |")
+  return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,227 @@
+r"""Where a train step's milliseconds go: an :class:`eqnn.models.EquivariantCNN` step cut into
+its layers, each timed forward and backward on its own with the shapes it has in the network.
+
+    python -m experiments.profile_step --config=experiments/configs/default.py [--batch=128]
+
+Each part is the layer's forward pass and its vector-Jacobian product (the gradients a train
+step takes: weights, and inputs for every layer but the first), jitted alone and timed with
+the others alternated round by round (`experiments.timing.alternate`). The whole step is timed
+in the same rounds; "between the parts" is the whole minus their sum (what XLA fuses across
+layer boundaries, or loses there). Executed GFLOP/s counts the multiply-adds each form really
+does (the Fourier form's, not the expanded weights'): `make bench` puts them beside the same
+run's matmul peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass
+class Part:
+  name: str
+  run: Callable[[], object]        # one forward + backward, returns something to block on
+  flops: float                     # executed FLOPs of ``run`` (0: memory-bound, not counted)
+  repeat: int = 1                  # times per step (once per micro-batch)
+
+
+def _vjp_runner(f, args, wrt):
+  """A jitted forward pass of ``f(*args)`` and its gradients with respect to the positions
+  ``wrt``, as in a train step: the output is consumed (``<f(...), c>`` with a fixed random
+  cotangent c, so that XLA can drop neither the forward pass nor the backward one)."""
+  out = jax.eval_shape(f, *args)
+  cot = jax.tree.map(lambda o: jax.random.normal(jax.random.key(7), o.shape, o.dtype), out)
+
+  @jax.jit
+  def fwd_bwd(cot, *a):
+    def loss(*moving):
+      full = list(a)
+      for i, m in zip(wrt, moving):
+        full[i] = m
+      return sum(jnp.vdot(o, c) for o, c in zip(jax.tree.leaves(f(*full)), jax.tree.leaves(cot)))
+    return jax.value_and_grad(loss, argnums=tuple(range(len(wrt))))(*[a[i] for i in wrt])
+  return lambda: fwd_bwd(cot, *args)
+
+
+def _units(group, cin, cout, impl):
+  """Multiply-adds per position of a layer lifted over the regular action, in form ``impl``."""
+  from eqnn import fourier
+  n = group.order
+  if impl == "fourier":
+    if fourier.is_cyclic_in_order(group):
+      return fourier.multiply_adds(n, cin, cout)[0]
+    return fourier.irrep_multiply_adds(fourier.dihedral_irreps(n // 2), cin, cout)
+  return n * cin * n * cout
+
+
+def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
+              norm, batch, impl="auto", size=28, key=None) -> list[Part]:
+  """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images."""
+  from eqnn import ops
+  key = jax.random.key(0) if key is None else key
+  keys = iter(jax.random.split(key, 64))
+  rnd = lambda shape: jax.random.normal(next(keys), shape)
+  group, n, k = action.group, action.group.order, kernel_size
+  parts = []
+  x = rnd((batch, size, size, 1))
+  f0 = conv_features[0]
+  lift_impl = ops.resolve_impl(impl, "lift_conv", group)
+  parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size} ({lift_impl})",
+                    _vjp_runner(lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl),
+                                (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
+                    2 * 2 * batch * size * size * k * k * f0 * n))
+  h, cin = size, f0
+
+  def relu_pool_part(i, h, c, pool):
+    y = rnd((batch, h, h, n, c))
+    if norm:
+      from eqnn import layers
+      bn = layers.GroupBatchNorm(group)
+      v = bn.init(next(keys), y)
+      parts.append(Part(f"batch norm {i} ({h}x{h}, {n}x{c} channels)",
+                        _vjp_runner(lambda p, y: bn.apply({**v, "params": p}, y, train=True,
+                                                          mutable=["batch_stats"])[0],
+                                    (v["params"], y), (0, 1)), 0))
+    parts.append(Part(f"ReLU + {pool}x{pool} max pool {i} ({h}x{h})",
+                      _vjp_runner(lambda y: ops.max_pool(jax.nn.relu(ops.to_channels(y)), pool),
+                                  (y,), (0,)), 0))
+
+  relu_pool_part(1, h, cin, pools[0])
+  h //= max(pools[0], 1)
+  for i, (f, pool) in enumerate(zip(conv_features[1:], pools[1:]), 2):
+    conv_impl = ops.resolve_impl(impl, "group_conv", group)
+    parts.append(Part(f"group conv {i}: {cin}->{f} per element @{h} ({conv_impl})",
+                      _vjp_runner(lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl),
+                                  (rnd((k, k, n * cin, f)), rnd((f,)), rnd((batch, h, h, n, cin))),
+                                  (0, 1, 2)),
+                      3 * 2 * batch * h * h * k * k * _units(group, cin, f, conv_impl)))
+    relu_pool_part(i, h, f, pool)
+    h //= max(pool, 1)
+    cin = f
+  widths = list(dense_features) + [num_classes]
+  dense_impl = ops.resolve_impl(impl, "group_dense", group)
+  s = h * h
+  parts.append(Part(f"lifted dense {s}x{n}x{cin}->{widths[0]} ({dense_impl})",
+                    _vjp_runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
+                                (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
+                                 rnd((batch, h, h, n, cin))), (0, 1, 2)),
+                    3 * 2 * batch * s * _units(group, cin, widths[0], dense_impl)))
+
+  def head(ws, hid, labels):
+    for i, (w, b) in enumerate(ws):
+      hid = jax.nn.relu(hid) @ w + b
+    logp = jax.nn.log_softmax(hid.reshape(batch, -1))
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
+  ws = [(rnd((a, b)) * 0.1, rnd((b,))) for a, b in zip(widths[:-1], widths[1:])]
+  head_macs = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * n
+  parts.append(Part("shared dense layers + loss",
+                    _vjp_runner(head, (ws, rnd((batch, n, widths[0])),
+                                       jnp.zeros((batch,), jnp.int32)), (0, 1)),
+                    3 * 2 * batch * head_macs))
+  return parts
+
+
+def optimizer_part(params, tx) -> Part:
+  """One optimiser update of ``params`` (gradients of the same shapes)."""
+  params = jax.tree.map(jnp.copy, params)     # its own buffers: the whole step donates its own
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+
+  @jax.jit
+  def update(state, params):
+    import optax
+    u, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, u), state
+  return Part(f"optimizer update ({sum(p.size for p in jax.tree.leaves(params)):,} parameters)",
+              lambda: update(state, params), 0)
+
+
+def profile(parts: list[Part], whole: Callable[[], object], whole_flops: float, rounds: int,
+            alternate) -> list[dict]:
+  """Rows ``{part, ms, share, gflops}``: the parts, their sum, the whole step and the gap."""
+  runs = {p.name: p.run for p in parts}
+  runs["whole train step"] = whole
+  t = alternate(runs, rounds)
+  t.update({p.name: t[p.name] * p.repeat for p in parts})
+  total = t["whole train step"]
+  rows = [{"part": p.name + (f" (x {p.repeat})" if p.repeat > 1 else ""), "ms": 1e3 * t[p.name],
+           "share": t[p.name] / total,
+           "gflops": p.repeat * p.flops / t[p.name] / 1e9 if p.flops else None} for p in parts]
+  parts_sum = sum(t[p.name] for p in parts)
+  rows.append({"part": "sum of the parts", "ms": 1e3 * parts_sum, "share": parts_sum / total,
+               "gflops": None})
+  rows.append({"part": "between the parts (whole - sum)", "ms": 1e3 * (total - parts_sum),
+               "share": (total - parts_sum) / total, "gflops": None})
+  rows.append({"part": "whole train step", "ms": 1e3 * total, "share": 1.0,
+               "gflops": whole_flops / total / 1e9})
+  return rows
+
+
+def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
+  """The profile of config ``c``'s EquivariantCNN train step at ``batch``."""
+  import optax
+  from flax.training import train_state
+  from experiments import steps, tasks
+  task = tasks.build_task(c)
+  m = task.model
+  micro = c.microbatches
+  parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
+                    m.kernel_size, m.norm, batch // micro, m.impl)
+  for p in parts:
+    p.repeat = micro
+  x = jax.random.normal(jax.random.key(1), (batch,) + task.input_shape)
+  y = jnp.zeros((batch,), jnp.int32)
+  variables = jax.jit(m.init)(jax.random.key(2), x[:1])
+  tx = steps.make_optimizer(c, 1000)
+  parts.append(optimizer_part(variables["params"], tx))
+  if any(k in steps.STATE_COLLECTIONS for k in variables):
+    tx = steps._only_params(tx)
+  state = train_state.TrainState.create(apply_fn=m.apply, params=variables, tx=tx)
+  key = jax.random.key(3) if steps.takes_train_flag(m) else None
+  step = jax.jit(functools.partial(steps.update, microbatches=c.microbatches,
+                                   flat=task.flat_logits, train_key=key), donate_argnums=0)
+  holder = [state]
+
+  def whole():
+    holder[0], loss = step(holder[0], x, y)
+    return loss
+  flops = sum(p.flops * p.repeat for p in parts)
+  return profile(parts, whole, flops, rounds, alternate)
+
+
+def markdown(rows, title: str, peak_gflops: float | None = None) -> str:
+  out = [f"| {title} | ms | share of the step | executed GFLOP/s"
+         + (" (% of peak)" if peak_gflops else "") + " |", "| --- | --- | --- | --- |"]
+  for r in rows:
+    g = r["gflops"]
+    gs = "" if g is None else f"{g:.0f}" + (f" ({100 * g / peak_gflops:.0f}%)" if peak_gflops else "")
+    out.append(f"| {r['part']} | {r['ms']:.1f} | {100 * r['share']:.0f}% | {gs} |")
+  return "\n".join(out) + "\n"
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  from experiments import logs, timing
+  FLAGS = flags.FLAGS
+  logs.quiet()
+  c = FLAGS.config
+  rows = profile_config(c, FLAGS.batch or c.batch_size, FLAGS.rounds, timing.alternate)
+  peak = timing.matmul_peak(3) / 1e9
+  print(f"float32 matmul peak through JAX, same run: {peak:.0f} GFLOP/s\n")
+  print(markdown(rows, f"{c.group} network, batch {FLAGS.batch or c.batch_size}", peak))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", "experiments/configs/default.py", "Config file.")
+  flags.DEFINE_integer("batch", 0, "Batch size (0: the config's).")
+  flags.DEFINE_integer("rounds", 5, "Rounds (the parts alternate in each).")
+  app.run(main)

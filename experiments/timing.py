@@ -1,0 +1,110 @@
+"""Timing helpers shared by the benchmarks (`make bench`, `make bench-peers`, `make profile`):
+variants alternated round by round, the machine's matmul peak, a train step to time, and the
+multiply-adds a network executes. No flags here: each benchmark's own module defines its own."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def ready(x):
+  import jax
+  return jax.block_until_ready(x)
+
+
+def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1):
+  """Median seconds per call of each variant, the variants alternated within each round."""
+  for f in variants.values():       # warm-up: compile and first touch
+    ready(f())
+  times = {k: [] for k in variants}
+  for _ in range(rounds):
+    for k, f in variants.items():
+      t = time.perf_counter()
+      for _ in range(reps):
+        out = f()
+      ready(out)
+      times[k].append((time.perf_counter() - t) / reps)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def compile_stats(fn, *args):
+  """(compile seconds, peak bytes = arguments + outputs + temporaries) of a jitted fn."""
+  import jax
+  t = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  secs = time.perf_counter() - t
+  try:
+    m = compiled.memory_analysis()
+    peak = int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+  except Exception:  # memory_analysis is best effort on some backends
+    peak = -1
+  return secs, peak
+
+
+def matmul_peak(rounds: int) -> float:
+  """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (2048, 2048))
+  f = jax.jit(lambda a: a @ a)
+  ready(f(a))
+  best = float("inf")
+  for _ in range(max(rounds, 3)):
+    t = time.perf_counter()
+    ready(f(a))
+    best = min(best, time.perf_counter() - t)
+  return 2 * 2048 ** 3 / best
+
+
+def train_step_runner(model, batch, classes, microbatches=1):
+  import functools
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax.training import train_state
+  from eqnn import readouts
+  from experiments import steps
+  x = jax.random.normal(jax.random.key(0), (batch, 28, 28, 1))
+  y = jnp.zeros((batch,), jnp.int32) % classes
+  params = model.init(jax.random.key(1), x[:1])
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
+  step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits)
+  jstep = jax.jit(step, donate_argnums=0)
+  holder = [state]
+
+  def run():
+    holder[0], l = jstep(holder[0], x, y)
+    return l
+
+  infer = jax.jit(model.apply)
+  # The train step donates its state, so inference reads the live parameters.
+  return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
+
+
+def conv_macs(model_cfg, fourier_form: bool) -> int:
+  """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs, |G| = 4 (C4).
+
+  ``fourier_form``: count what ``impl="auto"`` executes (the group convs, and the lifted dense
+  layer where auto picks it, in the Fourier basis); else the dense expanded weights'."""
+  from eqnn import fourier, groups, ops
+  n = 4
+  c4 = groups.cyclic(n)
+  units = lambda kind, cin, cout: fourier.multiply_adds(n, cin, cout)[
+      0 if fourier_form and ops.resolve_impl("auto", kind, c4) == "fourier" else 1]
+  feats, pools, dense = model_cfg
+  h = 28
+  k2 = 9
+  macs = h * h * k2 * 1 * feats[0] * n                      # input lift, |G| copies
+  h //= pools[0]
+  cin = feats[0]
+  for f, p in zip(feats[1:], pools[1:]):
+    macs += h * h * k2 * units("group_conv", cin, f)
+    h //= p
+    cin = f
+  widths = list(dense) + [10]
+  macs += units("group_dense", h * h * cin, widths[0])      # the lifted dense layer
+  for a, b in zip(widths[:-1], widths[1:]):
+    macs += n * a * b
+  return macs

@@ -1,0 +1,63 @@
+"""The train-step profile (`make profile`) and the peer benchmark's parts that need no torch."""
+
+import json
+
+import jax
+import pytest
+
+from eqnn import actions
+from experiments import bench_peers, profile_step, timing
+from experiments.configs import default
+
+
+def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
+  c = default.get_config("smoke")
+  c.norm = True
+  rows = profile_step.profile_config(c, 16, 1, timing.alternate)
+  names = [r["part"] for r in rows]
+  assert names[0].startswith("input lift 1->4 x |G|=4 @28")
+  assert any(n.startswith("group conv 2: 4->8 per element @14 (fourier)") for n in names)
+  assert any(n.startswith("batch norm 2") for n in names)
+  assert any(n.startswith("lifted dense") for n in names)
+  assert any(n.startswith("optimizer update") for n in names)
+  assert names[-3:] == ["sum of the parts", "between the parts (whole - sum)", "whole train step"]
+  by = {r["part"]: r for r in rows}
+  parts = rows[:-3]
+  assert all(r["ms"] > 0 for r in parts)
+  assert by["sum of the parts"]["ms"] == pytest.approx(sum(r["ms"] for r in parts))
+  assert by["between the parts (whole - sum)"]["ms"] == pytest.approx(
+      by["whole train step"]["ms"] - by["sum of the parts"]["ms"])
+  assert by["whole train step"]["gflops"] > 0
+  table = profile_step.markdown(rows, "smoke", peak_gflops=100.0)
+  assert table.count("\n") == len(rows) + 2 and "% of peak" in table
+
+
+def test_each_part_runs_its_layer_forward_and_backward():
+  parts = profile_step.cnn_parts(actions.rotations_reflections(), (2, 3), (2, 1), (5,), 10, 3,
+                                 False, 4, size=8)
+  _, lift = parts[0].run()                        # gradients of the lift's kernel and bias
+  assert [g.shape for g in lift] == [(3, 3, 1, 2), (2,)]
+  conv = next(p for p in parts if p.name.startswith("group conv"))
+  _, grads = conv.run()                           # kernel, bias and the input's gradient
+  assert [g.shape for g in grads] == [(3, 3, 8 * 2, 3), (3,), (4, 4, 4, 8, 2)]
+  assert conv.flops == 3 * 2 * 4 * 4 * 4 * 9 * (12 * 2 * 3)     # D4's irreps: 12 units
+
+
+def test_peer_benchmark_says_what_is_missing_and_writes_its_table(tmp_path):
+  with pytest.raises(SystemExit, match="make bench-peers"):
+    bench_peers.Worker(str(tmp_path / "no-python"))
+  report = {"matmul_peak_gflops": 200.0, "batch": 128,
+            "machine": {"cpus": 2, "jax": jax.__version__, "torch": "2.x", "escnn": "1.0",
+                        "threads": 2},
+            "rows": [{"net": "paper_v1", "batch": 128, "eqnn_microbatches": 4,
+                      "eqnn_images_per_s": 90.0, "escnn_images_per_s": 60.0, "ratio": 1.5,
+                      "eqnn_gflops": 120.0, "escnn_gflops": 150.0}]}
+  md = bench_peers.markdown(json.loads(json.dumps(report)))
+  assert "| paper_v1 | 128 (4 x 32) | 90.0 | 60.0 | 1.50x | 120 (60%) | 150 (75%) |" in md
+
+
+def test_the_bench_counts_the_forms_that_run():
+  cfg = ((16, 32, 64), (2, 2, 2), (128,))
+  executed, dense = timing.conv_macs(cfg, True), timing.conv_macs(cfg, False)
+  # C4's group convs in the Fourier basis: 6 units of work instead of 16.
+  assert dense > executed > 6 / 16 * dense
