@@ -40,12 +40,15 @@ def get_config(variant: str = ""):
   c.head_pool = "none"
   c.dropout = 0.0
   c.batch_size = 64
-  c.num_epochs = 14               # about 24 minutes of training on 2 CPU cores
+  # Two slices of 32 per step: the same gradient, computed 10-30% faster on 2 CPU cores
+  # (activations stay in cache); batch norm's statistics are then each slice's.
+  c.microbatches = 2
+  c.num_epochs = 13               # about 25 minutes of training on 2 CPU cores
   c.learning_rate = 2e-3
   c.weight_decay = 1e-4
   c.warmup_steps = 200
   c.eval_batch_size = 500
-  c.eval_every_epochs = 14        # once, at the end: 50,000 test digits take a minute or two
+  c.eval_every_epochs = 13        # once, at the end: 50,000 test digits take a minute or two
   c.eval_turns = 2                # also report the readout averaged over half-step turns
   c.log_every_steps = 50
   # The table's rows: the same network per group element, 8 epochs each.
