@@ -49,21 +49,11 @@ def _vjp_runner(f, args, wrt):
   return lambda: fwd_bwd(cot, *args)
 
 
-def _units(group, cin, cout, impl):
-  """Multiply-adds per position of a layer lifted over the regular action, in form ``impl``."""
-  from eqnn import fourier
-  n = group.order
-  if impl == "fourier":
-    if fourier.is_cyclic_in_order(group):
-      return fourier.multiply_adds(n, cin, cout)[0]
-    return fourier.irrep_multiply_adds(fourier.dihedral_irreps(n // 2), cin, cout)
-  return n * cin * n * cout
-
-
 def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
               norm, batch, impl="auto", size=28, key=None) -> list[Part]:
   """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images."""
   from eqnn import ops
+  from experiments import timing
   key = jax.random.key(0) if key is None else key
   keys = iter(jax.random.split(key, 64))
   rnd = lambda shape: jax.random.normal(next(keys), shape)
@@ -100,7 +90,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                       _vjp_runner(lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl),
                                   (rnd((k, k, n * cin, f)), rnd((f,)), rnd((batch, h, h, n, cin))),
                                   (0, 1, 2)),
-                      3 * 2 * batch * h * h * k * k * _units(group, cin, f, conv_impl)))
+                      3 * 2 * batch * h * h * k * k
+                      * timing.layer_units(group, cin, f, conv_impl)))
     relu_pool_part(i, h, f, pool)
     h //= max(pool, 1)
     cin = f
@@ -111,7 +102,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                     _vjp_runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
                                 (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
                                  rnd((batch, h, h, n, cin))), (0, 1, 2)),
-                    3 * 2 * batch * s * _units(group, cin, widths[0], dense_impl)))
+                    3 * 2 * batch * s * timing.layer_units(group, cin, widths[0], dense_impl)))
 
   def head(ws, hid, labels):
     for i, (w, b) in enumerate(ws):

@@ -83,28 +83,39 @@ def train_step_runner(model, batch, classes, microbatches=1):
   return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
+def layer_units(group, cin: int, cout: int, impl: str) -> int:
+  """Multiply-adds per position of a layer lifted over the regular action of ``group``
+  (``cin`` and ``cout`` per element) in form ``impl``: the irreps basis's, or the expanded
+  block-circulant weights' ``|G| cin |G| cout``."""
+  from eqnn import fourier
+  n = group.order
+  if impl == "fourier":
+    if fourier.is_cyclic_in_order(group):
+      return fourier.multiply_adds(n, cin, cout)[0]
+    return fourier.irrep_multiply_adds(fourier.dihedral_irreps(n // 2), cin, cout)
+  return n * cin * n * cout
+
+
 def conv_macs(model_cfg, fourier_form: bool) -> int:
   """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs, |G| = 4 (C4).
 
   ``fourier_form``: count what ``impl="auto"`` executes (the group convs, and the lifted dense
   layer where auto picks it, in the Fourier basis); else the dense expanded weights'."""
-  from eqnn import fourier, groups, ops
-  n = 4
-  c4 = groups.cyclic(n)
-  units = lambda kind, cin, cout: fourier.multiply_adds(n, cin, cout)[
-      0 if fourier_form and ops.resolve_impl("auto", kind, c4) == "fourier" else 1]
+  from eqnn import groups, ops
+  c4 = groups.cyclic(4)
+  form = lambda kind: ops.resolve_impl("auto", kind, c4) if fourier_form else "expanded"
   feats, pools, dense = model_cfg
   h = 28
   k2 = 9
-  macs = h * h * k2 * 1 * feats[0] * n                      # input lift, |G| copies
+  macs = h * h * k2 * 1 * feats[0] * c4.order               # input lift, |G| copies
   h //= pools[0]
   cin = feats[0]
   for f, p in zip(feats[1:], pools[1:]):
-    macs += h * h * k2 * units("group_conv", cin, f)
+    macs += h * h * k2 * layer_units(c4, cin, f, form("group_conv"))
     h //= p
     cin = f
   widths = list(dense) + [10]
-  macs += units("group_dense", h * h * cin, widths[0])      # the lifted dense layer
+  macs += layer_units(c4, h * h * cin, widths[0], form("group_dense"))   # the lifted dense layer
   for a, b in zip(widths[:-1], widths[1:]):
-    macs += n * a * b
+    macs += c4.order * a * b
   return macs
