@@ -65,8 +65,12 @@ def test_four_devices_follow_the_one_device_trajectory(tmp_path):
   a, b = np.array(_losses(one)), np.array(_losses(four))
   assert len(a) == len(b) == 16
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # Parameters: Adam divides by the gradient's running scale, so a parameter whose gradient
+  # is near zero moves by up to the learning rate whichever way float rounding tips it; 4 and
+  # 1 devices sum in different orders, so a few such parameters differ by up to ~1e-4 (6e-5
+  # measured) after 16 steps, while the losses above agree to 1e-4.
   for x, y in zip(_params(one)[1], _params(four)[1]):
-    np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-4)
 
 
 def test_batch_that_does_not_divide_over_devices_is_refused(tmp_path):
