@@ -57,7 +57,7 @@ def build(net: str, batch: int):
     loss = loss_fn(out, y)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   params = sum(p.numel() for p in model.parameters())
   return step, params
