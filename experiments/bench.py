@@ -9,7 +9,6 @@ reported as the median over rounds, so ratios are fair on a noisy machine.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -262,13 +261,8 @@ def main(argv):
   print("large groups (build time, peak memory) ...", flush=True)
   bench_groups(quick, report)
   report["bench_wall_s"] = time.time() - t0
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, "w") as f:
-    json.dump(report, f, indent=2)
-  from experiments import bench_tables
-  md = os.path.splitext(FLAGS.out)[0] + ".md"
-  with open(md, "w") as f:
-    f.write(bench_tables.markdown(report))
+  from experiments import bench_tables, timing
+  md = timing.write_report(FLAGS.out, report, bench_tables.markdown(report))
   print(f"wrote {FLAGS.out} and {md} in {report['bench_wall_s']:.0f} s", file=sys.stderr)
 
 

@@ -114,12 +114,7 @@ def main(argv):
           flush=True)
   worker.close()
   report["wall_s"] = time.time() - t0
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, "w") as f:
-    json.dump(report, f, indent=2)
-  md = os.path.splitext(FLAGS.out)[0] + ".md"
-  with open(md, "w") as f:
-    f.write(markdown(report))
+  md = timing.write_report(FLAGS.out, report, markdown(report))
   print(f"wrote {FLAGS.out} and {md} in {report['wall_s']:.0f} s", file=sys.stderr)
 
 

@@ -20,7 +20,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 @dataclasses.dataclass
@@ -156,7 +155,6 @@ def profile(parts: list[Part], whole: Callable[[], object], whole_flops: float, 
 
 def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   """The profile of config ``c``'s EquivariantCNN train step at ``batch``."""
-  import optax
   from flax.training import train_state
   from experiments import steps, tasks
   task = tasks.build_task(c)

@@ -4,6 +4,8 @@ multiply-adds a network executes. No flags here: each benchmark's own module def
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from typing import Callable
@@ -46,7 +48,6 @@ def compile_stats(fn, *args):
 def matmul_peak(rounds: int) -> float:
   """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds)."""
   import jax
-  import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (2048, 2048))
   f = jax.jit(lambda a: a @ a)
   ready(f(a))
@@ -119,3 +120,14 @@ def conv_macs(model_cfg, fourier_form: bool) -> int:
   for a, b in zip(widths[:-1], widths[1:]):
     macs += c4.order * a * b
   return macs
+
+
+def write_report(out: str, report: dict, markdown: str) -> str:
+  """Writes ``report`` to ``out`` (JSON) and ``markdown`` beside it (``.md``); returns that path."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(report, f, indent=2)
+  md = os.path.splitext(out)[0] + ".md"
+  with open(md, "w") as f:
+    f.write(markdown)
+  return md
