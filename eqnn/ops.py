@@ -36,6 +36,8 @@ from eqnn import actions as actions_lib
 from eqnn import fourier
 from eqnn import lift as lift_lib
 from eqnn.groups import FiniteGroup
+# The plain operations, re-exported: ops.conv, ops.max_pool, ... as before the split.
+from eqnn.spatial import blur_pool, conv, max_pool, patches, require_float, rotate  # noqa: F401
 
 IMPLS = ("auto", "expanded", "vmap", "fourier", "patches")
 # What "auto" picks per layer kind on CPU (measured in whole train steps; `make bench`
@@ -147,115 +149,10 @@ def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axi
   return jnp.moveaxis(e, (-2, -1), (in_axis, out_axis))
 
 
-# --- plain operations -------------------------------------------------------------------
-
-def require_float(x, what: str) -> None:
-  """Refuses integer inputs: raw uint8 images must be scaled first (``eqnn.data.to_float``)."""
-  dtype = jnp.asarray(x).dtype
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"{what} expects floating-point inputs, got {dtype}; scale raw uint8 "
-                    f"images to [0, 1] first (eqnn.data.to_float)")
-
-
-_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
-
-
-def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
-         feature_groups: int = 1) -> jax.Array:
-  """A stride-1 conv over 1 or 2 spatial axes (from the kernel's rank): ``x [B, L, C_in]``
-  with ``kernel [k, C_in / groups, C_out]``, or ``x [B, H, W, C_in]`` with
-  ``kernel [k, k, C_in / groups, C_out]``."""
-  spatial = kernel.ndim - 2
-  if spatial not in _DIMS or x.ndim != spatial + 2:
-    raise ValueError(f"a conv with kernel shape {kernel.shape} needs inputs "
-                     f"[B, {'L' if spatial == 1 else 'H, W'}, C], got {x.shape}")
-  return jax.lax.conv_general_dilated(
-      x.astype(dtype), kernel.astype(dtype), (1,) * spatial, padding,
-      dimension_numbers=_DIMS[spatial], feature_group_count=feature_groups)
-
-
-
-def patches(x: jax.Array, k: int, spatial: int = 2, padding: str = "SAME") -> jax.Array:
-  """The ``k^d`` shifted windows of a stride-1 conv over axes ``1 .. spatial`` of
-  ``x [B, *spatial, ..., C]``, side by side on a new axis before the last:
-  ``[B, *spatial', ..., k^d, C]`` in the kernel's order, so that for ``x [B, H, W, C]``
-  ``patches(x, k).reshape(B, H, W, -1) @ kernel.reshape(-1, C_out) == conv(x, kernel)``.
-  Cheap where ``k^d C`` is small (the input lift's one or few channels), where XLA's conv
-  runs far below matmul speed."""
-  shape = x.shape[1:1 + spatial]
-  if padding == "SAME":
-    pads = [((k - 1) // 2, k // 2)] * spatial
-  elif padding == "VALID":
-    pads = [(0, 0)] * spatial
-  else:
-    raise ValueError(f"padding {padding!r}: 'SAME' or 'VALID'")
-  xp = jnp.pad(x, [(0, 0)] + pads + [(0, 0)] * (x.ndim - 1 - spatial))
-  out = [s + lo + hi - k + 1 for s, (lo, hi) in zip(shape, pads)]
-  offsets = np.stack(np.meshgrid(*[np.arange(k)] * spatial, indexing="ij"), -1)
-  windows = [xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(off, out))]
-             for off in offsets.reshape(-1, spatial)]
-  return jnp.stack(windows, -2)
-
-
-def max_pool(x: jax.Array, window: int) -> jax.Array:
-  """Max pooling over axes 1 and 2 of ``[B, H, W, ...]``, window = stride, 'VALID'.
-
-  A ragged edge is dropped. Per channel (and per group slot), so it commutes with the
-  regular action on the group axis. Written as a reshape and a max rather than
-  ``lax.reduce_window``, whose backward pass on CPU is a select-and-scatter.
-  """
-  if window <= 1:
-    return x
-  b, h, w = x.shape[:3]
-  hh, ww = h // window, w // window
-  if hh == 0 or ww == 0:
-    raise ValueError(f"max pool window {window} is larger than the {h} x {w} feature map")
-  x = x[:, :hh * window, :ww * window]
-  return x.reshape((b, hh, window, ww, window) + x.shape[3:]).max(axis=(2, 4))
-
-
-def rotate(images: jax.Array, angles: jax.Array) -> jax.Array:
-  """Each image ``[B, H, W, C]`` turned counter-clockwise by its own angle ``[B]`` (radians) by
-  bilinear resampling, pixels outside the inscribed disk set to zero (input and output): the
-  continuous rotation used for augmentation. Approximate, like any resampling."""
-  b, h, w, c = images.shape
-  mask = jnp.asarray(actions_lib.disk_mask(h, w), images.dtype)
-  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-  i, j = jnp.meshgrid(jnp.arange(h, dtype=images.dtype), jnp.arange(w, dtype=images.dtype),
-                      indexing="ij")
-  x, y = j - cx, cy - i
-
-  def one(img, angle):
-    sx = x * jnp.cos(angle) + y * jnp.sin(angle)
-    sy = -x * jnp.sin(angle) + y * jnp.cos(angle)
-    coords = [cy - sy, cx + sx]
-    turn = lambda ch: jax.scipy.ndimage.map_coordinates(ch * mask, coords, order=1, mode="constant")
-    return jax.vmap(turn, in_axes=-1, out_axes=-1)(img) * mask[..., None]
-
-  return jax.vmap(one)(images, angles)
-
-
 def group_pool(y: jax.Array, reduce: str = "max") -> jax.Array:
   """``[B, ..., |G|, C] -> [B, ..., C]``: a symmetric reduction over the group axis, exactly
   G-invariant at any layer (the regular action only permutes that axis)."""
   return lift_lib.invariant(y, reduce, axis=-2)
-
-
-def blur_pool(y: jax.Array, stride: int = 2) -> jax.Array:
-  """Anti-aliased strided pooling over axes 1 and 2 (Zhang 2019): a [1, 2, 1] x [1, 2, 1] / 16
-  blur of every channel (and every group slot), then every ``stride``-th pixel. Per channel
-  and slot, so it commutes with the regular action on the group axis."""
-  if stride <= 1:
-    return y
-  shape = y.shape
-  flat = y.reshape(shape[:3] + (-1,))                                 # [B, H, W, slots * C]
-  taps = jnp.array([1.0, 2.0, 1.0], y.dtype)
-  kernel = (taps[:, None] * taps[None, :] / 16.0)[:, :, None, None]
-  kernel = jnp.tile(kernel, (1, 1, 1, flat.shape[-1]))                # depthwise
-  out = jax.lax.conv_general_dilated(flat, kernel, (stride, stride), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     feature_group_count=flat.shape[-1])
-  return out.reshape(out.shape[:3] + shape[3:])
 
 
 def _add_bias(y, bias, dtype):

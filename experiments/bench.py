@@ -18,9 +18,6 @@ from absl import app, flags
 from experiments.timing import alternate, compile_stats, conv_macs, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
-flags.DEFINE_bool("quick", False, "Fewer rounds and sizes (a smoke run of the benchmark).")
-flags.DEFINE_integer("rounds", 5, "Rounds per comparison (variants alternate in each).")
 
 
 def bench_networks(rounds, quick, peak, report):
@@ -266,5 +263,13 @@ def main(argv):
   print(f"wrote {FLAGS.out} and {md} in {report['bench_wall_s']:.0f} s", file=sys.stderr)
 
 
+def _define_flags():
+  """The command's flags, defined only when it runs as a program."""
+  flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
+  flags.DEFINE_bool("quick", False, "Fewer rounds and sizes (a smoke run of the benchmark).")
+  flags.DEFINE_integer("rounds", 5, "Rounds per comparison (variants alternate in each).")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -25,13 +25,6 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("peers_python", ".venv-peers/bin/python",
-                    "The Python of the environment with torch and escnn.")
-flags.DEFINE_list("nets", ["paper_v1", "default"], "Networks: paper_v1, default.")
-flags.DEFINE_integer("batch", 128, "Batch size of both sides' train steps.")
-flags.DEFINE_integer("rounds", 5, "Rounds; each times both sides.")
-flags.DEFINE_integer("steps_per_round", 2, "Train steps per side per round.")
-flags.DEFINE_string("out", "runs/bench_peers/peers.json", "Where to write the results.")
 
 
 class Worker:
@@ -136,5 +129,18 @@ def markdown(report) -> str:
   return "\n".join(out) + "\n"
 
 
+def _define_flags():
+  """The command's flags, defined only when it runs as a program (importing this module, as
+  tests do beside other benchmarks, defines none)."""
+  flags.DEFINE_string("peers_python", ".venv-peers/bin/python",
+                      "The Python of the environment with torch and escnn.")
+  flags.DEFINE_list("nets", ["paper_v1", "default"], "Networks: paper_v1, default.")
+  flags.DEFINE_integer("batch", 128, "Batch size of both sides' train steps.")
+  flags.DEFINE_integer("rounds", 5, "Rounds; each times both sides.")
+  flags.DEFINE_integer("steps_per_round", 2, "Train steps per side per round.")
+  flags.DEFINE_string("out", "runs/bench_peers/peers.json", "Where to write the results.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

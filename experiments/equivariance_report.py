@@ -8,7 +8,7 @@ C4-equivarified CNN. For shifts by 1-4 pixels, quarter and half turns and a left
 flip, every layer's equivariance and invariance errors (eqnn/report.py). Writes
 ``report.md``, ``report.json`` and ``report.png`` (error against shift size and layer).
 
-Off the pixel grid (``off_grid``): the C8 and C16 networks, whose input lift resamples, on
+Off the pixel grid (:mod:`experiments.off_grid_report`): the C8 and C16 networks, whose input lift resamples, on
 the same digits: each layer's equivariance error for every group element (exact on the
 quarter turns, measured elsewhere), the invariant readout's change and the predicted class's
 agreement under turns by every multiple of 5 degrees (bicubic, disk-masked), and how far
@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-
-import numpy as np
 
 from absl import app, flags
 
@@ -192,141 +190,6 @@ def plot(path, rows_by_model):
   plt.close(fig)
 
 
-OFF_GRID_ANGLES = tuple(range(0, 360, 5))
-
-
-def off_grid_models():
-  from eqnn import actions, models
-  return {f"C{n}": models.EquivariantCNN(actions.rotations(n), (16, 32, 32), (2, 2, 1), (128,))
-          for n in (4, 8, 16)}
-
-
-def turn_degrees(x, degrees):
-  """Digits ``[B, H, W, 1]`` turned by ``degrees`` counter-clockwise: exactly (rot90) at
-  multiples of 90, else bicubic resampling masked to the inscribed disk."""
-  import jax.numpy as jnp
-  from eqnn import actions
-  if degrees % 90 == 0:
-    return jnp.rot90(x, degrees // 90, axes=(1, 2))
-  angles = np.full(x.shape[0], np.deg2rad(degrees))
-  return jnp.asarray(actions.turn_images(np.asarray(x), angles, "bicubic"))
-
-
-def resampling_errors(x) -> list[dict]:
-  """How far each resampled C_n is from a group action on real digits: the mean over pairs
-  (g, h) of ``||(gh).x - g.(h.x)|| / ||x||``, its worst pair, and turning by g then g^-1."""
-  import jax
-  from eqnn import actions
-  rows = []
-  for n in (8, 16):
-    for interp in actions.INTERPOLATIONS:
-      act = actions.rotations(n, interp)
-      orbit = jax.jit(act.orbit)(x)                                # [g, B, ...]
-      both = jax.jit(jax.vmap(act.orbit))(orbit)                   # [h, g, ...] = g.(h.x)
-      scale = float(np.linalg.norm(np.asarray(x)))
-      table = act.group.table
-      pair = np.array([[float(np.linalg.norm(np.asarray(both[h, g] - orbit[table[g, h]]))) / scale
-                        for g in range(n)] for h in range(n)])
-      back = [float(np.linalg.norm(np.asarray(both[g, act.group.inverse[g]] - orbit[0]))) / scale
-              for g in range(n)]
-      rows.append({"group": f"C{n}", "interpolation": interp, "mean_pair": float(pair.mean()),
-                   "worst_pair": float(pair.max()), "round_trip": float(np.mean(back))})
-  return rows
-
-
-def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
-  """Per-element, per-layer equivariance of the C8 and C16 networks, and their readouts'
-  invariance under turns by every 5 degrees (C4 alongside, for the exact case)."""
-  import jax
-  import jax.numpy as jnp
-  from eqnn import ops, readouts
-  out = {"per_element": {}, "angles": {}, "resampling": resampling_errors(x)}
-  for name, model in off_grid_models().items():
-    params = train_briefly(model, True, train_x, train_y, train_steps, seed)
-    features = make_features(model, params, True)
-    blocks = ops.block_action(model.action.group)
-    base = features(x)
-    rows = []
-    orbit = jax.jit(model.action.orbit)(x)
-    for g in range(1, model.action.group.order):
-      moved = features(orbit[g])
-      for layer, f in base.items():
-        want = f if layer.startswith("readout") else blocks(g, f)
-        err = float(jnp.linalg.norm(moved[layer] - want) / jnp.linalg.norm(f))
-        rows.append({"element": g, "degrees": 360 * g / model.action.group.order,
-                     "layer": layer, "error": err})
-    out["per_element"][name] = sorted(rows, key=lambda r: (network_order(r["layer"]), r["element"]))
-    readout = base["readout (logsumexp over G)"]
-    pred = np.asarray(readout.argmax(-1))
-    angle_rows = []
-    for deg in OFF_GRID_ANGLES:
-      r = features(turn_degrees(x, deg))["readout (logsumexp over G)"]
-      angle_rows.append({"degrees": deg,
-                         "invariance": float(jnp.linalg.norm(r - readout) / jnp.linalg.norm(readout)),
-                         "agreement": float(np.mean(np.asarray(r.argmax(-1)) == pred))})
-    out["angles"][name] = angle_rows
-  return out
-
-
-def off_grid_tables(res: dict) -> str:
-  """Markdown: the resampling errors, the per-element table of each network, the angle sweep."""
-  fmt = lambda v: f"{v:.2g}" if v >= 1e-3 else f"{v:.0e}"
-  lines = ["| group | interpolation | mean over (g, h): \\|(gh).x - g.(h.x)\\| / \\|x\\| | worst pair "
-           "| turn by g, then g^-1 |", "| --- | --- | --- | --- | --- |"]
-  for r in res["resampling"]:
-    lines.append(f"| {r['group']} | {r['interpolation']} | {fmt(r['mean_pair'])} | "
-                 f"{fmt(r['worst_pair'])} | {fmt(r['round_trip'])} |")
-  for name, rows in res["per_element"].items():
-    if name == "C4":
-      continue
-    elements = sorted({r["element"] for r in rows})
-    degs = {r["element"]: r["degrees"] for r in rows}
-    lines += ["", f"Equivariance error of each layer of the {name} network under each element "
-              f"(degrees):", "",
-              "| layer | " + " | ".join(f"{degs[g]:g}" for g in elements) + " |",
-              "|" + " --- |" * (len(elements) + 1)]
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-      cells = [fmt(next(r["error"] for r in rows if r["layer"] == layer and r["element"] == g))
-               for g in elements]
-      lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-  lines += ["", "Invariant readout under turns by every multiple of 5 degrees (72 angles): "
-            "relative change of the class logits, and the share of digits whose predicted class "
-            "stays the same:", "",
-            "| network | at 90, 180, 270 (max) | at multiples of 360/n (max) | other angles (mean) "
-            "| other angles (max) | class kept (mean over all 72) | class kept (worst angle) |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-  for name, rows in res["angles"].items():
-    n = int(name[1:])
-    quarter = [r["invariance"] for r in rows if r["degrees"] % 90 == 0 and r["degrees"]]
-    grid = [r["invariance"] for r in rows if (r["degrees"] * n) % 360 == 0 and r["degrees"]]
-    other = [r["invariance"] for r in rows if (r["degrees"] * n) % 360 != 0]
-    kept = [r["agreement"] for r in rows]
-    lines.append(f"| {name} | {fmt(max(quarter))} | {fmt(max(grid))} | {fmt(np.mean(other))} | "
-                 f"{fmt(max(other))} | {100 * np.mean(kept):.1f}% | {100 * min(kept):.1f}% |")
-  return "\n".join(lines)
-
-
-def plot_angles(path, res):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for name, rows in res["angles"].items():
-    d = [r["degrees"] for r in rows]
-    axes[0].plot(d, [max(r["invariance"], 1e-8) for r in rows], "-o", ms=3, label=name)
-    axes[1].plot(d, [100 * r["agreement"] for r in rows], "-o", ms=3, label=name)
-  axes[0].set_yscale("log")
-  axes[0].set_ylabel("readout change (relative)")
-  axes[1].set_ylabel("predicted class kept (%)")
-  for ax in axes:
-    ax.set_xlabel("turn (degrees)")
-    ax.set_xticks(range(0, 361, 45))
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
 def run(workdir, data_dir, train_steps, n_images, seed):
   import jax.numpy as jnp
   from eqnn import data, report
@@ -344,8 +207,9 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   header = (f"Relative errors `equivariance / invariance` on {n_images} MNIST test images, "
             f"models trained {train_steps} steps on upright digits; shifts compared with "
             f"borders excluded. `python -m experiments.equivariance_report`.\n\n")
-  off = off_grid(x, train_x, train_y, train_steps, seed)
-  off_table = off_grid_tables(off)
+  from experiments import off_grid_report    # it builds on this module's models and features
+  off = off_grid_report.off_grid(x, train_x, train_y, train_steps, seed)
+  off_table = off_grid_report.off_grid_tables(off)
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write(header + table + "\n\n## Off the pixel grid: C8 and C16\n\n" + off_table + "\n")
   with open(os.path.join(workdir, "report.json"), "w") as f:
@@ -353,7 +217,7 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   with open(os.path.join(workdir, "report_off_grid.json"), "w") as f:
     json.dump(off, f, indent=1)
   plot(os.path.join(workdir, "report.png"), rows_by_model)
-  plot_angles(os.path.join(workdir, "report_angles.png"), off)
+  off_grid_report.plot_angles(os.path.join(workdir, "report_angles.png"), off)
   return rows_by_model, table + "\n\n" + off_table
 
 

@@ -132,14 +132,17 @@ def all_finite(loss, params) -> jax.Array:
 
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
-                    batch_sharding=None, microbatches: int = 1, rotate: bool = False):
+                    batch_sharding=None, microbatches: int = 1, rotate: bool = False,
+                    scale: float = 0.0, shift: float = 0.0):
   """A jitted step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
   ``transform``: move each training input by a random group element (labels follow), drawn
   from ``fold_in(key, step)``. ``rotate``: turn each training image by a uniform random angle
   in [0, 360) degrees (``ops.rotate``, continuous; joint labels at the nearest group
-  element). ``healthy`` (a device scalar) stays True while every loss and
+  element); with ``rotate``, also magnify each by a uniform factor in [1 - scale, 1 + scale]
+  and move it by a uniform shift in [-shift, shift] pixels along each axis (augmentation
+  beyond the group; labels keep the turn's element). ``healthy`` (a device scalar) stays True while every loss and
   parameter has been finite: the loop reads it only when it reads the loss or saves, so
   the check costs no host sync per step.
   """
@@ -162,9 +165,14 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
     if transform:
       x, g = data.transform_randomly(jax.random.fold_in(key, state.step), x, task.action)
     if rotate:
-      angles = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, state.step), 1),
-                                  (x.shape[0],), x.dtype, 0.0, 2 * jnp.pi)
-      x, g = ops.rotate(x, angles), task.nearest_elements(angles)
+      k_angle, k_scale, k_shift = jax.random.split(
+          jax.random.fold_in(jax.random.fold_in(key, state.step), 1), 3)
+      b = x.shape[0]
+      angles = jax.random.uniform(k_angle, (b,), x.dtype, 0.0, 2 * jnp.pi)
+      scales = (jax.random.uniform(k_scale, (b,), x.dtype, 1.0 - scale, 1.0 + scale)
+                if scale else None)
+      shifts = jax.random.uniform(k_shift, (b, 2), x.dtype, -shift, shift) if shift else None
+      x, g = ops.rotate(x, angles, scales, shifts), task.nearest_elements(angles)
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
                  if takes_train_flag(task.model) else None)
     state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits,

@@ -74,6 +74,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.labels in ("joint", "class"), "labels", "choose 'joint' or 'class'")
   need(not c.train_rotated or (c.architecture == "cnn" and c.dataset != "point_sets"),
        "train_rotated", "turns images: needs the cnn architecture on an image dataset")
+  for f, top in (("train_scale", 1.0), ("train_shift", 14.0)):
+    v = c[f]
+    need(isinstance(v, numbers.Real) and 0 <= v < top, f, f"must be a number in [0, {top:g})")
+    need(not v or c.train_rotated, f, "augments the continuous turns: needs train_rotated=True")
   need(c.holdout in ("test", "validation"), "holdout", "choose 'test' or 'validation'")
   need(c.interpolation in actions.INTERPOLATIONS, "interpolation",
        f"choose one of {actions.INTERPOLATIONS}")

@@ -33,7 +33,7 @@ CONFIG = "config.json"
 # Fields added after runs were saved without them: absent in a saved config means this value,
 # so such a run resumes under the newer code.
 ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
-                "dropout": 0.0, "head_pool": "none"}
+                "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0}
 
 
 class WorkdirError(Exception):

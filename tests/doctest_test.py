@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-PUBLIC = ["eqnn", "eqnn.groups", "eqnn.actions", "eqnn.lift", "eqnn.ops", "eqnn.fourier",
+PUBLIC = ["eqnn", "eqnn.groups", "eqnn.actions", "eqnn.lift", "eqnn.ops", "eqnn.spatial", "eqnn.fourier",
           "eqnn.readouts", "eqnn.testing", "eqnn.data", "eqnn.report", "eqnn.export",
           "eqnn.layers", "eqnn.models", "eqnn.nnx_modules"]
 

@@ -30,6 +30,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.interpolation = "bilinear"    # resampled groups (C8, C16, D8): "bilinear" or "bicubic"
   c.train_transformed = False     # False: upright training images only (the paper's setting)
   c.train_rotated = False         # True: each training image turned by a random angle (any)
+  # With train_rotated: also magnify by a uniform factor in [1 - s, 1 + s] and shift by up to
+  # this many pixels along each axis (augmentation beyond the group).
+  c.train_scale = 0.0
+  c.train_shift = 0.0
   # "joint": train on (group element, class) labels, the paper's equivariant labels;
   # "class": on class labels only, through the invariant readout (data without angles).
   c.labels = "joint"

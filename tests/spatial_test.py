@@ -1,0 +1,74 @@
+"""The plain operations (eqnn/spatial.py): pooling and its gradient, continuous turns."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eqnn import actions, ops, spatial
+
+
+def test_max_pool_is_flaxs_and_drops_a_ragged_edge():
+  x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+  for window in (2, 3):
+    np.testing.assert_array_equal(spatial.max_pool(x, window),
+                                  nn.max_pool(x, (window, window), (window, window)))
+
+
+def test_max_pool_gradient_sums_to_the_upstream_one_in_every_window_ties_included():
+  # All four entries of each window tie: the gradient is shared, never 0 / 0.
+  x = jnp.ones((1, 4, 4, 1))
+  g = jax.grad(lambda x: spatial.max_pool(x, 2).sum())(x)
+  sums = g.reshape(1, 2, 2, 2, 2, 1).sum(axis=(2, 4))
+  np.testing.assert_allclose(sums, 1.0)
+  assert jnp.all(g >= 0)
+  # No ties: the whole gradient goes to the maximum.
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  g = jax.grad(lambda x: spatial.max_pool(x, 2).sum())(x)
+  np.testing.assert_array_equal(g[0, :, :, 0], [[0, 0, 0, 0], [0, 1, 0, 1],
+                                                [0, 0, 0, 0], [0, 1, 0, 1]])
+
+
+def test_batch_norm_then_pool_has_a_finite_gradient_under_jit():
+  """The regression: a max reduction's gradient divided by the count of entries equal to the
+  max, which XLA's recomputed (fused) batch norm made 0 on an AVX-512 CPU: NaN under jit only."""
+  act = actions.rotations()
+  x = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)) * 0.3
+  bn = nn.BatchNorm(use_running_average=False, axis=-1)
+  v = bn.init(jax.random.key(3), ops.lift_conv(x, k, None, act))
+
+  def f(params, k):
+    y, _ = bn.apply({"params": params, "batch_stats": v["batch_stats"]},
+                    ops.lift_conv(x, k, None, act, impl="patches"), mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(spatial.max_pool(nn.relu(ops.to_channels(y)), 2)))
+
+  jitted = jax.jit(jax.grad(f, argnums=(0, 1)))(v["params"], k)
+  with jax.disable_jit():
+    eager = jax.grad(f, argnums=(0, 1))(v["params"], k)
+  for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+    assert jnp.all(jnp.isfinite(a))
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-2)
+
+
+def test_rotate_scale_and_shift():
+  x = jax.image.resize(jax.random.normal(jax.random.key(0), (2, 7, 7, 1)), (2, 28, 28, 1),
+                       "bilinear") * actions.disk_mask(28, 28)[None, :, :, None]
+  angles = jnp.array([0.3, 2.0])
+  np.testing.assert_array_equal(spatial.rotate(x, angles, jnp.ones(2), jnp.zeros((2, 2))),
+                                spatial.rotate(x, angles))
+  # A centred blob, shifted 2 pixels right and 3 up, then magnified 1.5x about the centre.
+  i, j = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+  blob = jnp.asarray(np.exp(-((i - 13.5) ** 2 + (j - 13.5) ** 2) / 16.0))[None, :, :, None]
+  centre = lambda img: np.array([np.sum(img * i), np.sum(img * j)]) / np.sum(img)
+  moved = spatial.rotate(blob, jnp.zeros(1), shifts=jnp.array([[2.0, 3.0]]))[0, :, :, 0]
+  np.testing.assert_allclose(centre(np.asarray(moved)), [13.5 - 3, 13.5 + 2], atol=0.05)
+  big = spatial.rotate(blob, jnp.zeros(1), scales=jnp.array([1.5]))[0, :, :, 0]
+  spread = lambda img: np.sum(img * ((i - 13.5) ** 2 + (j - 13.5) ** 2)) / np.sum(img)
+  np.testing.assert_allclose(spread(np.asarray(big)) / spread(np.asarray(blob[0, :, :, 0])),
+                             1.5 ** 2, rtol=0.05)
+  with pytest.raises(ValueError, match="angles of shape"):
+    spatial.rotate(x, jnp.zeros(3))
+  with pytest.raises(ValueError, match="scales"):
+    spatial.rotate(x, angles, shifts=jnp.zeros((2, 3)))
