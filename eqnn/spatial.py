@@ -99,11 +99,44 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   return out
 
 
+def _cubic(t):
+  """Keys' cubic convolution kernel (a = -0.5), as :mod:`eqnn.image_actions` uses."""
+  t = jnp.abs(t)
+  near = (1.5 * t - 2.5) * t * t + 1
+  far = ((-0.5 * t + 2.5) * t - 4) * t + 2
+  return jnp.where(t <= 1, near, jnp.where(t < 2, far, 0.0))
+
+
+def _resample(img: jax.Array, row: jax.Array, col: jax.Array, interpolation: str) -> jax.Array:
+  """``img [H, W, C]`` read at fractional ``(row, col)`` (each ``[H, W]``), sources off the grid
+  zero: 4 taps (bilinear) or 16 (bicubic), gathered from the flattened image."""
+  h, w, c = img.shape
+  flat = img.reshape(h * w, c)
+  r0, c0 = jnp.floor(row), jnp.floor(col)
+  fr, fc = row - r0, col - c0
+  if interpolation == "bilinear":
+    offsets, weight = (0, 1), (lambda d, f: 1 - f if d == 0 else f)
+  else:
+    offsets, weight = (-1, 0, 1, 2), (lambda d, f: _cubic(f - d))
+  out = jnp.zeros((h, w, c), img.dtype)
+  for dr in offsets:
+    rr = (r0 + dr).astype(jnp.int32)
+    wr = jnp.where((rr >= 0) & (rr < h), weight(dr, fr), 0.0)
+    for dc in offsets:
+      cc = (c0 + dc).astype(jnp.int32)
+      wt = wr * jnp.where((cc >= 0) & (cc < w), weight(dc, fc), 0.0)
+      src = jnp.clip(rr, 0, h - 1) * w + jnp.clip(cc, 0, w - 1)
+      out = out + wt[..., None] * flat[src]
+  return out
+
+
 def rotate(images: jax.Array, angles: jax.Array, scales: jax.Array | None = None,
-           shifts: jax.Array | None = None) -> jax.Array:
+           shifts: jax.Array | None = None, interpolation: str = "bilinear") -> jax.Array:
   """Each image ``[B, H, W, C]`` turned counter-clockwise by its own angle ``[B]`` (radians) by
-  bilinear resampling, pixels outside the inscribed disk set to zero (input and output): the
-  continuous rotation used for augmentation. Approximate, like any resampling.
+  resampling (``"bilinear"``, 4 source pixels, or ``"bicubic"``, 16: Keys' a = -0.5, the same
+  weights as :func:`eqnn.actions.turn_images`), pixels outside the inscribed disk set to zero
+  (input and output): the continuous rotation used for augmentation. Approximate, like any
+  resampling.
 
   ``scales [B]`` (optional) magnifies each image about its centre after the turn, and
   ``shifts [B, 2]`` (optional) then moves it by (right, up) pixels: augmentation beyond
@@ -115,6 +148,8 @@ def rotate(images: jax.Array, angles: jax.Array, scales: jax.Array | None = None
   [1, 2]
   """
   b, h, w, c = images.shape
+  if interpolation not in ("bilinear", "bicubic"):
+    raise ValueError(f"rotate: interpolation {interpolation!r}: 'bilinear' or 'bicubic'")
   if angles.shape != (b,):
     raise ValueError(f"rotate: {b} images need angles of shape ({b},), got {angles.shape}")
   scales = jnp.ones((b,), images.dtype) if scales is None else scales
@@ -132,9 +167,7 @@ def rotate(images: jax.Array, angles: jax.Array, scales: jax.Array | None = None
     u, v = (x - shift[0]) / scale, (y - shift[1]) / scale      # undo the shift, then the scale
     sx = u * jnp.cos(angle) + v * jnp.sin(angle)               # then the turn
     sy = -u * jnp.sin(angle) + v * jnp.cos(angle)
-    coords = [cy - sy, cx + sx]
-    turn = lambda ch: jax.scipy.ndimage.map_coordinates(ch * mask, coords, order=1, mode="constant")
-    return jax.vmap(turn, in_axes=-1, out_axes=-1)(img) * mask[..., None]
+    return _resample(img * mask[..., None], cy - sy, cx + sx, interpolation) * mask[..., None]
 
   return jax.vmap(one)(images, angles, scales.astype(images.dtype), shifts.astype(images.dtype))
 

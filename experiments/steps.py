@@ -133,14 +133,14 @@ def all_finite(loss, params) -> jax.Array:
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
                     batch_sharding=None, microbatches: int = 1, rotate: bool = False,
-                    scale: float = 0.0, shift: float = 0.0):
+                    scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear"):
   """A jitted step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
   ``transform``: move each training input by a random group element (labels follow), drawn
   from ``fold_in(key, step)``. ``rotate``: turn each training image by a uniform random angle
-  in [0, 360) degrees (``ops.rotate``, continuous; joint labels at the nearest group
-  element); with ``rotate``, also magnify each by a uniform factor in [1 - scale, 1 + scale]
+  in [0, 360) degrees (``ops.rotate`` with ``interpolation``, continuous; joint labels at
+  the nearest group element); with ``rotate``, also magnify each by a uniform factor in [1 - scale, 1 + scale]
   and move it by a uniform shift in [-shift, shift] pixels along each axis (augmentation
   beyond the group; labels keep the turn's element). ``healthy`` (a device scalar) stays True while every loss and
   parameter has been finite: the loop reads it only when it reads the loss or saves, so
@@ -172,7 +172,8 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
       scales = (jax.random.uniform(k_scale, (b,), x.dtype, 1.0 - scale, 1.0 + scale)
                 if scale else None)
       shifts = jax.random.uniform(k_shift, (b, 2), x.dtype, -shift, shift) if shift else None
-      x, g = ops.rotate(x, angles, scales, shifts), task.nearest_elements(angles)
+      x, g = (ops.rotate(x, angles, scales, shifts, interpolation),
+              task.nearest_elements(angles))
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
                  if takes_train_flag(task.model) else None)
     state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits,

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from eqnn import data
-from experiments import checkpoints, input_pipeline, logs, metrics, parallel, steps, tasks
+from experiments import budget, checkpoints, input_pipeline, logs, metrics, parallel, steps, tasks
 from experiments import workdir as workdir_lib
 from experiments.validation import ConfigError, validate_config
 
@@ -62,27 +62,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         test_key, ds.test, task.action, config.test_transformed, task.nearest_elements)
 
     bs, n_train = config.batch_size, train_inputs.shape[0]
-    steps_per_epoch = n_train // bs
-    if steps_per_epoch == 0:
-      raise ConfigError(f"config.batch_size = {bs} is larger than the {n_train} training examples")
-    total_steps = steps_per_epoch * config.num_epochs
-    state = parallel.put_tree(steps.create_train_state(task, config, init_key, total_steps),
-                              parallel.replicated(mesh))
+    steps_per_epoch = _steps_per_epoch(n_train, bs)
+    make_state = lambda total: parallel.put_tree(
+        steps.create_train_state(task, config, init_key, total), parallel.replicated(mesh))
+    make_step = lambda: steps.make_train_step(
+        task, bs, steps_per_epoch, config.train_transformed, parallel.batch_sharded(mesh),
+        config.microbatches, config.train_rotated, config.train_scale, config.train_shift,
+        config.interpolation)
+    epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
+    forward = jax.jit(task.model.apply)
+    eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+    healthy = lambda: parallel.put(np.array(True), parallel.replicated(mesh))
+    measure = lambda: _measure(make_state(steps_per_epoch * config.num_epochs), make_step,
+                               (train_inputs, train_labels, epoch_perm(0), step_key, healthy()),
+                               min(20, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
+    num_epochs = budget.epochs(config, workdir, start_time, steps_per_epoch, measure, say)
+    total_steps = steps_per_epoch * num_epochs
+    state = make_state(total_steps)
     ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
     state, _ = ckpts.restore_latest(state, say)
     step = int(parallel.fetch(state.step))
     if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
-      return _complete(workdir, step, say)
-    train_step = steps.make_train_step(task, bs, steps_per_epoch, config.train_transformed,
-                                       parallel.batch_sharded(mesh), config.microbatches,
-                                       config.train_rotated, config.train_scale,
-                                       config.train_shift)
-    epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
-    forward = jax.jit(task.model.apply)
-    eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
+      return _complete(workdir, step, say, bool(config.train_budget_s))
+    train_step = make_step()
     predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
-    health = _Health(parallel.put(np.array(True), parallel.replicated(mesh)), step, config, ckpts)
-    say(_describe(task, state, steps_per_epoch, config.num_epochs, mesh, workdir))
+    health = _Health(healthy(), step, config, ckpts)
+    say(_describe(task, state, steps_per_epoch, num_epochs, mesh, workdir))
     logits = None    # the last evaluation's, reused if it was of the final state
     with logs.RunLog(workdir, main, total_steps, bs, step, start_time,
                      steps.learning_rate(config, total_steps)) as log, \
@@ -117,10 +122,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logits = predict() if logits is None else logits   # None: restarted after its last step
     results = _results(config, task, state, logits, test_labels, test_elements, step,
                        images_per_s, start_time)
+    results["epochs"] = num_epochs
     if config.eval_turns > 1:
       t_turns = time.time()
       results.update(_turned_accuracy(task, state, test_inputs, test_labels, eval_bs, mesh,
-                                      config.eval_turns, logits))
+                                      config.eval_turns, logits, config.interpolation))
       say(f"test-time turns: class accuracy {results['test_class_accuracy_turned']:.4f} over "
           f"{config.eval_turns} turns ({time.time() - t_turns:.0f} s; plain: "
           f"{results['test_class_accuracy']:.4f})")
@@ -130,11 +136,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return results
 
 
-def _turned_accuracy(task, state, inputs, labels, eval_bs, mesh, turns, logits):
+def _steps_per_epoch(n_train: int, bs: int) -> int:
+  if n_train < bs:
+    raise ConfigError(f"config.batch_size = {bs} is larger than the {n_train} training examples")
+  return n_train // bs
+
+
+def _measure(probe, make_step, batch_args, n_steps, forward, test_inputs, eval_bs, mesh):
+  """For a time budget (:mod:`experiments.budget`): ``(compile_s, step_s, eval_s)`` of this
+  run's train step (on ``probe``, a throwaway state) and of a full evaluation pass."""
+  compile_s, step_s = budget.measure_step(make_step, probe, batch_args, n_steps)
+  head = test_inputs[:eval_bs]
+  input_pipeline.predict(forward, probe.params, head, eval_bs, mesh)       # compiles
+  t0 = time.perf_counter()
+  input_pipeline.predict(forward, probe.params, head, eval_bs, mesh)
+  eval_s = (time.perf_counter() - t0) * -(-test_inputs.shape[0] // eval_bs)
+  return compile_s, step_s, eval_s
+
+
+def _turned_accuracy(task, state, inputs, labels, eval_bs, mesh, turns, logits,
+                     interpolation="bilinear"):
   """Class accuracy of the class log-probabilities averaged over ``turns`` copies of each
   test input turned by ``k / turns`` of the group's rotation step (360/n degrees for C_n and
   D_n, 360 for a plain model), k = 0 .. turns-1: the invariant readout symmetrised over a
-  finer set of angles at test time (continuous turns, bilinear, :func:`eqnn.ops.rotate`)."""
+  finer set of angles at test time (continuous turns, :func:`eqnn.ops.rotate` with the
+  config's ``interpolation``)."""
   from eqnn import ops, readouts
   name = task.action.group.name if task.equivariant else "C1"
   n = task.group_order // (2 if name.startswith("D") else 1)
@@ -147,7 +173,8 @@ def _turned_accuracy(task, state, inputs, labels, eval_bs, mesh, turns, logits):
   total = np.asarray(class_logp(jnp.asarray(logits)))
   for k in range(1, turns):
     fwd = jax.jit(lambda p, x, a=step * k: class_logp(
-        task.model.apply(p, ops.rotate(x, jnp.full((x.shape[0],), a, x.dtype)))))
+        task.model.apply(p, ops.rotate(x, jnp.full((x.shape[0],), a, x.dtype),
+                                       interpolation=interpolation))))
     total = total + input_pipeline.predict(fwd, state.params, inputs, eval_bs, mesh)
   return {"test_class_accuracy_turned": float(np.mean(total.argmax(-1) == labels)),
           "eval_turns": turns}
@@ -167,10 +194,12 @@ class _Health:
     self.last_ok = step
 
 
-def _complete(workdir, step, say):
+def _complete(workdir, step, say, budgeted=False):
   path = os.path.join(workdir, "results.json")
-  say(f"the run in {workdir} is complete (step {step}); its results are in {path}. Raise "
-      f"--config.num_epochs to train it further, or pass --fresh to start anew")
+  more = (f"its epochs were planned for its time budget ({budget.FILE})" if budgeted else
+          "raise --config.num_epochs to train it further")
+  say(f"the run in {workdir} is complete (step {step}); its results are in {path}: {more}, "
+      f"or pass --fresh to start anew")
   with open(path) as f:
     return json.load(f)
 

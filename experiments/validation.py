@@ -74,6 +74,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(c.labels in ("joint", "class"), "labels", "choose 'joint' or 'class'")
   need(not c.train_rotated or (c.architecture == "cnn" and c.dataset != "point_sets"),
        "train_rotated", "turns images: needs the cnn architecture on an image dataset")
+  b = c.train_budget_s
+  need(isinstance(b, numbers.Real) and math.isfinite(b) and b >= 0, "train_budget_s",
+       "must be a number of seconds >= 0 (0: no budget, train num_epochs)")
   for f, top in (("train_scale", 1.0), ("train_shift", 14.0)):
     v = c[f]
     need(isinstance(v, numbers.Real) and 0 <= v < top, f, f"must be a number in [0, {top:g})")

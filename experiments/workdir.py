@@ -28,12 +28,14 @@ FREE_FIELDS = frozenset({
     "num_epochs", "learning_rate", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",
     "microbatches", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
+    "train_budget_s",    # a run keeps the epochs it planned (budget.json)
 })
 CONFIG = "config.json"
 # Fields added after runs were saved without them: absent in a saved config means this value,
 # so such a run resumes under the newer code.
 ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
-                "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0}
+                "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0,
+                "train_budget_s": 0.0}
 
 
 class WorkdirError(Exception):

@@ -72,3 +72,16 @@ def test_rotate_scale_and_shift():
     spatial.rotate(x, jnp.zeros(3))
   with pytest.raises(ValueError, match="scales"):
     spatial.rotate(x, angles, shifts=jnp.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_rotate_on_the_device_is_turn_images_on_the_host(interpolation):
+  x = np.asarray(jax.random.uniform(jax.random.key(0), (6, 12, 12, 2)))
+  x = x * actions.disk_mask(12, 12)[None, :, :, None]
+  angles = np.random.default_rng(0).uniform(0, 2 * np.pi, 6)
+  want = actions.turn_images(x, angles, interpolation)
+  got = spatial.rotate(jnp.asarray(x), jnp.asarray(angles, jnp.float32),
+                       interpolation=interpolation)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  with pytest.raises(ValueError, match="interpolation"):
+    spatial.rotate(jnp.asarray(x), jnp.asarray(angles), interpolation="nearest")

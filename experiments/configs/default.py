@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.holdout = "test"              # rotated_mnist: "test" (50,000) or "validation" (2,000)
   # Group acting on the input images: "C4" (quarter turns), "D4" (and reflections), "C2", "C1".
   c.group = "C4"
-  c.interpolation = "bilinear"    # resampled groups (C8, C16, D8): "bilinear" or "bicubic"
+  # Resampling of the groups that turn off the pixel grid (C8, C16, D8) and of the training
+  # turns (train_rotated): "bilinear" or "bicubic".
+  c.interpolation = "bilinear"
   c.train_transformed = False     # False: upright training images only (the paper's setting)
   c.train_rotated = False         # True: each training image turned by a random angle (any)
   # With train_rotated: also magnify by a uniform factor in [1 - s, 1 + s] and shift by up to
@@ -55,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 128
   c.microbatches = 1              # > 1: the same gradient over that many slices in sequence
   c.num_epochs = 5
+  # > 0: end the whole run within this many seconds of the process's start: the epochs are
+  # measured to fit, at most num_epochs (experiments/budget.py; kept in WORKDIR/budget.json).
+  c.train_budget_s = 0.0
   c.learning_rate = 2e-3
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
   c.warmup_steps = 100

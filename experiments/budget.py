@@ -1,0 +1,94 @@
+"""Training to a wall-time budget: as many epochs as fit, decided once, before training.
+
+``config.train_budget_s > 0`` asks for a run that ends, evaluation and all, within that many
+seconds of the process's start on whatever machine runs it. The learning-rate schedule needs
+the run's length up front, so the length is measured, not guessed: the train step is compiled
+and timed on a throwaway copy of the initial state, one evaluation batch is timed, and the
+epochs are what the rest of the budget holds after the real step's compilation, every
+evaluation and a safety margin (:func:`plan`), at most ``config.num_epochs``. The decision is
+written to ``budget.json`` in the workdir, so that a resumed run keeps the schedule it began
+with, on any machine. The cost: one more compilation and a few steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable
+
+FILE = "budget.json"
+MARGIN = 0.03      # of the budget, kept free for what the measurement cannot see
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+  elapsed_s: float       # since the process started, when the plan is made
+  compile_s: float       # compiling the train step (the real one will compile again)
+  step_s: float          # one train step, compiled
+  eval_s: float          # one full evaluation pass over the test inputs, compiled
+
+
+def evaluations(epochs: int, every: int, turns: int) -> float:
+  """Evaluation passes of a run of ``epochs``: one each ``every`` epochs and one at the end,
+  and ``turns - 1`` more passes for the test-time turns."""
+  return math.ceil(epochs / every) + (turns - 1)
+
+
+def plan(budget_s: float, m: Measured, steps_per_epoch: int, max_epochs: int, every: int,
+         turns: int) -> int:
+  """The most epochs (1 .. ``max_epochs``) whose training and evaluations fit in what is left
+  of ``budget_s`` after ``m.elapsed_s``, one more compilation and the margin."""
+  left = budget_s * (1 - MARGIN) - m.elapsed_s - m.compile_s
+  epoch_s = steps_per_epoch * m.step_s
+  for epochs in range(max_epochs, 1, -1):
+    if epochs * epoch_s + evaluations(epochs, every, turns) * m.eval_s <= left:
+      return epochs
+  return 1
+
+
+def epochs(config, workdir: str, start_time: float, steps_per_epoch: int,
+           measure: Callable[[], tuple[float, float, float]], say) -> int:
+  """The run's epochs: ``config.num_epochs`` without a budget; with one, the epochs planned
+  in ``workdir`` by an earlier start of this run, or planned now from ``measure()``
+  (``(compile_s, step_s, eval_s)``), and saved."""
+  if not config.train_budget_s:
+    return config.num_epochs
+  path = os.path.join(workdir, FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    say(f"time budget: {saved['epochs']} epochs, as planned when this run began "
+        f"({path})")
+    return int(saved["epochs"])
+  compile_s, step_s, eval_s = measure()
+  m = Measured(time.time() - start_time, compile_s, step_s, eval_s)
+  n = plan(config.train_budget_s, m, steps_per_epoch, config.num_epochs,
+           min(config.eval_every_epochs, config.num_epochs), config.eval_turns)
+  record = {"epochs": n, "budget_s": config.train_budget_s, "max_epochs": config.num_epochs,
+            "steps_per_epoch": steps_per_epoch, **dataclasses.asdict(m)}
+  with open(path, "w") as f:
+    json.dump(record, f, indent=1)
+  say(f"time budget {config.train_budget_s:.0f} s: {n} epochs of at most {config.num_epochs} "
+      f"(measured: step {1e3 * step_s:.0f} ms, evaluation {eval_s:.0f} s, compilation "
+      f"{compile_s:.0f} s, {m.elapsed_s:.0f} s gone)")
+  return n
+
+
+def measure_step(make_step: Callable, state, batch_args: tuple, steps: int) -> tuple[float, float]:
+  """``(compile_s, step_s)``: the first call of a fresh jitted step on a copy of ``state``,
+  then the mean of ``steps`` more (each result fed to the next, as in training)."""
+  import jax
+  step = make_step()
+  state = jax.tree.map(lambda a: a.copy() if hasattr(a, "copy") else a, state)
+  t0 = time.perf_counter()
+  out = step(state, *batch_args)
+  jax.block_until_ready(out)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    out = step(out[0], *batch_args[:-1], out[2])
+  jax.block_until_ready(out)
+  return compile_s, (time.perf_counter() - t0) / steps

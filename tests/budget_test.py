@@ -1,0 +1,49 @@
+"""Training to a wall-time budget (experiments/budget.py): the plan, and a run that keeps it."""
+
+import json
+import os
+
+from experiments import budget, train
+from experiments.configs import default
+
+
+def test_the_plan_fits_training_compilation_and_every_evaluation_in_the_budget():
+  m = budget.Measured(elapsed_s=50.0, compile_s=30.0, step_s=0.5, eval_s=40.0)
+  n = budget.plan(1800.0, m, steps_per_epoch=100, max_epochs=40, every=40, turns=1)
+  # 1800 * 0.97 - 50 - 30 = 1666 s: 32 epochs of 50 s and one evaluation of 40 s fit, 33 not.
+  assert n == 32
+  assert 32 * 50 + 40 <= 1666 < 33 * 50 + 40
+  # Evaluating every 4 epochs costs 8 passes of 40 s; test-time turns cost more passes.
+  assert budget.plan(1800.0, m, 100, 40, every=4, turns=1) == 27
+  assert budget.evaluations(27, 4, 3) == 7 + 2
+  assert budget.plan(1800.0, m, 100, max_epochs=10, every=40, turns=1) == 10   # the cap
+  assert budget.plan(60.0, m, 100, 40, 40, 1) == 1                            # at least one
+
+
+def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, capsys):
+  c = default.get_config("smoke")
+  c.data_dir, c.make_figures = mnist_dir, False
+  c.max_train_examples, c.num_epochs, c.eval_every_epochs = 128, 3, 3
+  c.train_budget_s = 900.0
+  workdir = str(tmp_path)
+  results = train.train_and_evaluate(c, workdir)
+  with open(os.path.join(workdir, budget.FILE)) as f:
+    saved = json.load(f)
+  assert saved["epochs"] == results["epochs"] == 3          # the cap: the budget holds more
+  assert saved["step_s"] > 0 and saved["eval_s"] > 0 and saved["compile_s"] > 0
+  assert results["steps"] == 3 * (128 // c.batch_size)
+  # A restart reads the plan instead of measuring again, whatever the budget says now.
+  saved["epochs"] = 1
+  with open(os.path.join(workdir, budget.FILE), "w") as f:
+    json.dump(saved, f)
+  os.remove(os.path.join(workdir, "results.json"))
+  capsys.readouterr()
+  c.train_budget_s = 5.0
+  again = train.train_and_evaluate(c, workdir)
+  assert "1 epochs, as planned when this run began" in capsys.readouterr().err
+  assert again["epochs"] == 1 and again["steps"] == results["steps"]
+
+
+def test_without_a_budget_the_config_decides():
+  c = default.get_config("smoke")
+  assert budget.epochs(c, "/nonexistent", 0.0, 10, None, print) == c.num_epochs
