@@ -75,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     healthy = lambda: parallel.put(np.array(True), parallel.replicated(mesh))
     measure = lambda: _measure(make_state(steps_per_epoch * config.num_epochs), make_step,
                                (train_inputs, train_labels, epoch_perm(0), step_key, healthy()),
-                               min(20, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
+                               min(30, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
     num_epochs = budget.epochs(config, workdir, start_time, steps_per_epoch, measure, say)
     total_steps = steps_per_epoch * num_epochs
     state = make_state(total_steps)
