@@ -65,18 +65,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     steps_per_epoch = _steps_per_epoch(n_train, bs)
     make_state = lambda total: parallel.put_tree(
         steps.create_train_state(task, config, init_key, total), parallel.replicated(mesh))
-    make_step = lambda: steps.make_train_step(
+    make_step = lambda micro: steps.make_train_step(
         task, bs, steps_per_epoch, config.train_transformed, parallel.batch_sharded(mesh),
-        config.microbatches, config.train_rotated, config.train_scale, config.train_shift,
+        micro, config.train_rotated, config.train_scale, config.train_shift,
         config.interpolation)
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
     forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
     healthy = lambda: parallel.put(np.array(True), parallel.replicated(mesh))
-    measure = lambda: _measure(make_state(steps_per_epoch * config.num_epochs), make_step,
-                               (train_inputs, train_labels, epoch_perm(0), step_key, healthy()),
-                               min(30, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
-    num_epochs = budget.epochs(config, workdir, start_time, steps_per_epoch, measure, say)
+    micro, num_epochs = _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step,
+                              (train_inputs, train_labels, epoch_perm(0), step_key, healthy()),
+                              forward, test_inputs, eval_bs, mesh, say)
     total_steps = steps_per_epoch * num_epochs
     state = make_state(total_steps)
     ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
@@ -84,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step = int(parallel.fetch(state.step))
     if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
       return _complete(workdir, step, say, bool(config.train_budget_s))
-    train_step = make_step()
+    train_step = make_step(micro)
     predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
     health = _Health(healthy(), step, config, ckpts)
     say(_describe(task, state, steps_per_epoch, num_epochs, mesh, workdir))
@@ -142,9 +141,21 @@ def _steps_per_epoch(n_train: int, bs: int) -> int:
   return n_train // bs
 
 
+def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, batch_args,
+          forward, test_inputs, eval_bs, mesh, say):
+  """``(microbatches, epochs)`` of this run (:mod:`experiments.budget`): the config's, or
+  measured on throwaway states (``microbatches = 0``, ``train_budget_s > 0``) and kept."""
+  probe = lambda: make_state(steps_per_epoch * config.num_epochs)
+  step_s = lambda m: budget.measure_step(lambda: make_step(m), probe(), batch_args, 5, 2)[1]
+  micro = budget.microbatches(config, workdir, mesh.devices.size, step_s, say)
+  measure = lambda: _measure(probe(), lambda: make_step(micro), batch_args,
+                             min(30, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
+  return micro, budget.epochs(config, workdir, start_time, steps_per_epoch, measure, say)
+
+
 def _measure(probe, make_step, batch_args, n_steps, forward, test_inputs, eval_bs, mesh):
-  """For a time budget (:mod:`experiments.budget`): ``(compile_s, step_s, eval_s)`` of this
-  run's train step (on ``probe``, a throwaway state) and of a full evaluation pass."""
+  """For a time budget: ``(compile_s, step_s, eval_s)`` of this run's train step (on
+  ``probe``, a throwaway state) and of a full evaluation pass."""
   compile_s, step_s = budget.measure_step(make_step, probe, batch_args, n_steps)
   head = test_inputs[:eval_bs]
   input_pipeline.predict(forward, probe.params, head, eval_bs, mesh)       # compiles

@@ -28,7 +28,7 @@ FREE_FIELDS = frozenset({
     "num_epochs", "learning_rate", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",
     "microbatches", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
-    "train_budget_s",    # a run keeps the epochs it planned (budget.json)
+    "train_budget_s",    # a run keeps the epochs it planned (plan.json)
 })
 CONFIG = "config.json"
 # Fields added after runs were saved without them: absent in a saved config means this value,

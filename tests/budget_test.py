@@ -10,12 +10,12 @@ from experiments.configs import default
 def test_the_plan_fits_training_compilation_and_every_evaluation_in_the_budget():
   m = budget.Measured(elapsed_s=50.0, compile_s=30.0, step_s=0.5, eval_s=40.0)
   n = budget.plan(1800.0, m, steps_per_epoch=100, max_epochs=40, every=40, turns=1)
-  # 1800 * 0.97 - 50 - 30 = 1666 s: 32 epochs of 50 s and one evaluation of 40 s fit, 33 not.
-  assert n == 32
-  assert 32 * 50 + 40 <= 1666 < 33 * 50 + 40
+  # 1800 * 0.92 - 50 - 30 = 1576 s: 30 epochs of 50 s and one evaluation of 40 s fit, 31 not.
+  assert n == 30
+  assert 30 * 50 + 40 <= 1576 < 31 * 50 + 40
   # Evaluating every 4 epochs costs 8 passes of 40 s; test-time turns cost more passes.
-  assert budget.plan(1800.0, m, 100, 40, every=4, turns=1) == 27
-  assert budget.evaluations(27, 4, 3) == 7 + 2
+  assert budget.plan(1800.0, m, 100, 40, every=4, turns=1) == 25
+  assert budget.evaluations(25, 4, 3) == 7 + 2
   assert budget.plan(1800.0, m, 100, max_epochs=10, every=40, turns=1) == 10   # the cap
   assert budget.plan(60.0, m, 100, 40, 40, 1) == 1                            # at least one
 
@@ -25,12 +25,16 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   c.data_dir, c.make_figures = mnist_dir, False
   c.max_train_examples, c.num_epochs, c.eval_every_epochs = 128, 3, 3
   c.train_budget_s = 900.0
+  c.microbatches = 0                                         # auto: measured too
   workdir = str(tmp_path)
   results = train.train_and_evaluate(c, workdir)
   with open(os.path.join(workdir, budget.FILE)) as f:
     saved = json.load(f)
   assert saved["epochs"] == results["epochs"] == 3          # the cap: the budget holds more
   assert saved["step_s"] > 0 and saved["eval_s"] > 0 and saved["compile_s"] > 0
+  times = saved["microbatch_step_s"]
+  assert sorted(times) == ["1", "2", "4", "8"] and all(t > 0 for t in times.values())
+  assert saved["microbatches"] == int(min(times, key=times.get))
   assert results["steps"] == 3 * (128 // c.batch_size)
   # A restart reads the plan instead of measuring again, whatever the budget says now.
   saved["epochs"] = 1
@@ -42,6 +46,13 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   again = train.train_and_evaluate(c, workdir)
   assert "1 epochs, as planned when this run began" in capsys.readouterr().err
   assert again["epochs"] == 1 and again["steps"] == results["steps"]
+
+
+def test_microbatch_candidates_split_the_batch_evenly_into_slices_of_at_least_8():
+  assert budget.microbatch_candidates(128) == [1, 2, 4, 8, 16]
+  assert budget.microbatch_candidates(64, devices=4) == [1, 2]        # 8 per device at least
+  assert budget.microbatch_candidates(200) == [1, 2, 4, 8]           # 25 per slice, not 12.5
+  assert budget.microbatch_candidates(6) == [1]
 
 
 def test_without_a_budget_the_config_decides():

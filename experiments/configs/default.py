@@ -55,10 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
   # Optimisation.
   c.batch_size = 128
-  c.microbatches = 1              # > 1: the same gradient over that many slices in sequence
+  # > 1: the same gradient over that many slices in sequence; 0: the count a step runs fastest
+  # in on this machine, measured before training (experiments/budget.py).
+  c.microbatches = 1
   c.num_epochs = 5
   # > 0: end the whole run within this many seconds of the process's start: the epochs are
-  # measured to fit, at most num_epochs (experiments/budget.py; kept in WORKDIR/budget.json).
+  # measured to fit, at most num_epochs (experiments/budget.py; kept in WORKDIR/plan.json).
   c.train_budget_s = 0.0
   c.learning_rate = 2e-3
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
