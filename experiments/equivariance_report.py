@@ -33,12 +33,18 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Where report.md, report.json and report.png go.")
-flags.DEFINE_string("data_dir", "../shared/data/mnist", "Folder with the MNIST IDX files.")
-flags.DEFINE_integer("train_steps", 300, "Adam steps on upright digits per model (0: untrained).")
-flags.DEFINE_integer("images", 256, "Test images to measure on.")
-flags.DEFINE_integer("seed", 0, "Seed for initialisation and batch order.")
-flags.mark_flags_as_required(["workdir"])
+
+
+def _define_flags():
+  """The command's flags, defined only when it runs as a program: off_grid_report imports this
+  module again (as ``experiments.equivariance_report``), and tests import both."""
+  flags.DEFINE_string("workdir", None, "Where report.md, report.json and report.png go.")
+  flags.DEFINE_string("data_dir", "../shared/data/mnist", "Folder with the MNIST IDX files.")
+  flags.DEFINE_integer("train_steps", 300, "Adam steps on upright digits per model (0: untrained).")
+  flags.DEFINE_integer("images", 256, "Test images to measure on.")
+  flags.DEFINE_integer("seed", 0, "Seed for initialisation and batch order.")
+  flags.mark_flags_as_required(["workdir"])
+
 
 SHIFTS = (1, 2, 3, 4)
 
@@ -230,4 +236,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -118,3 +118,16 @@ def test_equivarified_cnn_is_exact_at_every_layer(rows):
   assert _get(rows, model, "logits", "rotate", 1)["invariance"] > 1e-3     # equivariant, not invariant
   assert _get(rows, model, readout, "flip", 1)["invariance"] > 1e-4        # flips are not in C4
   assert np.isnan(_get(rows, model, "conv1", "flip", 1)["equivariance"])
+
+
+def test_the_report_modules_define_no_flags_on_import():
+  """`make report` runs equivariance_report as __main__, and off_grid_report imports it again
+  by name: flags defined at import were defined twice (DuplicateFlagError at the C8/C16 part)."""
+  import importlib
+  from absl import flags
+  from experiments import off_grid_report  # noqa: F401  (imports equivariance_report by name)
+  for name in ("equivariance_report", "bench", "bench_peers", "profile_step"):
+    importlib.import_module(f"experiments.{name}")
+  definers = {m for m, fl in flags.FLAGS.flags_by_module_dict().items() if fl}
+  assert not {m for m in definers if m.endswith(("equivariance_report", "off_grid_report",
+                                                  "bench", "bench_peers", "profile_step"))}
