@@ -145,6 +145,10 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
           forward, test_inputs, eval_bs, mesh, say):
   """``(microbatches, epochs)`` of this run (:mod:`experiments.budget`): the config's, or
   measured on throwaway states (``microbatches = 0``, ``train_budget_s > 0``) and kept."""
+  if jax.process_count() > 1 and (config.train_budget_s or not config.microbatches):
+    raise ConfigError("train_budget_s and microbatches=0 are measured by the process that runs "
+                      "them: with several processes each would plan its own run; give "
+                      "num_epochs and microbatches instead")
   probe = lambda: make_state(steps_per_epoch * config.num_epochs)
   step_s = lambda m: budget.measure_step(lambda: make_step(m), probe(), batch_args, 5, 2)[1]
   micro = budget.microbatches(config, workdir, mesh.devices.size, step_s, say)
