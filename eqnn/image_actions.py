@@ -164,12 +164,30 @@ def disk_mask(h: int, w: int) -> np.ndarray:
 INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-def _cubic(t):
+def _cubic(t, xp=np):
   """Keys' cubic convolution kernel (a = -0.5, what PIL and OpenCV call bicubic)."""
-  t = np.abs(t)
+  t = xp.abs(t)
   near = (1.5 * t - 2.5) * t * t + 1
   far = ((-0.5 * t + 2.5) * t - 4) * t + 2
-  return np.where(t <= 1, near, np.where(t < 2, far, 0)).astype(t.dtype)
+  return xp.where(t <= 1, near, xp.where(t < 2, far, 0)).astype(t.dtype)
+
+
+def axis_taps(start, frac, size: int, interpolation: str, xp=np) -> list:
+  """The resampling taps along one axis, separable: for each source offset d from
+  ``start = floor(coordinate)`` (0, 1 bilinear; -1 .. 2 bicubic), ``(index, weight)`` with the
+  index clipped to ``[0, size)`` and the weight 0 where the source is off the grid. ``xp``:
+  numpy (the group actions' tables, on the host) or jax.numpy (:func:`eqnn.spatial.rotate`,
+  traced), so both resample with the same weights."""
+  if interpolation == "bilinear":
+    offsets, weight = (0, 1), (lambda d, f: 1 - f if d == 0 else f)
+  else:
+    offsets, weight = (-1, 0, 1, 2), (lambda d, f: _cubic(f - d, xp))
+  out = []
+  for d in offsets:
+    k = (start + d).astype(xp.int32)
+    on = (k >= 0) & (k < size)
+    out.append((xp.clip(k, 0, size - 1), xp.where(on, weight(d, frac), 0.0)))
+  return out
 
 
 def _taps(h: int, angles, interpolation: str = "bilinear", mask: bool = True,
@@ -190,24 +208,10 @@ def _taps(h: int, angles, interpolation: str = "bilinear", mask: bool = True,
   col, row = c + sx, c - sy                             # [A, h, h]
   r0, c0 = np.floor(row), np.floor(col)
   fr, fc = row - r0, col - c0
-  if interpolation == "bilinear":
-    offsets = (0, 1)
-    weight = lambda d, f: 1 - f if d == 0 else f
-  else:
-    offsets = (-1, 0, 1, 2)
-    weight = lambda d, f: _cubic(f - d)
-  # Separable: per row offset and per column offset, source index, weight and "on the grid".
-  def axis(start, frac):
-    out = []
-    for d in offsets:
-      k = (start + d).astype(np.int32)
-      on = (k >= 0) & (k < h)
-      out.append((np.clip(k, 0, h - 1), np.where(on, weight(d, frac), 0.0)))
-    return out
   disk = disk_mask(h, h)
   idx, wts = [], []
-  for rr, wr in axis(r0, fr):
-    for cc, wc in axis(c0, fc):
+  for rr, wr in axis_taps(r0, fr, h, interpolation):
+    for cc, wc in axis_taps(c0, fc, h, interpolation):
       wt = wr * wc
       if mask:
         wt = wt * disk[rr, cc] * disk

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqnn import actions as actions_lib
+from eqnn import image_actions
 
 def require_float(x, what: str) -> None:
   """Refuses integer inputs: raw uint8 images must be scaled first (``eqnn.data.to_float``)."""
@@ -74,8 +75,8 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   regular action on the group axis. Written as a reshape and a max rather than
   ``lax.reduce_window``, whose backward pass on CPU is a select-and-scatter.
 
-  The gradient goes to each window's first maximal entry, found in the forward pass and kept
-  (an index per window), never by comparing values again in the backward pass. JAX's rule for
+  The derivative goes to each window's first maximal entry, found in the forward pass and kept
+  (a one-hot per window), never by comparing values again in the backward pass. JAX's rule for
   a max compares the window's entries with the max there and divides by the count of equal
   ones; XLA may recompute the entries (say, a fused batch norm before the pool) in the max and
   in the comparison with different roundings, so that none is equal: 0 / 0, a NaN gradient
@@ -105,56 +106,33 @@ def _windows_last(x, window):
   return t.reshape(t.shape[:-2] + (window * window,))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _window_max(x, window):
   return _windows_last(x, window).max(-1)
 
 
-def _window_max_fwd(x, window):
+@_window_max.defjvp
+def _window_max_jvp(window, primals, tangents):
+  """The tangent of each window's max is its argmax entry's tangent: the one-hot of the argmax
+  is a function of the primal alone, computed once and kept for the backward pass (its
+  transpose), so reverse mode never compares values again and forward mode works too."""
+  (x,), (dx,) = primals, tangents
   t = _windows_last(x, window)
-  return t.max(-1), (jnp.argmax(t, -1).astype(jnp.int32), x.shape)
-
-
-def _window_max_bwd(window, res, g):
-  idx, shape = res
-  gx = jax.nn.one_hot(idx, window * window, dtype=g.dtype) * g[..., None]   # [B, h, w, *C, k^2]
-  gx = gx.reshape(gx.shape[:-1] + (window, window))
-  nd = gx.ndim                                       # -> [B, h, window, w, window, *C]
-  gx = gx.transpose((0, 1, nd - 2, 2, nd - 1) + tuple(range(3, nd - 2)))
-  return (gx.reshape(shape),)
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
-def _cubic(t):
-  """Keys' cubic convolution kernel (a = -0.5), as :mod:`eqnn.image_actions` uses."""
-  t = jnp.abs(t)
-  near = (1.5 * t - 2.5) * t * t + 1
-  far = ((-0.5 * t + 2.5) * t - 4) * t + 2
-  return jnp.where(t <= 1, near, jnp.where(t < 2, far, 0.0))
+  pick = jax.nn.one_hot(jnp.argmax(t, -1), window * window, dtype=x.dtype)
+  return t.max(-1), jnp.sum(pick * _windows_last(dx, window), -1)
 
 
 def _resample(img: jax.Array, row: jax.Array, col: jax.Array, interpolation: str) -> jax.Array:
   """``img [H, W, C]`` read at fractional ``(row, col)`` (each ``[H, W]``), sources off the grid
-  zero: 4 taps (bilinear) or 16 (bicubic), gathered from the flattened image."""
+  zero: 4 taps (bilinear) or 16 (bicubic), gathered from the flattened image, with the taps
+  of the group actions' tables (:func:`eqnn.image_actions.axis_taps`)."""
   h, w, c = img.shape
   flat = img.reshape(h * w, c)
   r0, c0 = jnp.floor(row), jnp.floor(col)
-  fr, fc = row - r0, col - c0
-  if interpolation == "bilinear":
-    offsets, weight = (0, 1), (lambda d, f: 1 - f if d == 0 else f)
-  else:
-    offsets, weight = (-1, 0, 1, 2), (lambda d, f: _cubic(f - d))
   out = jnp.zeros((h, w, c), img.dtype)
-  for dr in offsets:
-    rr = (r0 + dr).astype(jnp.int32)
-    wr = jnp.where((rr >= 0) & (rr < h), weight(dr, fr), 0.0)
-    for dc in offsets:
-      cc = (c0 + dc).astype(jnp.int32)
-      wt = wr * jnp.where((cc >= 0) & (cc < w), weight(dc, fc), 0.0)
-      src = jnp.clip(rr, 0, h - 1) * w + jnp.clip(cc, 0, w - 1)
-      out = out + wt[..., None] * flat[src]
+  for rr, wr in image_actions.axis_taps(r0, row - r0, h, interpolation, jnp):
+    for cc, wc in image_actions.axis_taps(c0, col - c0, w, interpolation, jnp):
+      out = out + (wr * wc)[..., None] * flat[rr * w + cc]
   return out
 
 

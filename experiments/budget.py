@@ -26,6 +26,8 @@ import os
 import time
 from typing import Callable
 
+from experiments import workdir as workdir_lib
+
 FILE = "plan.json"
 MARGIN = 0.08      # of the budget, for what the measurement cannot see (steps ran 8% slower
                    # over a whole C16 MNIST-rot run than in the first 35; evaluations, saves)
@@ -119,22 +121,18 @@ def _load(workdir: str) -> dict:
 
 
 def _save(workdir: str, record: dict) -> None:
-  merged = {**_load(workdir), **record}
-  tmp = os.path.join(workdir, FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(merged, f, indent=1)
-  os.replace(tmp, os.path.join(workdir, FILE))
+  workdir_lib.write_atomic(os.path.join(workdir, FILE),
+                           json.dumps({**_load(workdir), **record}, indent=1))
 
 
 def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
                  warmup: int = 5) -> tuple[float, float]:
-  """``(compile_s, step_s)``: the first call of a fresh jitted step on a copy of ``state``,
-  then the mean of ``steps`` more after ``warmup`` untimed ones (each result fed to the next,
-  as in training). The first steps after compiling run up to 1.5x slower than the rest (C16
-  MNIST-rot: 575 ms against 385): timing them would plan too few epochs."""
+  """``(compile_s, step_s)``: the first call of a fresh jitted step on ``state`` (a throwaway:
+  the step donates it), then the mean of ``steps`` more after ``warmup`` untimed ones (each
+  result fed to the next, as in training; the untimed ones take the first buffer allocations
+  out of the mean)."""
   import jax
   step = make_step()
-  state = jax.tree.map(lambda a: a.copy() if hasattr(a, "copy") else a, state)
   t0 = time.perf_counter()
   out = step(state, *batch_args)
   jax.block_until_ready(out)

@@ -139,11 +139,7 @@ class Checkpoints:
     self.manager.wait_until_finished()
     if jax.process_index() == 0:
       step_dir = os.path.join(self.directory, str(step))
-      sums = _files(step_dir)
-      tmp = os.path.join(step_dir, MANIFEST + ".tmp")
-      with open(tmp, "w") as f:
-        json.dump(sums, f)
-      os.replace(tmp, os.path.join(step_dir, MANIFEST))
+      workdir_lib.write_atomic(os.path.join(step_dir, MANIFEST), json.dumps(_files(step_dir)))
 
   def latest_step(self) -> int | None:
     self.manager.reload()

@@ -140,11 +140,11 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
   ``transform``: move each training input by a random group element (labels follow), drawn
   from ``fold_in(key, step)``. ``rotate``: turn each training image by a uniform random angle
   in [0, 360) degrees (``ops.rotate`` with ``interpolation``, continuous; joint labels at
-  the nearest group element); with ``rotate``, also magnify each by a uniform factor in [1 - scale, 1 + scale]
-  and move it by a uniform shift in [-shift, shift] pixels along each axis (augmentation
-  beyond the group; labels keep the turn's element). ``healthy`` (a device scalar) stays True while every loss and
-  parameter has been finite: the loop reads it only when it reads the loss or saves, so
-  the check costs no host sync per step.
+  the nearest group element); with ``rotate``, also magnify each by a uniform factor in
+  [1 - scale, 1 + scale] and move it by a uniform shift in [-shift, shift] pixels along each
+  axis (augmentation beyond the group; labels keep the turn's element). ``healthy`` (a device
+  scalar) stays True while every loss and parameter has been finite: the loop reads it only
+  when it reads the loss or saves, so the check costs no host sync per step.
   """
   traces = []
 

@@ -185,11 +185,12 @@ def _turned_accuracy(task, state, inputs, labels, eval_bs, mesh, turns, logits,
     out = readouts.class_logits(out) if task.equivariant else out
     return jax.nn.log_softmax(out, -1)
 
+  # One compilation for every turn: the angle is an argument, not a constant of the trace.
+  turned = jax.jit(lambda p, x, a: class_logp(task.model.apply(
+      p, ops.rotate(x, jnp.full((x.shape[0],), a, x.dtype), interpolation=interpolation))))
   total = np.asarray(class_logp(jnp.asarray(logits)))
   for k in range(1, turns):
-    fwd = jax.jit(lambda p, x, a=step * k: class_logp(
-        task.model.apply(p, ops.rotate(x, jnp.full((x.shape[0],), a, x.dtype),
-                                       interpolation=interpolation))))
+    fwd = lambda p, x, a=jnp.float32(step * k): turned(p, x, a)
     total = total + input_pipeline.predict(fwd, state.params, inputs, eval_bs, mesh)
   return {"test_class_accuracy_turned": float(np.mean(total.argmax(-1) == labels)),
           "eval_turns": turns}

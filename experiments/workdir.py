@@ -138,9 +138,14 @@ def claim(path: str, config: ml_collections.ConfigDict, main: bool = True,
       lock.close()
 
 
-def write_config(path: str, config: ml_collections.ConfigDict) -> None:
-  """Saves the run's configuration (atomically: a crash leaves the old file or the new)."""
-  tmp = os.path.join(path, CONFIG + ".tmp")
+def write_atomic(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically: a crash leaves the old file or the new."""
+  tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp, os.path.join(path, CONFIG))
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_config(path: str, config: ml_collections.ConfigDict) -> None:
+  """Saves the run's configuration (atomically)."""
+  write_atomic(os.path.join(path, CONFIG), config.to_json(indent=2))

@@ -3,6 +3,9 @@
 import json
 import os
 
+import numpy as np
+import pytest
+
 from experiments import budget, train
 from experiments.configs import default
 
@@ -58,3 +61,18 @@ def test_microbatch_candidates_split_the_batch_evenly_into_slices_of_at_least_8(
 def test_without_a_budget_the_config_decides():
   c = default.get_config("smoke")
   assert budget.epochs(c, "/nonexistent", 0.0, 10, None, print) == c.num_epochs
+
+
+def test_several_processes_refuse_a_measured_plan(monkeypatch):
+  """Each process would measure, and plan, its own run: refused before anything is measured."""
+  import jax
+  from experiments.validation import ConfigError
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  for field, value in (("train_budget_s", 600.0), ("microbatches", 0)):
+    c = default.get_config("smoke")
+    c[field] = value
+    with pytest.raises(ConfigError, match="several processes"):
+      train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1, None, print)
+  c = default.get_config("smoke")                     # neither: the config decides, nothing measured
+  assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
+                     type("Mesh", (), {"devices": np.zeros(1)})(), print) == (1, c.num_epochs)

@@ -31,6 +31,15 @@ def test_max_pool_gradient_goes_to_one_entry_per_window_ties_included():
     np.testing.assert_array_equal(g, want)
 
 
+def test_max_pool_forward_mode_derivative_is_the_argmax_entrys():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  v = jax.random.normal(jax.random.key(1), x.shape)
+  y, dy = jax.jvp(lambda x: spatial.max_pool(x, 2), (x,), (v,))
+  _, want = jax.jvp(lambda x: nn.max_pool(x, (2, 2), (2, 2)), (x,), (v,))
+  np.testing.assert_array_equal(y, nn.max_pool(x, (2, 2), (2, 2)))
+  np.testing.assert_array_equal(dy, want)
+
+
 def test_batch_norm_then_pool_has_a_finite_gradient_under_jit():
   """The regression: a max reduction's gradient divided by the count of entries equal to the
   max, which XLA's recomputed (fused) batch norm made 0 on an AVX-512 CPU: NaN under jit only."""
