@@ -32,12 +32,14 @@ import os
 
 from absl import app, flags
 
+from experiments import off_grid_report
+from experiments.report_models import make_features, network_order, train_briefly
+
 FLAGS = flags.FLAGS
 
 
 def _define_flags():
-  """The command's flags, defined only when it runs as a program: off_grid_report imports this
-  module again (as ``experiments.equivariance_report``), and tests import both."""
+  """The command's flags, defined only when it runs as a program (tests import the module)."""
   flags.DEFINE_string("workdir", None, "Where report.md, report.json and report.png go.")
   flags.DEFINE_string("data_dir", "../shared/data/mnist", "Folder with the MNIST IDX files.")
   flags.DEFINE_integer("train_steps", 300, "Adam steps on upright digits per model (0: untrained).")
@@ -70,49 +72,6 @@ def build_models():
       "equivarified CNN (C4)": (models.EquivariantCNN(actions.rotations(), (16, 32, 32), (2, 2, 1),
                                                  (128,)), True),
   }
-
-
-def train_briefly(model, equivariant, images, labels, steps, seed):
-  import jax
-  import optax
-  from flax.training import train_state
-  from eqnn import readouts
-  from experiments import steps as steps_lib
-  key = jax.random.key(seed)
-  params = model.init(key, images[:1])
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=optax.adam(1e-3))
-  flat = readouts.joint_logits if equivariant else (lambda logits: logits)
-  step = jax.jit(lambda s, x, y: steps_lib.update(s, x, y, flat=flat))
-  rng = jax.random.key(seed + 1)
-  for i in range(steps):
-    idx = jax.random.randint(jax.random.fold_in(rng, i), (128,), 0, images.shape[0])
-    y = readouts.joint_labels(labels[idx], 0, 10) if equivariant else labels[idx]
-    state, _ = step(state, images[idx], y)
-  return state.params
-
-
-def make_features(model, params, equivariant):
-  import jax
-  from eqnn import readouts
-
-  @jax.jit
-  def features(x):
-    out, inter = model.apply(params, x, mutable=["intermediates"])
-    feats = {k: v[0] for k, v in inter["intermediates"].items()}
-    feats["logits"] = out
-    if equivariant:
-      feats["readout (logsumexp over G)"] = readouts.class_logits(out)
-    return feats
-
-  return features
-
-
-def network_order(layer: str):
-  """conv1, pool1, conv2, ..., dense1, logits, readout (jit returns dicts sorted by key)."""
-  if layer.startswith(("conv", "pool")):
-    return (0, int(layer[4:]), layer.startswith("pool"))
-  return (1 if layer.startswith("dense") else 2 if layer == "logits" else 3, 0, False)
 
 
 def transforms(equivariant):
@@ -213,7 +172,6 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   header = (f"Relative errors `equivariance / invariance` on {n_images} MNIST test images, "
             f"models trained {train_steps} steps on upright digits; shifts compared with "
             f"borders excluded. `python -m experiments.equivariance_report`.\n\n")
-  from experiments import off_grid_report    # it builds on this module's models and features
   off = off_grid_report.off_grid(x, train_x, train_y, train_steps, seed)
   off_table = off_grid_report.off_grid_tables(off)
   with open(os.path.join(workdir, "report.md"), "w") as f:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.equivariance_report import make_features, network_order, train_briefly
+from experiments.report_models import make_features, network_order, train_briefly
 
 OFF_GRID_ANGLES = tuple(range(0, 360, 5))
 

@@ -121,11 +121,11 @@ def test_equivarified_cnn_is_exact_at_every_layer(rows):
 
 
 def test_the_report_modules_define_no_flags_on_import():
-  """`make report` runs equivariance_report as __main__, and off_grid_report imports it again
-  by name: flags defined at import were defined twice (DuplicateFlagError at the C8/C16 part)."""
+  """`make report` runs equivariance_report as __main__; a module that imported it again by
+  name defined its flags twice (DuplicateFlagError at the C8/C16 part, an earlier bug)."""
   import importlib
   from absl import flags
-  from experiments import off_grid_report  # noqa: F401  (imports equivariance_report by name)
+  from experiments import off_grid_report  # noqa: F401
   for name in ("equivariance_report", "bench", "bench_peers", "profile_step"):
     importlib.import_module(f"experiments.{name}")
   definers = {m for m, fl in flags.FLAGS.flags_by_module_dict().items() if fl}
