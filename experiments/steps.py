@@ -67,9 +67,13 @@ def parameter_count(params) -> int:
   return int(sum(p.size for p in jax.tree.leaves(params)))
 
 
-def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits, train_key=None):
+def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits, train_key=None,
+            label_smoothing: float = 0.0):
   """Mean softmax cross entropy of ``flat(apply_fn(params, inputs))`` against integer targets,
   and the model's updated state collections (``{}`` for a model without).
+
+  ``label_smoothing`` (alpha): the target puts 1 - alpha on the label and alpha spread evenly
+  over all K outputs (``optax.smooth_labels``); 0 is the plain integer-label cross entropy.
 
   ``train_key`` (for a model with a ``train`` argument): call it in training mode, batch
   statistics from this batch, dropout drawn from the key.
@@ -80,20 +84,27 @@ def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits, train
     mutable = [k for k in params if k in STATE_COLLECTIONS]
     logits, new_state = apply_fn(params, inputs, train=True, mutable=mutable,
                                  rngs={"dropout": train_key})
-  loss = optax.softmax_cross_entropy_with_integer_labels(flat(logits), targets).mean()
+  flat_logits = flat(logits)
+  if label_smoothing:
+    soft = optax.smooth_labels(jax.nn.one_hot(targets, flat_logits.shape[-1]), label_smoothing)
+    loss = optax.softmax_cross_entropy(flat_logits, soft).mean()
+  else:
+    loss = optax.softmax_cross_entropy_with_integer_labels(flat_logits, targets).mean()
   return loss, dict(new_state)
 
 
 def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: logits,
-           train_key=None):
+           train_key=None, label_smoothing: float = 0.0):
   """One optimiser step on a batch: ``(state, loss)``.
 
   ``microbatches > 1`` computes the same gradient (the batch mean) over that many slices in
   sequence: less activation memory, and faster where a whole batch's activations do not
   stay in cache (`make bench` measures it). Batch statistics are then those of each slice,
-  and running averages advance once per slice. ``train_key``: see :func:`loss_fn`.
+  and running averages advance once per slice. ``train_key``, ``label_smoothing``: see
+  :func:`loss_fn`.
   """
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, flat=flat), has_aux=True)
+  grad_fn = jax.value_and_grad(
+      functools.partial(loss_fn, flat=flat, label_smoothing=label_smoothing), has_aux=True)
   keys = ([None] * microbatches if train_key is None
           else list(jax.random.split(train_key, microbatches)))
   if microbatches <= 1:
@@ -133,7 +144,8 @@ def all_finite(loss, params) -> jax.Array:
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
                     batch_sharding=None, microbatches: int = 1, rotate: bool = False,
-                    scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear"):
+                    scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",
+                    label_smoothing: float = 0.0):
   """A jitted step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
@@ -145,6 +157,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
   axis (augmentation beyond the group; labels keep the turn's element). ``healthy`` (a device
   scalar) stays True while every loss and parameter has been finite: the loop reads it only
   when it reads the loss or saves, so the check costs no host sync per step.
+  ``label_smoothing``: see :func:`loss_fn`.
   """
   traces = []
 
@@ -177,7 +190,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
                  if takes_train_flag(task.model) else None)
     state, loss = update(state, x, task.targets(m, g), microbatches, task.flat_logits,
-                         train_key)
+                         train_key, label_smoothing)
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   return step

@@ -68,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     make_step = lambda micro: steps.make_train_step(
         task, bs, steps_per_epoch, config.train_transformed, parallel.batch_sharded(mesh),
         micro, config.train_rotated, config.train_scale, config.train_shift,
-        config.interpolation)
+        config.interpolation, config.label_smoothing)
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
     forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size

@@ -88,6 +88,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(isinstance(c.norm, bool), "norm", "must be True or False")
   need(isinstance(c.dropout, numbers.Real) and 0 <= c.dropout < 1, "dropout",
        "must be a number in [0, 1)")
+  need(isinstance(c.label_smoothing, numbers.Real) and 0 <= c.label_smoothing < 1,
+       "label_smoothing", "must be a number in [0, 1)")
   integer("data_seed", 0)
   need(c.head_pool in models.HEAD_POOLS, "head_pool", f"choose one of {models.HEAD_POOLS}")
   need(not (c.dataset == "rotated_mnist" and c.test_transformed), "test_transformed",

@@ -35,7 +35,7 @@ CONFIG = "config.json"
 # so such a run resumes under the newer code.
 ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
                 "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0,
-                "train_budget_s": 0.0}
+                "train_budget_s": 0.0, "label_smoothing": 0.0}
 
 
 class WorkdirError(Exception):

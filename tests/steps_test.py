@@ -80,3 +80,20 @@ def test_batch_statistics_come_from_the_forward_pass_not_the_optimiser(mnist_dir
   _, s2 = model.apply({**state.params, **s1}, x[16:], train=True, mutable=["batch_stats"],
                       rngs={"dropout": k2})
   assert _max_diff(two.params["batch_stats"], s2["batch_stats"]) < 1e-6
+
+
+def test_label_smoothing_is_the_cross_entropy_with_smoothed_targets():
+  """alpha = 0 is the integer-label loss; alpha > 0 puts 1 - alpha + alpha/K on the label and
+  alpha/K elsewhere (checked by hand), and it is larger than the plain loss on confident
+  correct logits (negative control: smoothing must change the loss)."""
+  logits = jnp.array([[4.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+  labels = jnp.array([0, 1])
+  apply = lambda params, x: x
+  plain, _ = steps.loss_fn({}, apply, logits, labels)
+  zero, _ = steps.loss_fn({}, apply, logits, labels, label_smoothing=0.0)
+  smooth, _ = steps.loss_fn({}, apply, logits, labels, label_smoothing=0.3)
+  logp = jax.nn.log_softmax(logits)
+  target = jnp.full((2, 3), 0.1).at[jnp.arange(2), labels].set(0.8)
+  assert float(zero) == float(plain)
+  assert float(smooth) == pytest.approx(float(-(target * logp).sum(-1).mean()), rel=1e-6)
+  assert float(smooth) > float(plain) + 0.1

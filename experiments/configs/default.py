@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule = "cosine"           # "cosine" (with warmup) or "constant"
   c.warmup_steps = 100
   c.weight_decay = 5e-4           # AdamW when > 0
+  c.label_smoothing = 0.0         # alpha of the smoothed targets (0: integer labels)
   c.eval_batch_size = 1000
   # > 1: also report the class accuracy averaged over that many turns of each test input by
   # fractions of the group's rotation step (test_class_accuracy_turned), after training.
