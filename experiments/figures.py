@@ -76,25 +76,43 @@ def training_curves(path, metrics_path):
   plt.close(fig)
 
 
-def confusion(path, task, logits, labels, elements):
-  """Joint confusion matrix, rows true (g, digit), columns predicted (log counts)."""
-  k = task.num_classes
-  n = task.group_order
-  truth = task.targets(labels, elements)
+def confusion_matrix(task, logits, labels, elements) -> np.ndarray:
+  """Counts, rows true and columns predicted: over joint (g, class) labels (``|G| K`` square)
+  for a task trained on them, else over classes alone (``K`` square: the invariant readout
+  of an equivariant model trained on class labels, or a plain model's)."""
+  truth = np.asarray(task.targets(labels, elements))
   pred = np.asarray(task.flat_logits(logits)).argmax(-1)
-  size = n * k
+  size = task.group_order * task.num_classes if task.joint else task.num_classes
   mat = np.zeros((size, size), np.int64)
   np.add.at(mat, (truth, pred), 1)
+  return mat
+
+
+def confusion(path, task, logits, labels, elements):
+  """:func:`confusion_matrix` drawn in log counts (class confusions also written as numbers)."""
+  k = task.num_classes
+  mat = confusion_matrix(task, logits, labels, elements)
+  size = mat.shape[0]
   fig, ax = plt.subplots(figsize=(7, 6))
   im = ax.imshow(np.log10(mat + 1), cmap="viridis")
-  ticks = np.arange(0, size, k)
-  names = task.action.group.element_names if task.equivariant else ["e"]
-  ax.set_xticks(ticks, [f"{names[i // k]}" for i in ticks])
-  ax.set_yticks(ticks, [f"{names[i // k]}" for i in ticks])
-  ax.set_xlabel("predicted (group element block, digits 0-9 within)")
-  ax.set_ylabel("true (group element block, digits 0-9 within)")
+  if task.joint:
+    ticks = np.arange(0, size, k)
+    names = task.action.group.element_names
+    ax.set_xticks(ticks, [f"{names[i // k]}" for i in ticks])
+    ax.set_yticks(ticks, [f"{names[i // k]}" for i in ticks])
+    ax.set_xlabel("predicted (group element block, digits 0-9 within)")
+    ax.set_ylabel("true (group element block, digits 0-9 within)")
+    ax.set_title("digit x angle confusion")
+  else:
+    ax.set_xticks(np.arange(k))
+    ax.set_yticks(np.arange(k))
+    for (i, j), count in np.ndenumerate(mat):
+      if count and i != j:
+        ax.text(j, i, str(count), ha="center", va="center", color="w", fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"class confusion ({int(mat.sum() - np.trace(mat))} errors of {mat.sum()})")
   fig.colorbar(im, label="log10(count + 1)")
-  ax.set_title("digit x angle confusion")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
