@@ -21,6 +21,17 @@ from eqnn.layers import (Equivarified, GroupBatchNorm, GroupConv, GroupDense, Gr
 HEAD_POOLS = ("none", "max", "mean")
 
 
+def kernel_sizes(kernel_size: int | Sequence[int], num_convs: int) -> tuple[int, ...]:
+  """One spatial kernel size per conv: an int for all, or one per conv (e.g. a larger first
+  kernel, as escnn's MNIST-rot networks use)."""
+  if isinstance(kernel_size, int):
+    return (kernel_size,) * num_convs
+  sizes = tuple(kernel_size)
+  if len(sizes) != num_convs:
+    raise ValueError(f"kernel_size {sizes}: need one size per conv ({num_convs})")
+  return sizes
+
+
 class EquivariantCNN(ops.LiftsInput, nn.Module):
   """The paper's Figure 3 network, for any group acting on square images.
 
@@ -35,6 +46,7 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     pools: max-pool window after each conv (1: none); pooling commutes with the group.
     dense_features: hidden widths of the head (the first is lifted over the stack).
     num_classes: classes per group element.
+    kernel_size: spatial size of every conv's kernel, or one per conv.
     norm: batch-normalise each conv's output before its ReLU (:class:`GroupBatchNorm`:
       statistics and affine parameters per channel shared over the |G| slots, so exactly
       equivariant in training and evaluation). Adds a ``batch_stats`` collection.
@@ -50,7 +62,7 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
   pools: Sequence[int] = (2, 2, 1)
   dense_features: Sequence[int] = (128,)
   num_classes: int = 10
-  kernel_size: int = 3
+  kernel_size: int | Sequence[int] = 3
   impl: str = "auto"
   dtype: Any = jnp.float32
   norm: bool = False
@@ -65,12 +77,13 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
       raise ValueError(f"need one pool window per conv: {len(self.pools)} pools for "
                        f"{len(self.conv_features)} convs")
     group = self.action.group
+    ks = kernel_sizes(self.kernel_size, len(self.conv_features))
     normed = lambda y: GroupBatchNorm(group)(y, train) if self.norm else y
-    y = LiftConv(self.action, self.conv_features[0], self.kernel_size, impl=self.impl,
+    y = LiftConv(self.action, self.conv_features[0], ks[0], impl=self.impl,
                  dtype=self.dtype, use_bias=not self.norm)(x)
     y = relu_pool(self, normed(y), self.pools[0], 1)
-    for i, (feats, pool) in enumerate(zip(self.conv_features[1:], self.pools[1:]), 2):
-      y = GroupConv(group, feats, self.kernel_size, impl=self.impl, dtype=self.dtype,
+    for i, (feats, pool, k) in enumerate(zip(self.conv_features[1:], self.pools[1:], ks[1:]), 2):
+      y = GroupConv(group, feats, k, impl=self.impl, dtype=self.dtype,
                     use_bias=not self.norm)(y)
       y = relu_pool(self, normed(y), pool, i)
     if self.head_pool != "none":                                         # [B, 1, 1, G, C]
@@ -94,7 +107,7 @@ class PlainCNN(nn.Module):
   pools: Sequence[int] = (2, 2, 1)
   dense_features: Sequence[int] = (128,)
   num_classes: int = 10
-  kernel_size: int = 3
+  kernel_size: int | Sequence[int] = 3   # for every conv, or one per conv
   dtype: Any = jnp.float32
   norm: bool = False              # batch norm before each ReLU, as in EquivariantCNN
   dropout: float = 0.0            # before the last dense layer when training
@@ -103,8 +116,9 @@ class PlainCNN(nn.Module):
   def __call__(self, x, train: bool = False):
     ops.require_float(x, "PlainCNN")
     y = x.astype(self.dtype)
-    for i, (feats, pool) in enumerate(zip(self.conv_features, self.pools), 1):
-      y = nn.Conv(feats, (self.kernel_size, self.kernel_size), dtype=self.dtype,
+    ks = kernel_sizes(self.kernel_size, len(self.conv_features))
+    for i, (feats, pool, k) in enumerate(zip(self.conv_features, self.pools, ks), 1):
+      y = nn.Conv(feats, (k, k), dtype=self.dtype,
                   use_bias=not self.norm)(y)
       if self.norm:
         y = nn.BatchNorm(use_running_average=not train)(y)

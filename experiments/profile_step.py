@@ -56,7 +56,10 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   key = jax.random.key(0) if key is None else key
   keys = iter(jax.random.split(key, 64))
   rnd = lambda shape: jax.random.normal(next(keys), shape)
-  group, n, k = action.group, action.group.order, kernel_size
+  from eqnn import models
+  group, n = action.group, action.group.order
+  ks = models.kernel_sizes(kernel_size, len(conv_features))
+  k = ks[0]
   parts = []
   x = rnd((batch, size, size, 1))
   f0 = conv_features[0]
@@ -83,7 +86,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
 
   relu_pool_part(1, h, cin, pools[0])
   h //= max(pools[0], 1)
-  for i, (f, pool) in enumerate(zip(conv_features[1:], pools[1:]), 2):
+  for i, (f, pool, k) in enumerate(zip(conv_features[1:], pools[1:], ks[1:]), 2):
     conv_impl = ops.resolve_impl(impl, "group_conv", group)
     parts.append(Part(f"group conv {i}: {cin}->{f} per element @{h} ({conv_impl})",
                       _vjp_runner(lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl),

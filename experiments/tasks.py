@@ -117,7 +117,8 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
     model = models.EquivariantMLP(action, **kw) if equivariant else models.MLP(**kw)
   else:
     kw = dict(conv_features=tuple(c.conv_features), pools=tuple(c.pools),
-              dense_features=tuple(c.dense_features), num_classes=k, kernel_size=c.kernel_size,
+              dense_features=tuple(c.dense_features), num_classes=k,
+              kernel_size=tuple(c.get("kernel_sizes", ())) or c.kernel_size,
               norm=c.get("norm", False), dropout=c.get("dropout", 0.0))
     model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"), **kw)
              if equivariant else models.PlainCNN(**kw))

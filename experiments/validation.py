@@ -49,6 +49,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   sizes("dense_features", min_len=0)
   sizes("mlp_features", min_len=0)
   integer("kernel_size", 1)
+  sizes("kernel_sizes", min_len=0)
+  need(not c.kernel_sizes or len(c.kernel_sizes) == len(c.conv_features), "kernel_sizes",
+       f"need one kernel size per conv ({len(c.conv_features)}), or () for kernel_size everywhere")
   need(c.impl in ops.IMPLS, "impl", f"choose one of {ops.IMPLS}")
   if c.model == "equivariant" and c.architecture == "cnn" and c.group in tasks.GROUP_ACTIONS:
     group = tasks.group_action(c).group

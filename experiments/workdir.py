@@ -35,7 +35,8 @@ CONFIG = "config.json"
 # so such a run resumes under the newer code.
 ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
                 "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0,
-                "train_budget_s": 0.0, "label_smoothing": 0.0}
+                "train_budget_s": 0.0, "label_smoothing": 0.0,
+                "kernel_sizes": ()}
 
 
 class WorkdirError(Exception):
@@ -50,7 +51,7 @@ def _plain(value):
 def differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """``"field: saved -> new"`` for every run-shaping field that differs."""
   new = _plain(config.to_dict())
-  saved = {**ADDED_FIELDS, **saved}
+  saved = {**_plain(ADDED_FIELDS), **saved}
   fields = sorted((set(saved) | set(new)) - FREE_FIELDS)
   return [f"{f}: {saved.get(f, '(absent)')!r} -> {new.get(f, '(absent)')!r}"
           for f in fields if saved.get(f, "(absent)") != new.get(f, "(absent)")]

@@ -33,6 +33,9 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("learning_rate", float("nan"), "finite number > 0"),
     ("microbatches", 3, "must divide config.batch_size = 128"),
     ("labels", "angles", "choose 'joint' or 'class'"),
+    ("kernel_sizes", (5, 3), "one kernel size per conv"),
+    ("kernel_sizes", (5, 0, 3), "integers >= 1"),
+    ("label_smoothing", 1.0, "config.label_smoothing = 1.0: must be a number in"),
 ])
 def test_bad_config_values_are_named(field, value, match):
   c = default.get_config()

@@ -69,3 +69,20 @@ def test_batch_norm_and_dropout_keep_training_mode_equivariant(gname):
   testing.assert_equivariant(model.bind(variables), x, elements=exact, atol=1e-5)
   # Dropout is active in training (outputs differ from evaluation) and off in evaluation.
   assert float(jnp.max(jnp.abs(train_mode(x) - model.apply(variables, x)))) > 1e-3
+
+
+def test_kernel_size_per_conv():
+  """One kernel size per conv (a larger first kernel): the kernels have those shapes, and a
+  list of the wrong length is refused by name."""
+  import jax
+  import pytest
+  from eqnn import actions, models
+  x = jnp.zeros((1, 28, 28, 1))
+  for model in (models.EquivariantCNN(actions.rotations(4), (2, 3), (2, 2), (8,),
+                                      kernel_size=(5, 3)),
+                models.PlainCNN((2, 3), (2, 2), (8,), kernel_size=(5, 3))):
+    shapes = [v.shape for v in jax.tree.leaves(model.init(jax.random.key(0), x)) if v.ndim == 4]
+    # The first conv reads the 1-channel image; the second reads the first's output.
+    assert sorted((s[2] == 1, s[:2]) for s in shapes) == [(False, (3, 3)), (True, (5, 5))]
+    with pytest.raises(ValueError, match="one size per conv"):
+      model.clone(kernel_size=(5, 3, 3)).init(jax.random.key(0), x)

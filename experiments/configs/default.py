@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.pools = (2, 2, 2)
   c.dense_features = (128,)
   c.kernel_size = 3
+  c.kernel_sizes = ()             # one per conv, e.g. (5, 3, 3); (): kernel_size everywhere
   c.norm = False                  # batch norm (statistics shared over |G|) before each ReLU
   c.dropout = 0.0                 # dropout before the last dense layer, training only
   c.head_pool = "none"            # "max"/"mean": pool the last conv map over space first
