@@ -7,6 +7,7 @@ come from the dataset's entry here (or from tfds' metadata), never from the mode
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable
 
 import flax.linen as nn
@@ -31,6 +32,9 @@ GROUP_ACTIONS: dict[str, Callable[..., actions.Action]] = {
     "S4": lambda: actions.permute_points(*groups.symmetric(4), axis=-2),
 }
 RESAMPLED = ("C8", "C16", "D8")
+# Beyond the names above, "C<n>" and "D<n>" for any n >= 1 (exact for C1, C2, C4 and D4,
+# resampled for the rest): C12, C32, D16, ...
+_TURNS = re.compile(r"([CD])([1-9][0-9]*)$")
 # "equivariant": the config's network lifted over the group (EquivariantCNN / EquivariantMLP);
 # "plain": the same network, not lifted (PlainCNN / MLP).
 MODELS = ("equivariant", "plain")
@@ -100,11 +104,26 @@ class Task:
     return (jnp.round(angles * n / (2 * jnp.pi)).astype(jnp.int32)) % n
 
 
+def known_group(name: str) -> bool:
+  """Whether ``name`` is a group of :data:`GROUP_ACTIONS` or ``C<n>`` / ``D<n>``."""
+  return isinstance(name, str) and (name in GROUP_ACTIONS or bool(_TURNS.match(name)))
+
+
 def group_action(c: ml_collections.ConfigDict) -> actions.Action:
   """The config's group action (resampled turns with ``c.interpolation``)."""
+  interpolation = c.get("interpolation", "bilinear")
   if c.group in RESAMPLED:
-    return GROUP_ACTIONS[c.group](c.get("interpolation", "bilinear"))
-  return GROUP_ACTIONS[c.group]()
+    return GROUP_ACTIONS[c.group](interpolation)
+  if c.group in GROUP_ACTIONS:
+    return GROUP_ACTIONS[c.group]()
+  turns = _TURNS.match(c.group)
+  if not turns:
+    raise ValueError(f"unknown group {c.group!r}: choose one of {sorted(GROUP_ACTIONS)} or "
+                     "C<n> / D<n>")
+  kind, n = turns.group(1), int(turns.group(2))
+  if kind == "C":
+    return actions.rotations(n, interpolation)
+  return actions.rotations_reflections(n, interpolation)
 
 
 def build_task(c: ml_collections.ConfigDict) -> Task:

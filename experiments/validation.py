@@ -36,7 +36,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need(_ints(v) and len(v) >= min_len and all(x >= low for x in v), field,
          f"need {'at least ' + str(min_len) if min_len else 'any number of'} integers >= {low}")
 
-  need(c.group in tasks.GROUP_ACTIONS, "group", f"choose one of {sorted(tasks.GROUP_ACTIONS)}")
+  need(tasks.known_group(c.group), "group",
+       f"choose one of {sorted(tasks.GROUP_ACTIONS)}, or C<n> / D<n> for any n >= 1")
   need(c.model in tasks.MODELS, "model", f"choose one of {tasks.MODELS}")
   need(c.architecture in tasks.ARCHITECTURES, "architecture",
        f"choose one of {tasks.ARCHITECTURES}")
@@ -53,7 +54,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   need(not c.kernel_sizes or len(c.kernel_sizes) == len(c.conv_features), "kernel_sizes",
        f"need one kernel size per conv ({len(c.conv_features)}), or () for kernel_size everywhere")
   need(c.impl in ops.IMPLS, "impl", f"choose one of {ops.IMPLS}")
-  if c.model == "equivariant" and c.architecture == "cnn" and c.group in tasks.GROUP_ACTIONS:
+  if c.model == "equivariant" and c.architecture == "cnn" and tasks.known_group(c.group):
     group = tasks.group_action(c).group
     for layer in ("lift_conv", "group_conv", "group_dense"):
       try:

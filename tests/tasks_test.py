@@ -39,3 +39,15 @@ def test_models_are_equivariant_on_real_test_images(cfg, mnist_dir):
   bound = task.model.bind(task.model.init(jax.random.key(0), x[:1]))
   err = testing.assert_equivariant(jax.jit(bound.__call__), *testing.declared_actions(bound), x)
   assert err.max_rel < 1e-5
+
+
+def test_any_cyclic_or_dihedral_order_is_a_config_group():
+  """C<n> and D<n> beyond the named groups: resampled (approximate) turns of that order."""
+  c = default.get_config()
+  for name, order in (("C12", 12), ("C3", 3), ("D6", 12)):
+    c.group = name
+    action = tasks.group_action(c)
+    assert action.group.order == order and action.approximate
+    assert tasks.known_group(name)
+  for bad in ("C0", "C", "D-2", "C08", "c4"):
+    assert not tasks.known_group(bad)
