@@ -52,6 +52,11 @@ def get_config(variant: str = ""):
   c.num_epochs = 40
   c.learning_rate = 2e-3
   c.weight_decay = 1e-4
+  # Smoothed targets (alpha 0.1) on the invariant readout: on the validation digits after 8
+  # epochs, 0.90% error against 1.20% without (18 against 24 of 2,000 digits; one seed each,
+  # so weak evidence on its own). Tried there and not kept: a 5x5 first kernel 1.25% (and 20%
+  # slower), AdamW weight decay 0.05 1.35%, dropout 0.3 1.45%.
+  c.label_smoothing = 0.1
   c.warmup_steps = 200
   c.eval_batch_size = 500
   c.eval_every_epochs = 40        # once, at the end: 50,000 test digits take a minute or two
@@ -65,6 +70,7 @@ def get_config(variant: str = ""):
   if group or variant == "plain":
     c.num_epochs = c.eval_every_epochs = 8
     c.train_budget_s, c.eval_turns = 0.0, 1
+    c.label_smoothing = 0.0         # as the table's rows were measured
   if group:
     c.group = group
   if variant == "plain":
