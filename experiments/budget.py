@@ -126,11 +126,11 @@ def _save(workdir: str, record: dict) -> None:
 
 
 def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
-                 warmup: int = 5) -> tuple[float, float]:
-  """``(compile_s, step_s)``: the first call of a fresh jitted step on ``state`` (a throwaway:
-  the step donates it), then the mean of ``steps`` more after ``warmup`` untimed ones (each
-  result fed to the next, as in training; the untimed ones take the first buffer allocations
-  out of the mean)."""
+                 warmup: int = 5) -> tuple[float, float, object]:
+  """``(compile_s, step_s, last_state)``: the first call of a fresh jitted step on ``state``
+  (a throwaway: the step donates it, so its buffers are deleted; use ``last_state``), then
+  the mean of ``steps`` more after ``warmup`` untimed ones (each result fed to the next, as in
+  training; the untimed ones take the first buffer allocations out of the mean)."""
   import jax
   step = make_step()
   t0 = time.perf_counter()
@@ -144,4 +144,4 @@ def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
   for _ in range(steps):
     out = step(out[0], *batch_args[:-1], out[2])
   jax.block_until_ready(out)
-  return compile_s, (time.perf_counter() - t0) / steps
+  return compile_s, (time.perf_counter() - t0) / steps, out[0]

@@ -160,11 +160,11 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
 def _measure(probe, make_step, batch_args, n_steps, forward, test_inputs, eval_bs, mesh):
   """For a time budget: ``(compile_s, step_s, eval_s)`` of this run's train step (on
   ``probe``, a throwaway state) and of a full evaluation pass."""
-  compile_s, step_s = budget.measure_step(make_step, probe, batch_args, n_steps)
-  head = test_inputs[:eval_bs]
-  input_pipeline.predict(forward, probe.params, head, eval_bs, mesh)       # compiles
+  compile_s, step_s, trained = budget.measure_step(make_step, probe, batch_args, n_steps)
+  head = test_inputs[:eval_bs]                          # probe's own buffers were donated
+  input_pipeline.predict(forward, trained.params, head, eval_bs, mesh)     # compiles
   t0 = time.perf_counter()
-  input_pipeline.predict(forward, probe.params, head, eval_bs, mesh)
+  input_pipeline.predict(forward, trained.params, head, eval_bs, mesh)
   eval_s = (time.perf_counter() - t0) * -(-test_inputs.shape[0] // eval_bs)
   return compile_s, step_s, eval_s
 
