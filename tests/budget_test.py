@@ -76,4 +76,3 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
   c = default.get_config("smoke")                     # neither: the config decides, nothing measured
   assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
                      type("Mesh", (), {"devices": np.zeros(1)})(), print) == (1, c.num_epochs)
-
