@@ -76,3 +76,37 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
   c = default.get_config("smoke")                     # neither: the config decides, nothing measured
   assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
                      type("Mesh", (), {"devices": np.zeros(1)})(), print) == (1, c.num_epochs)
+
+
+def test_the_evaluation_is_timed_on_the_state_the_timed_steps_returned():
+  """The timed steps donate the probe state (XLA deletes its buffers where it reuses them):
+  timing the evaluation on it raised 'Array has been deleted' (make rotmnist died so before
+  training). Checked to fail with the evaluation timed on the probe."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax.training import train_state
+  from experiments import parallel
+
+  probe = train_state.TrainState.create(apply_fn=None, params={"w": jnp.ones((4, 3))},
+                                        tx=optax.sgd(0.1))
+
+  @jax.jit
+  def jitted(state, x, healthy):
+    grads = jax.grad(lambda p: jnp.sum((x @ p["w"]) ** 2))(state.params)
+    return state.apply_gradients(grads=grads), jnp.zeros(()), healthy
+
+  def step(state, x, healthy):
+    # Donation as XLA does it when it reuses a buffer (whether it does depends on the
+    # program; C16's batch norm parameters were): the input's buffers are gone afterwards.
+    out = jitted(state, x, healthy)
+    for leaf in jax.tree.leaves(state.params):
+      leaf.delete()
+    return out
+
+  forward = jax.jit(lambda variables, x: x @ variables["w"])
+  batch_args = (jnp.ones((8, 4)), jnp.array(True))
+  compile_s, step_s, eval_s = train._measure(probe, lambda: step, batch_args, 3, forward,
+                                             np.ones((20, 4), np.float32), 8, parallel.mesh())
+  assert jax.tree.leaves(probe.params)[0].is_deleted()     # the premise
+  assert compile_s > 0 and step_s > 0 and eval_s > 0
