@@ -16,25 +16,17 @@ import ml_collections
 
 from eqnn import actions, data, groups, models, readouts
 
-GROUP_ACTIONS: dict[str, Callable[..., actions.Action]] = {
-    "C1": lambda: actions.rotations(1),
-    "C2": lambda: actions.rotations(2),
-    "C4": lambda: actions.rotations(4),
-    "D4": actions.rotations_reflections,
-    # Turns by 45 and 22.5 degrees (and D8): resampled, approximate; quarter turns exact.
-    # They take the config's ``interpolation`` ("bilinear" or "bicubic").
-    "C8": lambda interpolation="bilinear": actions.rotations(8, interpolation),
-    "C16": lambda interpolation="bilinear": actions.rotations(16, interpolation),
-    "D8": lambda interpolation="bilinear": actions.rotations_reflections(8, interpolation),
+# Rotation groups by name, "C<n>" and "D<n>" for any n >= 1: turns by 360/n degrees (and
+# mirrors for D_n), exact pixel permutations for C1, C2, C4 and D4, resampled with the
+# config's ``interpolation`` (approximate; quarter turns exact where 4 divides n) otherwise.
+_TURNS = re.compile(r"([CD])([1-9][0-9]*)$")
+# The other groups, by name.
+GROUP_ACTIONS: dict[str, Callable[[], actions.Action]] = {
     # Cyclic shifts of 28 x 28 images by multiples of 7 pixels: C4 x C4 on the torus.
     "T4x4": lambda: actions.translations(28, 28, 7),
     # The 24 permutations of the 4 points of a set [4, 2].
     "S4": lambda: actions.permute_points(*groups.symmetric(4), axis=-2),
 }
-RESAMPLED = ("C8", "C16", "D8")
-# Beyond the names above, "C<n>" and "D<n>" for any n >= 1 (exact for C1, C2, C4 and D4,
-# resampled for the rest): C12, C32, D16, ...
-_TURNS = re.compile(r"([CD])([1-9][0-9]*)$")
 # "equivariant": the config's network lifted over the group (EquivariantCNN / EquivariantMLP);
 # "plain": the same network, not lifted (PlainCNN / MLP).
 MODELS = ("equivariant", "plain")
@@ -105,25 +97,27 @@ class Task:
 
 
 def known_group(name: str) -> bool:
-  """Whether ``name`` is a group of :data:`GROUP_ACTIONS` or ``C<n>`` / ``D<n>``."""
+  """Whether ``name`` is ``C<n>``, ``D<n>`` or a group of :data:`GROUP_ACTIONS`."""
   return isinstance(name, str) and (name in GROUP_ACTIONS or bool(_TURNS.match(name)))
+
+
+def action_by_name(name: str, interpolation: str = "bilinear") -> actions.Action:
+  """The action of the group called ``name`` (see :data:`GROUP_ACTIONS` and ``C<n>``/``D<n>``)."""
+  if name in GROUP_ACTIONS:
+    return GROUP_ACTIONS[name]()
+  turns = _TURNS.match(name) if isinstance(name, str) else None
+  if not turns:
+    raise ValueError(f"unknown group {name!r}: choose C<n>, D<n> or one of "
+                     f"{sorted(GROUP_ACTIONS)}")
+  n = int(turns.group(2))
+  if turns.group(1) == "C":
+    return actions.rotations(n, interpolation)
+  return actions.rotations_reflections(n, interpolation)
 
 
 def group_action(c: ml_collections.ConfigDict) -> actions.Action:
   """The config's group action (resampled turns with ``c.interpolation``)."""
-  interpolation = c.get("interpolation", "bilinear")
-  if c.group in RESAMPLED:
-    return GROUP_ACTIONS[c.group](interpolation)
-  if c.group in GROUP_ACTIONS:
-    return GROUP_ACTIONS[c.group]()
-  turns = _TURNS.match(c.group)
-  if not turns:
-    raise ValueError(f"unknown group {c.group!r}: choose one of {sorted(GROUP_ACTIONS)} or "
-                     "C<n> / D<n>")
-  kind, n = turns.group(1), int(turns.group(2))
-  if kind == "C":
-    return actions.rotations(n, interpolation)
-  return actions.rotations_reflections(n, interpolation)
+  return action_by_name(c.group, c.get("interpolation", "bilinear"))
 
 
 def build_task(c: ml_collections.ConfigDict) -> Task:

@@ -37,7 +37,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
          f"need {'at least ' + str(min_len) if min_len else 'any number of'} integers >= {low}")
 
   need(tasks.known_group(c.group), "group",
-       f"choose one of {sorted(tasks.GROUP_ACTIONS)}, or C<n> / D<n> for any n >= 1")
+       f"choose C<n> / D<n> for any n >= 1 or one of {sorted(tasks.GROUP_ACTIONS)}")
   need(c.model in tasks.MODELS, "model", f"choose one of {tasks.MODELS}")
   need(c.architecture in tasks.ARCHITECTURES, "architecture",
        f"choose one of {tasks.ARCHITECTURES}")

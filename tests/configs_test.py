@@ -18,7 +18,7 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
 
 @pytest.mark.parametrize("field, value, match", [
     ("group", "C0", "config.group = 'C0'"),
-    ("group", "Z4", "or C<n> / D<n>"),
+    ("group", "Z4", "choose C<n> / D<n> for any n >= 1"),
     ("model", "resnet", "config.model"),
     ("pools", (2,), "one pool window per conv"),
     ("pools", (0, -1, 2), r"config.pools = \(0, -1, 2\): need at least 1 integers >= 1"),

@@ -31,7 +31,7 @@ def _max_diff(a, b):
 @pytest.mark.parametrize("gname", ["C4", "D4"])
 def test_training_on_moved_images_gives_the_same_parameters(gname, mnist_dir):
   """The paper's claim: a step on g . batch with equivariant labels equals a step on batch."""
-  act = tasks.GROUP_ACTIONS[gname]()
+  act = tasks.action_by_name(gname)
   model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,))
   x, m = _digits(mnist_dir)
   step = jax.jit(lambda s, x, y: steps.update(s, x, y, flat=readouts.joint_logits))
