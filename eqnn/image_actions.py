@@ -209,21 +209,25 @@ def _taps(h: int, angles, interpolation: str = "bilinear", mask: bool = True,
   r0, c0 = np.floor(row), np.floor(col)
   fr, fc = row - r0, col - c0
   disk = disk_mask(h, h)
-  idx, wts = [], []
+  cols = axis_taps(c0, fc, h, interpolation)           # the same for every row tap
+  taps = len(cols) ** 2
+  idx = np.empty((a.shape[0], h * h, taps), np.int32)
+  wts = np.empty((a.shape[0], h * h, taps), np.float32)
+  t = 0
   for rr, wr in axis_taps(r0, fr, h, interpolation):
-    for cc, wc in axis_taps(c0, fc, h, interpolation):
+    for cc, wc in cols:
       wt = wr * wc
       if mask:
         wt = wt * disk[rr, cc] * disk
-      idx.append((rr * h + cc).reshape(a.shape[0], -1))
-      wts.append(wt.reshape(a.shape[0], -1))
-  wts = np.stack(wts, -1)
-  wts[np.abs(wts) < 1e-12] = 0.0
-  return np.stack(idx, -1).astype(np.int32), wts.astype(np.float32)
+      wt[np.abs(wt) < 1e-12] = 0.0
+      idx[..., t] = (rr * h + cc).reshape(a.shape[0], -1)
+      wts[..., t] = wt.reshape(a.shape[0], -1)
+      t += 1
+  return idx, wts
 
 
 def turn_images(images: np.ndarray, angles, interpolation: str = "bilinear",
-                mask: bool = True, chunk: int = 4096) -> np.ndarray:
+                mask: bool = True, chunk: int = 512) -> np.ndarray:
   """Each square image ``[N, H, H, C]`` (numpy, float) turned counter-clockwise by its own
   angle ``[N]`` (radians), resampled on the host: how :func:`eqnn.data.rotated_mnist` builds
   its digits. ``mask``: as :class:`ResampledTurns` (zero outside the inscribed disk)."""
