@@ -12,7 +12,7 @@ def train_briefly(model, equivariant, images, labels, steps, seed):
   from eqnn import readouts
   from experiments import steps as steps_lib
   key = jax.random.key(seed)
-  params = model.init(key, images[:1])
+  params = jax.jit(model.init)(key, images[:1])     # one program, not one per op
   state = train_state.TrainState.create(apply_fn=model.apply, params=params,
                                         tx=optax.adam(1e-3))
   flat = readouts.joint_logits if equivariant else (lambda logits: logits)
@@ -30,7 +30,7 @@ def make_features(model, params, equivariant):
   from eqnn import readouts
 
   @jax.jit
-  def features(x):
+  def features(params, x):      # params an argument: not constants folded into the program
     out, inter = model.apply(params, x, mutable=["intermediates"])
     feats = {k: v[0] for k, v in inter["intermediates"].items()}
     feats["logits"] = out
@@ -38,7 +38,7 @@ def make_features(model, params, equivariant):
       feats["readout (logsumexp over G)"] = readouts.class_logits(out)
     return feats
 
-  return features
+  return lambda x: features(params, x)
 
 
 def network_order(layer: str):

@@ -29,6 +29,7 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   c.max_train_examples, c.num_epochs, c.eval_every_epochs = 128, 3, 3
   c.train_budget_s = 900.0
   c.microbatches = 0                                         # auto: measured too
+  c.batch_size = 16                                          # two candidates: 1 and 2 slices
   workdir = str(tmp_path)
   results = train.train_and_evaluate(c, workdir)
   with open(os.path.join(workdir, budget.FILE)) as f:
@@ -36,7 +37,7 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   assert saved["epochs"] == results["epochs"] == 3          # the cap: the budget holds more
   assert saved["step_s"] > 0 and saved["eval_s"] > 0 and saved["compile_s"] > 0
   times = saved["microbatch_step_s"]
-  assert sorted(times) == ["1", "2", "4", "8"] and all(t > 0 for t in times.values())
+  assert sorted(times) == ["1", "2"] and all(t > 0 for t in times.values())
   assert saved["microbatches"] == int(min(times, key=times.get))
   assert results["steps"] == 3 * (128 // c.batch_size)
   # A restart reads the plan instead of measuring again, whatever the budget says now.
