@@ -181,6 +181,40 @@ def bench_cn_scaling(rounds, quick, report):
           f"{row['group_conv_expanded_ms']:6.1f} ms ({units[1]} units)", flush=True)
 
 
+def bench_augmented_step(rounds, quick, report):
+  """The MNIST-rot config's train step (random continuous turns of every training digit, then
+  the update) as two jitted programs, as the runner runs it, and compiled as one."""
+  import jax
+  import jax.numpy as jnp
+  from experiments import steps, tasks
+  from experiments.configs import rotated_mnist
+  c = rotated_mnist.get_config()
+  if quick:
+    c.group, c.conv_features = "C8", (4, 8, 16)
+  task = tasks.build_task(c)
+  n = 4 * c.batch_size
+  inputs = jax.random.uniform(jax.random.key(0), (n, 28, 28, 1))
+  labels = jnp.zeros((n,), jnp.int32)
+  perm, key = jnp.arange(n), jax.random.key(1)
+  runs = {}
+  for programs in (2, 1):
+    step = steps.make_train_step(task, c.batch_size, 4, False, None, c.microbatches, True, 0.0,
+                                 0.0, c.interpolation, c.label_smoothing, programs)
+    holder = [steps.create_train_state(task, c, jax.random.key(2), 1000), jnp.array(True)]
+
+    def run(step=step, holder=holder):
+      holder[0], loss, holder[1] = step(holder[0], inputs, labels, perm, key, holder[1])
+      return loss
+    runs[programs] = run
+  t = alternate(runs, rounds)
+  row = {"config": f"rotated_mnist ({c.group}, {'x'.join(map(str, c.conv_features))})",
+         "batch": c.batch_size, "microbatches": c.microbatches, "two_programs_ms": 1e3 * t[2],
+         "one_program_ms": 1e3 * t[1], "speedup": t[1] / t[2]}
+  report["augmented_step"].append(row)
+  print(f"  {row['config']} batch {row['batch']}: two programs {row['two_programs_ms']:.0f} ms, "
+        f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
+
+
 def bench_minimal(rounds, quick, report):
   import jax
   import jax.numpy as jnp
@@ -240,7 +274,7 @@ def main(argv):
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
-            "cn_scaling": [], "minimal": [], "groups": []}
+            "cn_scaling": [], "augmented_step": [], "minimal": [], "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
@@ -253,6 +287,8 @@ def main(argv):
   bench_layer_variants(rounds, quick, report)
   print("C_n for n = 4, 8, 16 (same filters per element) ...", flush=True)
   bench_cn_scaling(rounds, quick, report)
+  print("MNIST-rot train step with augmentation: two programs or one ...", flush=True)
+  bench_augmented_step(rounds, quick, report)
   print("minimal equivarification ...", flush=True)
   bench_minimal(rounds, quick, report)
   print("large groups (build time, peak memory) ...", flush=True)

@@ -39,6 +39,14 @@ def markdown(report) -> str:
                  f"{r['lift_ratio_to_c4']:.2f}x | {r['group_conv_fourier_ms']:.1f} ms "
                  f"({r['fourier_units']}) | {r['group_conv_expanded_ms']:.1f} ms "
                  f"({r['expanded_units']}) |")
+  if report.get("augmented_step"):
+    out += ["", "| train step with random turns of the batch | batch | two programs (the runner's) "
+            "| one program | speed-up |", "| --- | --- | --- | --- | --- |"]
+    for r in report["augmented_step"]:
+      b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
+                             if r["microbatches"] > 1 else "")
+      out.append(f"| {r['config']} | {b} | {r['two_programs_ms']:.0f} ms | "
+                 f"{r['one_program_ms']:.0f} ms | {r['speedup']:.2f}x |")
   for r in report["minimal"]:
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

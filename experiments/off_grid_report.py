@@ -46,10 +46,11 @@ def resampling_errors(x) -> list[dict]:
       both = jax.jit(jax.vmap(act.orbit))(orbit)                   # [h, g, ...] = g.(h.x)
       scale = float(np.linalg.norm(np.asarray(x)))
       table = act.group.table
-      pair = np.array([[float(np.linalg.norm(np.asarray(both[h, g] - orbit[table[g, h]]))) / scale
-                        for g in range(n)] for h in range(n)])
-      back = [float(np.linalg.norm(np.asarray(both[g, act.group.inverse[g]] - orbit[0]))) / scale
-              for g in range(n)]
+      norm = lambda d: np.sqrt(np.sum(np.square(np.asarray(d, np.float64)), axis=(2, 3, 4, 5)))
+      # pair[h, g] = ||g.(h.x) - (gh).x||: every pair in one gather, not one op per pair.
+      pair = norm(both - orbit[table.T]) / scale
+      inv = np.asarray(act.group.inverse)
+      back = list(norm((both[np.arange(n), inv] - orbit[0])[None])[0] / scale)
       rows.append({"group": f"C{n}", "interpolation": interp, "mean_pair": float(pair.mean()),
                    "worst_pair": float(pair.max()), "round_trip": float(np.mean(back))})
   return rows
@@ -67,15 +68,20 @@ def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
     features = make_features(model, params, True)
     blocks = ops.block_action(model.action.group)
     base = features(x)
-    rows = []
     orbit = jax.jit(model.action.orbit)(x)
-    for g in range(1, model.action.group.order):
+
+    @jax.jit
+    def element_errors(g, orbit, base):      # g traced: one program for every element
       moved = features(orbit[g])
-      for layer, f in base.items():
-        want = f if layer.startswith("readout") else blocks(g, f)
-        err = float(jnp.linalg.norm(moved[layer] - want) / jnp.linalg.norm(f))
+      return {layer: jnp.linalg.norm(moved[layer] - (f if layer.startswith("readout")
+                                                     else blocks(g, f))) / jnp.linalg.norm(f)
+              for layer, f in base.items()}
+    rows = []
+    for g in range(1, model.action.group.order):
+      errs = element_errors(jnp.int32(g), orbit, base)
+      for layer in base:
         rows.append({"element": g, "degrees": 360 * g / model.action.group.order,
-                     "layer": layer, "error": err})
+                     "layer": layer, "error": float(errs[layer])})
     out["per_element"][name] = sorted(rows, key=lambda r: (network_order(r["layer"]), r["element"]))
     readout = base["readout (logsumexp over G)"]
     pred = np.asarray(readout.argmax(-1))

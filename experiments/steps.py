@@ -145,7 +145,7 @@ def all_finite(loss, params) -> jax.Array:
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
                     batch_sharding=None, microbatches: int = 1, rotate: bool = False,
                     scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",
-                    label_smoothing: float = 0.0):
+                    label_smoothing: float = 0.0, programs: int = 2):
   """A step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
@@ -159,11 +159,13 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
   when it reads the loss or saves, so the check costs no host sync per step.
   ``label_smoothing``: see :func:`loss_fn`.
 
-  Two jitted programs run in turn, with no host sync between them: the batch (gather,
-  augmentation) and the update. In one program, XLA's CPU backend ran the C16 MNIST-rot
-  update 25-30% slower beside the resampling augmentation (0.4 s against 0.3 s per step of
-  64, measured on 2 cores; the augmentation alone takes under 1 ms), so they are kept apart.
+  ``programs``: 2 (the default) runs two jitted programs in turn, with no host sync between
+  them: the batch (gather, augmentation) and the update; 1 compiles both into one. In one
+  program, XLA's CPU backend ran the C16 MNIST-rot update about 1.3x slower beside the
+  resampling augmentation, which alone takes under 1 ms (`make bench` times both forms).
   """
+  if programs not in (1, 2):
+    raise ValueError(f"programs = {programs}: 1 (one jitted program) or 2 (batch, then update)")
   traces = []
 
   def once(name):
@@ -206,6 +208,13 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, tra
     state, loss = update(state, x, targets, microbatches, task.flat_logits, train_key,
                          label_smoothing)
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
+
+  if programs == 1:
+    @functools.partial(jax.jit, donate_argnums=0)
+    def fused(state, inputs, labels, perm, key, healthy):
+      x, targets = batch.__wrapped__(state.step, inputs, labels, perm, key)
+      return learn.__wrapped__(state, x, targets, key, healthy)
+    return fused
 
   def step(state, inputs, labels, perm, key, healthy):
     x, targets = batch(state.step, inputs, labels, perm, key)
