@@ -198,8 +198,7 @@ def bench_augmented_step(rounds, quick, report):
   perm, key = jnp.arange(n), jax.random.key(1)
   runs = {}
   for programs in (2, 1):
-    step = steps.make_train_step(task, c.batch_size, 4, False, None, c.microbatches, True, 0.0,
-                                 0.0, c.interpolation, c.label_smoothing, programs)
+    step = steps.config_train_step(task, c, 4, c.microbatches, programs=programs)
     holder = [steps.create_train_state(task, c, jax.random.key(2), 1000), jnp.array(True)]
 
     def run(step=step, holder=holder):
@@ -279,20 +278,27 @@ def main(argv):
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
   print(f"  float32 matmul peak through JAX: {peak / 1e9:.1f} GFLOP/s", flush=True)
-  print("networks (train step, inference) ...", flush=True)
-  bench_networks(rounds, quick, peak, report)
-  print("lift overhead ...", flush=True)
-  bench_lift_overhead(rounds, quick, report)
-  print("layer variants (fwd+bwd) ...", flush=True)
-  bench_layer_variants(rounds, quick, report)
-  print("C_n for n = 4, 8, 16 (same filters per element) ...", flush=True)
-  bench_cn_scaling(rounds, quick, report)
-  print("MNIST-rot train step with augmentation: two programs or one ...", flush=True)
-  bench_augmented_step(rounds, quick, report)
-  print("minimal equivarification ...", flush=True)
-  bench_minimal(rounds, quick, report)
-  print("large groups (build time, peak memory) ...", flush=True)
-  bench_groups(quick, report)
+  sections = {
+      "networks": ("networks (train step, inference)",
+                   lambda: bench_networks(rounds, quick, peak, report)),
+      "lift_overhead": ("lift overhead", lambda: bench_lift_overhead(rounds, quick, report)),
+      "layer_variants": ("layer variants (fwd+bwd)",
+                         lambda: bench_layer_variants(rounds, quick, report)),
+      "cn_scaling": ("C_n for n = 4, 8, 16 (same filters per element)",
+                     lambda: bench_cn_scaling(rounds, quick, report)),
+      "augmented_step": ("MNIST-rot train step with augmentation: two programs or one",
+                         lambda: bench_augmented_step(rounds, quick, report)),
+      "minimal": ("minimal equivarification", lambda: bench_minimal(rounds, quick, report)),
+      "groups": ("large groups (build time, peak memory)", lambda: bench_groups(quick, report)),
+  }
+  unknown = set(FLAGS.only) - set(sections)
+  if unknown:
+    raise app.UsageError(f"--only: unknown sections {sorted(unknown)}; choose from "
+                         f"{list(sections)}")
+  for name, (title, run) in sections.items():
+    if not FLAGS.only or name in FLAGS.only:
+      print(f"{title} ...", flush=True)
+      run()
   report["bench_wall_s"] = time.time() - t0
   from experiments import bench_tables, timing
   md = timing.write_report(FLAGS.out, report, bench_tables.markdown(report))
@@ -304,6 +310,7 @@ def _define_flags():
   flags.DEFINE_string("out", "runs/bench/bench.json", "Where to write the JSON results.")
   flags.DEFINE_bool("quick", False, "Fewer rounds and sizes (a smoke run of the benchmark).")
   flags.DEFINE_integer("rounds", 5, "Rounds per comparison (variants alternate in each).")
+  flags.DEFINE_list("only", [], "Run only these sections (e.g. augmented_step); all if empty.")
 
 
 if __name__ == "__main__":

@@ -71,14 +71,13 @@ def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
     orbit = jax.jit(model.action.orbit)(x)
 
     @jax.jit
-    def element_errors(g, orbit, base):      # g traced: one program for every element
-      moved = features(orbit[g])
+    def element_errors(g, moved, base):      # g traced: one program for every element
       return {layer: jnp.linalg.norm(moved[layer] - (f if layer.startswith("readout")
                                                      else blocks(g, f))) / jnp.linalg.norm(f)
               for layer, f in base.items()}
     rows = []
     for g in range(1, model.action.group.order):
-      errs = element_errors(jnp.int32(g), orbit, base)
+      errs = element_errors(jnp.int32(g), features(orbit[g]), base)
       for layer in base:
         rows.append({"element": g, "degrees": 360 * g / model.action.group.order,
                      "layer": layer, "error": float(errs[layer])})

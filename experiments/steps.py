@@ -142,6 +142,14 @@ def all_finite(loss, params) -> jax.Array:
   return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(leaves)))
 
 
+def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,
+                      microbatches: int, batch_sharding=None, programs: int = 2):
+  """:func:`make_train_step` with the config's batch size, augmentation and loss."""
+  return make_train_step(task, c.batch_size, steps_per_epoch, c.train_transformed,
+                         batch_sharding, microbatches, c.train_rotated, c.train_scale,
+                         c.train_shift, c.interpolation, c.label_smoothing, programs)
+
+
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
                     batch_sharding=None, microbatches: int = 1, rotate: bool = False,
                     scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",

@@ -65,10 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     steps_per_epoch = _steps_per_epoch(n_train, bs)
     make_state = lambda total: parallel.put_tree(
         steps.create_train_state(task, config, init_key, total), parallel.replicated(mesh))
-    make_step = lambda micro: steps.make_train_step(
-        task, bs, steps_per_epoch, config.train_transformed, parallel.batch_sharded(mesh),
-        micro, config.train_rotated, config.train_scale, config.train_shift,
-        config.interpolation, config.label_smoothing)
+    make_step = lambda micro: steps.config_train_step(task, config, steps_per_epoch, micro,
+                                                      parallel.batch_sharded(mesh))
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
     forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size

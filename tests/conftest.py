@@ -14,18 +14,19 @@ jax.config.update("jax_debug_nans", True)
 # the runs they start as subprocesses (which inherit the environment): many tests compile the
 # same smoke networks, and a subprocess's smoke run took 9 s cold and 4 s with the cache
 # warm. Keyed by the programs themselves, so a hit is the same executable; removed at the end.
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-CACHE_DIR = os.path.join(tempfile.gettempdir(), f"eqnn-test-jax-cache-{_RUN}")
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
+# The controller sets it; the workers and their subprocesses inherit it (JAX reads both
+# variables at import). A cache the user set is left alone.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="eqnn-test-jax-cache-")
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-  jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def pytest_unconfigure(config):
-  if not hasattr(config, "workerinput"):          # the controller, after every worker
-    shutil.rmtree(CACHE_DIR, ignore_errors=True)
+  if _OWN_CACHE:                # the process that made the cache: the controller
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 # Shapes are small but each example runs jitted JAX code; no per-example deadline, a
 # modest example count. `HYPOTHESIS_PROFILE=thorough pytest` draws more.
