@@ -145,13 +145,16 @@ def all_finite(loss, params) -> jax.Array:
 def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,
                       microbatches: int, batch_sharding=None, programs: int = 2):
   """:func:`make_train_step` with the config's batch size, augmentation and loss."""
-  return make_train_step(task, c.batch_size, steps_per_epoch, c.train_transformed,
-                         batch_sharding, microbatches, c.train_rotated, c.train_scale,
-                         c.train_shift, c.interpolation, c.label_smoothing, programs)
+  return make_train_step(task, c.batch_size, steps_per_epoch, transform=c.train_transformed,
+                         batch_sharding=batch_sharding, microbatches=microbatches,
+                         rotate=c.train_rotated, scale=c.train_scale, shift=c.train_shift,
+                         interpolation=c.interpolation, label_smoothing=c.label_smoothing,
+                         programs=programs)
 
 
-def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, transform: bool,
-                    batch_sharding=None, microbatches: int = 1, rotate: bool = False,
+def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
+                    transform: bool = False, batch_sharding=None, microbatches: int = 1,
+                    rotate: bool = False,
                     scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",
                     label_smoothing: float = 0.0, programs: int = 2):
   """A step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.

@@ -116,8 +116,9 @@ def test_one_program_and_two_take_the_same_augmented_step(mnist_dir):
       s, loss, healthy = step(s, x, m, perm, key, healthy)
     assert bool(healthy) and int(s.step) == 3
     return s.params, float(loss)
-  make = lambda programs: steps.make_train_step(task, 16, 4, False, None, 2, True, 0.1, 1.0,
-                                                "bicubic", 0.1, programs)
+  make = lambda programs: steps.make_train_step(
+      task, 16, 4, microbatches=2, rotate=True, scale=0.1, shift=1.0,
+      interpolation="bicubic", label_smoothing=0.1, programs=programs)
   two = make(2)
   (p1, l1), (p2, l2) = run(make(1), jax.random.key(5)), run(two, jax.random.key(5))
   assert abs(l1 - l2) < 1e-5
@@ -125,4 +126,4 @@ def test_one_program_and_two_take_the_same_augmented_step(mnist_dir):
   # Control: another key turns the digits by other angles, and the step differs.
   assert _max_diff(p2, run(two, jax.random.key(6))[0]) > 1e-4
   with pytest.raises(ValueError, match="programs = 3"):
-    steps.make_train_step(task, 16, 4, False, None, 1, programs=3)
+    steps.make_train_step(task, 16, 4, programs=3)
