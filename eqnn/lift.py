@@ -73,10 +73,21 @@ def conjugated(action: Action, transform: Callable, s, axis: int = 0):
   return jnp.moveaxis(jnp.stack(out), 0, axis)
 
 
+def _chunk(vectorize: bool | int, n: int) -> int:
+  """Group elements per vmapped call of the lifted map: ``n`` (one vmap), 1 (unrolled), or k."""
+  if isinstance(vectorize, (bool, np.bool_)):
+    return n if vectorize else 1
+  if not isinstance(vectorize, (int, np.integer)) or vectorize < 1:
+    raise ValueError(f"vectorize = {vectorize!r}: True (one vmap over the group), False (one "
+                     "call per element) or a positive int (vmap over chunks of that many)")
+  return min(int(vectorize), n)
+
+
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
-               vectorize: bool = True) -> Callable:
+               vectorize: bool | int = True) -> Callable:
   """``x -> stack_i f(elements[i]^-1 . x)``; ``elements`` is static (numpy)."""
   elements = np.asarray(elements)
+  chunk = _chunk(vectorize, len(elements))
 
   @functools.wraps(f)
   def lifted(*args, **kwargs):
@@ -89,19 +100,23 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       moved[argnum] = moved_x
       return f(*moved, **kwargs)
 
-    if vectorize:
+    if chunk == len(elements):
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body
     # (and its gradient) on one thread.
     x = action.prepare(args[argnum])
-    outs = [with_input(action.apply(int(action.group.inverse[g]), x)) for g in elements]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
+    if chunk == 1:
+      outs = [with_input(action.apply(int(action.group.inverse[g]), x)) for g in elements]
+      return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
+    outs = [jax.vmap(with_input)(lift_inputs(action, x, elements[i:i + chunk]))
+            for i in range(0, len(elements), chunk)]
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outs)
 
   return lifted
 
 
 def equivarify(f: Callable, action: Action, argnum: int = 0,
-               vectorize: bool = True) -> Callable:
+               vectorize: bool | int = True) -> Callable:
   """The lift ``F_hat(x)[g] = F(g^-1 . x)`` of ``f`` over ``action.group``.
 
   Args:
@@ -112,7 +127,9 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
     vectorize: True (default): ``jax.vmap`` over the group, one call of f on |G| times the
       batch, traced once; False: |G| calls of f, one per group element, each on the
       original batch (the same function; traced |G| times, and faster where a |G|-fold
-      batch falls out of cache).
+      batch falls out of cache); an int k: ``jax.vmap`` over chunks of k group elements,
+      ceil(|G| / k) calls of f on k times the batch (between the two: bounded memory for
+      large groups, traced once per chunk).
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis

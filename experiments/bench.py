@@ -51,6 +51,9 @@ def bench_networks(rounds, quick, peak, report):
             f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
 
 
+CHUNK_IMAGES = 256
+
+
 def bench_lift_overhead(rounds, quick, report):
   import jax
   import jax.numpy as jnp
@@ -64,19 +67,27 @@ def bench_lift_overhead(rounds, quick, report):
     f = jax.jit(base.apply)
     variants = {"F": lambda: f(params, x)}
     grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
+    # The lift's forms: one vmap over G, one call per element, and vmaps over chunks of
+    # elements that hold CHUNK_IMAGES images per call (where that splits G).
+    forms = lambda n: {"vmap": True, "unrolled": False,
+                       **({f"chunks of {CHUNK_IMAGES // b}": CHUNK_IMAGES // b}
+                          if 1 < CHUNK_IMAGES // b < n else {})}
     for gname, act in acts.items():
-      for vec in (True, False):
-        key = (gname, vec)
+      for how, vec in forms(act.group.order).items():
+        key = (gname, how)
         lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
         variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
         grads[key] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
-    t = alternate(variants, rounds)
-    tg = alternate({k: (lambda g: lambda: g(params, x))(g) for k, g in grads.items()}, rounds)
+    # 5x the rounds: one forward of F at batch 32 takes a few milliseconds, and with 5
+    # rounds the medians moved these ratios by up to 0.4 between runs. (Not repetitions
+    # inside a timing: calls dispatched back to back overlap on the two cores.)
+    t = alternate(variants, 5 * rounds)
+    tg = alternate({k: (lambda g: lambda: g(params, x))(g) for k, g in grads.items()},
+                   5 * rounds)
     for gname, act in acts.items():
       n = act.group.order
-      for vec in (True, False):
-        key = (gname, vec)
-        how = "vmap" if vec else "unrolled"
+      for how in forms(n):
+        key = (gname, how)
         row = {"group": gname, "order": n, "batch": b, "lift": how,
                "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"])}
         report["lift_overhead"].append(row)

@@ -91,12 +91,20 @@ def test_unlifted_f_is_neither_invariant_nor_equivariant(name):
     testing.assert_invariant(f, act, x)
 
 
+@pytest.mark.parametrize("vectorize", [False, 3, 4])
 @pytest.mark.parametrize("name", ["D4-conv", "S3-points-mlp"])
-def test_sequential_lift_is_the_same_function(name):
+def test_sequential_and_chunked_lifts_are_the_same_function(name, vectorize):
+  # False: one call per element; 3: chunks of 3 (a ragged last chunk for D4 and S3); 4.
   act, shape, f, f_hat = LIFTED[name]
   x = jax.random.normal(jax.random.key(5), shape)
-  np.testing.assert_allclose(jax.jit(eqnn.equivarify(f, act, vectorize=False))(x), f_hat(x),
+  np.testing.assert_allclose(jax.jit(eqnn.equivarify(f, act, vectorize=vectorize))(x), f_hat(x),
                              atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "auto"])
+def test_a_bad_chunk_is_refused(bad):
+  with pytest.raises(ValueError, match="vectorize"):
+    eqnn.equivarify(lambda x: x, actions.rotations(), vectorize=bad)
 
 
 def test_c4_lift_formula_and_shift():
