@@ -311,6 +311,7 @@ def main(argv):
       print(f"{title} ...", flush=True)
       run()
   report["bench_wall_s"] = time.time() - t0
+  report["only"] = list(FLAGS.only)
   from experiments import bench_tables, timing
   md = timing.write_report(FLAGS.out, report, bench_tables.markdown(report))
   print(f"wrote {FLAGS.out} and {md} in {report['bench_wall_s']:.0f} s", file=sys.stderr)

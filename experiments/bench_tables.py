@@ -7,27 +7,32 @@ def markdown(report) -> str:
   """The run's tables, as `make bench` writes them to bench.md."""
   peak = report["matmul_peak_gflops"]
   out = [f"float32 matmul peak through JAX, measured in the same run: **{peak:.0f} GFLOP/s** "
-         f"({report['machine']['cpus']} CPUs, jax {report['machine']['jax']}).", "",
-         "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of peak) "
-         "| dense-equivalent GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
-  for r in report["networks"]:
+         f"({report['machine']['cpus']} CPUs, jax {report['machine']['jax']})."]
+  # A section that did not run (``--only``) has no rows and gets no table.
+  if report.get("networks"):
+    out += ["", "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of "
+            "peak) | dense-equivalent GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
+  for r in report.get("networks", []):
     b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
                            if r["microbatches"] > 1 else "")
     out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | {r['dense_equivalent_gflops']:.0f} |")
-  out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
-          "forward | gradient |", "| --- | --- | --- | --- | --- |"]
-  for r in report["lift_overhead"]:
+  if report.get("lift_overhead"):
+    out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
+            "forward | gradient |", "| --- | --- | --- | --- | --- |"]
+  for r in report.get("lift_overhead", []):
     out.append(f"| {r['group']} (\\|G\\| = {r['order']}) | {r['lift']} | {r['batch']} | "
                f"{r['forward_ratio']:.2f} | {r['gradient_ratio']:.2f} |")
-  out += ["", "| layer (fwd+bwd) | implementation | time | compile | peak memory |",
-          "| --- | --- | --- | --- | --- |"]
-  for r in report["layer_variants"]:
+  if report.get("layer_variants"):
+    out += ["", "| layer (fwd+bwd) | implementation | time | compile | peak memory |",
+            "| --- | --- | --- | --- | --- |"]
+  for r in report.get("layer_variants", []):
     out.append(f"| {r['layer']} | {r['impl']} | {r['fwd_bwd_ms']:.1f} ms | "
                f"{r['compile_s']:.2f} s | {r['peak_bytes'] / 2**20:.1f} MiB |")
-  out += ["", "| layer | `impl=\"auto\"` runs | fastest in this run |", "| --- | --- | --- |"]
-  for r in report["auto_choices"]:
+  if report.get("auto_choices"):
+    out += ["", "| layer | `impl=\"auto\"` runs | fastest in this run |", "| --- | --- | --- |"]
+  for r in report.get("auto_choices", []):
     out.append(f"| {r['layer']} | {r['auto']} | {r['fastest']} |")
   if report.get("cn_scaling"):
     out += ["", "| C_n, 16/32/32 filters per element | batch | train step | vs C4 | input lift "
@@ -47,7 +52,7 @@ def markdown(report) -> str:
                              if r["microbatches"] > 1 else "")
       out.append(f"| {r['config']} | {b} | {r['two_programs_ms']:.0f} ms | "
                  f"{r['one_program_ms']:.0f} ms | {r['speedup']:.2f}x |")
-  for r in report["minimal"]:
+  for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "
             f"{r['max_abs_difference']:.0e}."]
@@ -57,5 +62,7 @@ def markdown(report) -> str:
       out.append(f"| {r['group']} | {r['order']} | {r['seconds']:.2f} s | "
                  f"{r['peak_bytes'] / 2**20:.0f} MiB | {r['table_bytes'] / 2**20:.1f} MiB "
                  f"{r['table_dtype']} |")
-  out += ["", f"`make bench` took {report['bench_wall_s']:.0f} s."]
+  only = report.get("only")
+  command = (f"`python -m experiments.bench --only={','.join(only)}`" if only else "`make bench`")
+  out += ["", f"{command} took {report['bench_wall_s']:.0f} s."]
   return "\n".join(out) + "\n"

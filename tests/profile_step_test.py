@@ -61,3 +61,18 @@ def test_the_bench_counts_the_forms_that_run():
   executed, dense = timing.conv_macs(cfg, True), timing.conv_macs(cfg, False)
   # C4's group convs in the Fourier basis: 6 units of work instead of 16.
   assert dense > executed > 6 / 16 * dense
+
+
+def test_bench_tables_show_only_the_sections_that_ran():
+  from experiments import bench_tables
+  row = {"group": "D4", "order": 8, "batch": 128, "lift": "chunks of 2", "forward_ratio": 1.08,
+         "gradient_ratio": 0.93}
+  report = {"matmul_peak_gflops": 290.0, "machine": {"cpus": 2, "jax": "x"},
+            "networks": [], "lift_overhead": [row], "layer_variants": [], "auto_choices": [],
+            "minimal": [], "bench_wall_s": 64.0, "only": ["lift_overhead"]}
+  md = bench_tables.markdown(report)
+  assert "| D4 (\\|G\\| = 8) | chunks of 2 | 128 | 1.08 | 0.93 |" in md
+  assert "| network |" not in md and "| layer (fwd+bwd) |" not in md
+  assert "`python -m experiments.bench --only=lift_overhead` took 64 s." in md
+  report.update(only=[])
+  assert "`make bench` took 64 s." in bench_tables.markdown(report)
