@@ -5,7 +5,8 @@ or above a target, with its wall time from the process's start (evaluation inclu
     python -m experiments.time_to runs/rotmnist --metric=test_class_accuracy --target=0.99
 
 Evaluations happen at epoch ends (``eval_every_epochs``), so this is an upper bound at that
-granularity. A run resumed after an interruption restarts its clock: its records say so.
+granularity. A resumed run's records count from the resumed process's start, so the figure
+is a time from the start only for a run that was not interrupted.
 """
 
 from __future__ import annotations
