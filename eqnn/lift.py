@@ -140,19 +140,21 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
   return _lift_over(f, action, np.arange(action.group.order), argnum, vectorize)
 
 
-def symmetrize(f: Callable, in_action: Action, out_action: Action, argnum: int = 0) -> Callable:
+def symmetrize(f: Callable, in_action: Action, out_action: Action, argnum: int = 0,
+               vectorize: bool | int = True) -> Callable:
   """The group average ``x -> (1/|G|) sum_g g . F(g^-1 . x)``: an equivariant map whose output
   transforms by ``out_action`` in its own space (per-node outputs of a graph model, vectors
   that turn with a point cloud), not by the group axis of the lift.
 
   It is the lift followed by ``s -> mean_g g . s(g)``, which maps the lift's regular action
   onto ``out_action``: the projection of the lift onto the equivariant maps (``f`` itself when
-  ``f`` is already equivariant). Both actions must be of the same group.
+  ``f`` is already equivariant). Both actions must be of the same group. ``vectorize``: as
+  for :func:`equivarify`.
   """
   if in_action.group != out_action.group:
     raise ValueError(f"input action is of {in_action.group.name}, output action of "
                      f"{out_action.group.name}")
-  lifted = equivarify(f, in_action, argnum)
+  lifted = equivarify(f, in_action, argnum, vectorize)
   elements = jnp.arange(in_action.group.order)
 
   @functools.wraps(f)
@@ -178,17 +180,18 @@ def equivarify_nested(f: Callable, outer: Action, inner: Action, argnum: int = 0
 
 
 def equivarify_minimal(f: Callable, action: Action, subgroup: Subgroup,
-                       argnum: int = 0) -> Callable:
+                       argnum: int = 0, vectorize: bool | int = True) -> Callable:
   """The minimal lift over G/H of an f that is invariant under the subgroup H.
 
   ``F_min(x)[c] = F(r_c^-1 . x)`` for the coset representatives ``r_c`` of G/H
   (``subgroup.representatives``), stacked on a leading coset axis ``[|G/H|, ...]``. G acts
   on it by :func:`eqnn.actions.on_cosets`. Correct only if f really is H-invariant; check
-  with :func:`eqnn.testing.invariance_error` over ``subgroup.elements``.
+  with :func:`eqnn.testing.invariance_error` over ``subgroup.elements``. ``vectorize``: as
+  for :func:`equivarify`, over the |G/H| representatives.
   """
   if subgroup.group != action.group:
     raise ValueError(f"the subgroup lives in {subgroup.group.name}, the action is of {action.group.name}")
-  return _lift_over(f, action, subgroup.representatives, argnum)
+  return _lift_over(f, action, subgroup.representatives, argnum, vectorize)
 
 
 def expand_minimal(s_min: Any, subgroup: Subgroup) -> Any:
