@@ -95,3 +95,76 @@ def test_rotate_on_the_device_is_turn_images_on_the_host(interpolation):
   np.testing.assert_allclose(got, want, atol=2e-5)
   with pytest.raises(ValueError, match="interpolation"):
     spatial.rotate(jnp.asarray(x), jnp.asarray(angles), interpolation="nearest")
+
+
+# --- conv: the kernel gradient by shifted-window matmuls --------------------------------
+
+@pytest.mark.parametrize("k,padding,shape", [(3, "SAME", (2, 7, 5, 6)), (3, "VALID", (3, 8, 6, 4)),
+                                             (2, "SAME", (2, 5, 5, 3)), (4, "SAME", (1, 6, 7, 2)),
+                                             (1, "VALID", (2, 4, 4, 3))])
+def test_windowed_kernel_gradient_is_xlas(k, padding, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jax.random.normal(jax.random.key(1), (k, k, shape[-1], 5))
+  loss = lambda x, w, how: jnp.sum(jnp.sin(spatial.conv(x, w, padding, weight_grad=how)))
+  np.testing.assert_allclose(loss(x, kernel, "windows"), loss(x, kernel, "xla"), rtol=1e-6)
+  want = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, "xla")
+  got = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, "windows")
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+  # Forward mode too (a custom JVP), in the kernel and in the input.
+  for tangents in ((x * 0.5, kernel * 0.0), (x * 0.0, kernel * 0.3)):
+    t = [jax.jvp(lambda a, b: spatial.conv(a, b, padding, weight_grad=how), (x, kernel),
+                 tangents)[1] for how in ("windows", "xla")]
+    np.testing.assert_allclose(t[0], t[1], atol=1e-4, rtol=1e-4)
+
+
+def test_auto_kernel_gradient_picks_windows_for_wide_convs_only():
+  def uses_windows(c_in, c_out, **kw):
+    x, w = jnp.zeros((1, 4, 4, c_in)), jnp.zeros((3, 3, c_in, c_out))
+    jaxpr = jax.make_jaxpr(lambda w: spatial.conv(x, w, **kw))(w)
+    return "custom_jvp_call" in str(jaxpr)
+  on_cpu = jax.default_backend() == "cpu"
+  assert uses_windows(spatial.WINDOWS_MIN_IN, spatial.WINDOWS_MIN_OUT) == on_cpu
+  assert not uses_windows(spatial.WINDOWS_MIN_IN - 1, 128)
+  assert not uses_windows(128, spatial.WINDOWS_MIN_OUT - 1)
+  assert not uses_windows(128, 128, weight_grad="xla")
+  assert uses_windows(2, 3, weight_grad="windows")
+  with spatial.kernel_gradients("xla"):
+    assert not uses_windows(128, 128)
+  with spatial.kernel_gradients("windows"):
+    assert uses_windows(2, 3) and not uses_windows(2, 3, weight_grad="xla")
+  assert uses_windows(128, 128) == on_cpu          # the default is back after the block
+
+
+def test_bad_kernel_gradient_forms_are_refused():
+  x, w = jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 3))
+  with pytest.raises(ValueError, match="weight_grad 'fast'"):
+    spatial.conv(x, w, weight_grad="fast")
+  with pytest.raises(ValueError, match="kernel gradients 'fast'"):
+    with spatial.kernel_gradients("fast"):
+      pass
+  with pytest.raises(ValueError, match="feature_groups=1"):
+    spatial.conv(jnp.zeros((1, 4, 4, 4)), jnp.zeros((3, 3, 2, 4)), feature_groups=2,
+                 weight_grad="windows")
+  with pytest.raises(ValueError, match="2-D conv"):
+    spatial.conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 2, 4)), weight_grad="windows")
+  # A block's default applies where it can: grouped and 1-D convs keep XLA's.
+  with spatial.kernel_gradients("windows"):
+    assert spatial.conv(jnp.zeros((1, 4, 4, 4)), jnp.zeros((3, 3, 2, 4)),
+                        feature_groups=2).shape == (1, 4, 4, 4)
+    assert spatial.conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 2, 4))).shape == (1, 4, 4)
+
+
+def test_a_lifted_network_trains_alike_with_either_kernel_gradient():
+  # Every conv of a small C4 network (lift, Fourier group convs) with windows, against XLA.
+  from eqnn import models
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), norm=True)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
+  params = model.init(jax.random.key(1), x)
+
+  def grads(how):
+    with spatial.kernel_gradients(how):
+      loss = lambda p: jnp.sum(model.apply(p, x, train=True, mutable=["batch_stats"])[0] ** 2)
+      return jax.jit(jax.grad(loss))(params)
+  for g, w in zip(jax.tree.leaves(grads("windows")), jax.tree.leaves(grads("xla"))):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
