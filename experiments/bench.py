@@ -225,6 +225,41 @@ def bench_augmented_step(rounds, quick, report):
         f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
 
 
+def bench_kernel_gradients(rounds, quick, peak, report):
+  """The authors' V1 network's train step at batch 128 (as 8 x 16, the runner's slices for
+  that config, 4 x 32 and 2 x 64) with every conv's kernel gradient from XLA, and with the
+  default ``weight_grad="auto"`` (shifted-window matmuls for the wide convs,
+  :func:`eqnn.spatial.conv`), all alternated in one run."""
+  from eqnn import actions, models, spatial
+  from experiments.configs import paper
+  c = paper.get_config()
+  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+  b, slices = (8, (1,)) if quick else (128, (8, 4, 2))
+  runs = {}
+  for micro in slices:
+    for mode in ("xla", "auto"):
+      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
+                                      micro)
+
+      def run(train=train, mode=mode):
+        with spatial.kernel_gradients(mode):    # acts when the step is traced (first call)
+          return train()
+      runs[(micro, mode)] = run
+  t = alternate(runs, rounds if quick else 3)
+  fwd = conv_macs(cfg, True)
+  for micro in slices:
+    tx, ta = t[(micro, "xla")], t[(micro, "auto")]
+    row = {"net": "paper_v1", "batch": b, "microbatches": micro,
+           "xla_images_per_s": b / tx, "auto_images_per_s": b / ta, "speedup": tx / ta,
+           "xla_fraction_of_peak": 6 * fwd * b / tx / peak,
+           "auto_fraction_of_peak": 6 * fwd * b / ta / peak}
+    report["kernel_gradients"].append(row)
+    print(f"  paper_v1 batch {b} ({micro} x {b // micro}): kernel gradients from XLA "
+          f"{row['xla_images_per_s']:.1f} img/s ({100 * row['xla_fraction_of_peak']:.0f}% of "
+          f"peak), auto {row['auto_images_per_s']:.1f} img/s "
+          f"({100 * row['auto_fraction_of_peak']:.0f}%): {row['speedup']:.2f}x", flush=True)
+
+
 def bench_minimal(rounds, quick, report):
   import jax
   import jax.numpy as jnp
@@ -284,7 +319,8 @@ def main(argv):
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
-            "cn_scaling": [], "augmented_step": [], "minimal": [], "groups": []}
+            "cn_scaling": [], "augmented_step": [], "kernel_gradients": [], "minimal": [],
+            "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
@@ -299,6 +335,8 @@ def main(argv):
                      lambda: bench_cn_scaling(rounds, quick, report)),
       "augmented_step": ("MNIST-rot train step with augmentation: two programs or one",
                          lambda: bench_augmented_step(rounds, quick, report)),
+      "kernel_gradients": ("V1 train step: conv kernel gradients from XLA or by windows",
+                           lambda: bench_kernel_gradients(rounds, quick, peak, report)),
       "minimal": ("minimal equivarification", lambda: bench_minimal(rounds, quick, report)),
       "groups": ("large groups (build time, peak memory)", lambda: bench_groups(quick, report)),
   }

@@ -52,6 +52,15 @@ def markdown(report) -> str:
                              if r["microbatches"] > 1 else "")
       out.append(f"| {r['config']} | {b} | {r['two_programs_ms']:.0f} ms | "
                  f"{r['one_program_ms']:.0f} ms | {r['speedup']:.2f}x |")
+  if report.get("kernel_gradients"):
+    out += ["", "| train step | batch | kernel gradients from XLA | `weight_grad=\"auto\"` (the "
+            "default) | speed-up |", "| --- | --- | --- | --- | --- |"]
+    for r in report["kernel_gradients"]:
+      out.append(f"| {r['net']} | {r['batch']} ({r['microbatches']} x "
+                 f"{r['batch'] // r['microbatches']}) | {r['xla_images_per_s']:.1f} img/s "
+                 f"({100 * r['xla_fraction_of_peak']:.0f}% of peak) | "
+                 f"{r['auto_images_per_s']:.1f} img/s ({100 * r['auto_fraction_of_peak']:.0f}%) "
+                 f"| {r['speedup']:.2f}x |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "
