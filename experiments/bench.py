@@ -1,5 +1,6 @@
-r"""`make bench`: throughput, the lift's overhead, FLOP/s against the machine's peak, layer
-variants with compile time and memory, and the minimal lift's saving.
+r"""`make bench`: the lift's overhead, layer variants with compile time and memory, C_n's
+scaling, the minimal lift's saving and large groups, beside the whole train steps of
+:mod:`experiments.bench_steps` (throughput, FLOP/s against the machine's peak).
 
     python -m experiments.bench --out=runs/bench/bench.json [--quick]
 
@@ -15,40 +16,10 @@ import sys
 import time
 from absl import app, flags
 
-from experiments.timing import alternate, compile_stats, conv_macs, matmul_peak, train_step_runner
+from experiments.bench_steps import bench_augmented_step, bench_kernel_gradients, bench_networks
+from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
-
-
-def bench_networks(rounds, quick, peak, report):
-  from eqnn import actions, models
-  from experiments.configs import default, paper
-  act = actions.rotations()
-  nets = {name: (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-          for name, c in (("default", default.get_config()), ("paper_v1", paper.get_config()))}
-  # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
-  batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
-             "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
-  for name, cfg in nets.items():
-    for b, micro in batches[name]:
-      model = models.EquivariantCNN(act, *cfg)
-      train, infer, _ = train_step_runner(model, b, 40, micro)
-      t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
-      fwd = conv_macs(cfg, True)
-      dense_fwd = conv_macs(cfg, False)
-      row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
-             "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
-      # A train step does the forward pass and two backward products (inputs and weights):
-      # 3x the forward multiply-adds (the first layer's input gradient is not needed, and
-      # is not subtracted here), 2 FLOPs each.
-      row["executed_gflops"] = 6 * fwd * b / t["train"] / 1e9
-      row["dense_equivalent_gflops"] = 6 * dense_fwd * b / t["train"] / 1e9
-      row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
-      report["networks"].append(row)
-      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}: train {row['train_images_per_s']:8.1f} img/s, "
-            f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
-            f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
-            f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
 
 
 CHUNK_IMAGES = 256
@@ -192,74 +163,6 @@ def bench_cn_scaling(rounds, quick, report):
           f"{row['group_conv_expanded_ms']:6.1f} ms ({units[1]} units)", flush=True)
 
 
-def bench_augmented_step(rounds, quick, report):
-  """The MNIST-rot config's train step (random continuous turns of every training digit, then
-  the update) as two jitted programs, as the runner runs it, and compiled as one."""
-  import jax
-  import jax.numpy as jnp
-  from experiments import steps, tasks
-  from experiments.configs import rotated_mnist
-  c = rotated_mnist.get_config()
-  if quick:
-    c.group, c.conv_features = "C8", (4, 8, 16)
-  task = tasks.build_task(c)
-  n = 4 * c.batch_size
-  inputs = jax.random.uniform(jax.random.key(0), (n, 28, 28, 1))
-  labels = jnp.zeros((n,), jnp.int32)
-  perm, key = jnp.arange(n), jax.random.key(1)
-  runs = {}
-  for programs in (2, 1):
-    step = steps.config_train_step(task, c, 4, c.microbatches, programs=programs)
-    holder = [steps.create_train_state(task, c, jax.random.key(2), 1000), jnp.array(True)]
-
-    def run(step=step, holder=holder):
-      holder[0], loss, holder[1] = step(holder[0], inputs, labels, perm, key, holder[1])
-      return loss
-    runs[programs] = run
-  t = alternate(runs, rounds)
-  row = {"config": f"rotated_mnist ({c.group}, {'x'.join(map(str, c.conv_features))})",
-         "batch": c.batch_size, "microbatches": c.microbatches, "two_programs_ms": 1e3 * t[2],
-         "one_program_ms": 1e3 * t[1], "speedup": t[1] / t[2]}
-  report["augmented_step"].append(row)
-  print(f"  {row['config']} batch {row['batch']}: two programs {row['two_programs_ms']:.0f} ms, "
-        f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
-
-
-def bench_kernel_gradients(rounds, quick, peak, report):
-  """The authors' V1 network's train step at batch 128 (as 8 x 16, the runner's slices for
-  that config, 4 x 32 and 2 x 64) with every conv's kernel gradient from XLA, and with the
-  default ``weight_grad="auto"`` (shifted-window matmuls for the wide convs,
-  :func:`eqnn.spatial.conv`), all alternated in one run."""
-  from eqnn import actions, models, spatial
-  from experiments.configs import paper
-  c = paper.get_config()
-  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-  b, slices = (8, (1,)) if quick else (128, (8, 4, 2))
-  runs = {}
-  for micro in slices:
-    for mode in ("xla", "auto"):
-      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
-                                      micro)
-
-      def run(train=train, mode=mode):
-        with spatial.kernel_gradients(mode):    # acts when the step is traced (first call)
-          return train()
-      runs[(micro, mode)] = run
-  t = alternate(runs, rounds if quick else 3)
-  fwd = conv_macs(cfg, True)
-  for micro in slices:
-    tx, ta = t[(micro, "xla")], t[(micro, "auto")]
-    row = {"net": "paper_v1", "batch": b, "microbatches": micro,
-           "xla_images_per_s": b / tx, "auto_images_per_s": b / ta, "speedup": tx / ta,
-           "xla_fraction_of_peak": 6 * fwd * b / tx / peak,
-           "auto_fraction_of_peak": 6 * fwd * b / ta / peak}
-    report["kernel_gradients"].append(row)
-    print(f"  paper_v1 batch {b} ({micro} x {b // micro}): kernel gradients from XLA "
-          f"{row['xla_images_per_s']:.1f} img/s ({100 * row['xla_fraction_of_peak']:.0f}% of "
-          f"peak), auto {row['auto_images_per_s']:.1f} img/s "
-          f"({100 * row['auto_fraction_of_peak']:.0f}%): {row['speedup']:.2f}x", flush=True)
-
-
 def bench_minimal(rounds, quick, report):
   import jax
   import jax.numpy as jnp
@@ -319,7 +222,8 @@ def main(argv):
   report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
-            "cn_scaling": [], "augmented_step": [], "kernel_gradients": [], "minimal": [],
+            "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
+            "lone_kernel_gradients": [], "minimal": [],
             "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)

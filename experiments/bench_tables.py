@@ -61,6 +61,12 @@ def markdown(report) -> str:
                  f"({100 * r['xla_fraction_of_peak']:.0f}% of peak) | "
                  f"{r['auto_images_per_s']:.1f} img/s ({100 * r['auto_fraction_of_peak']:.0f}%) "
                  f"| {r['speedup']:.2f}x |")
+  if report.get("lone_kernel_gradients"):
+    out += ["", "| kernel gradient of a lone 3x3 conv | batch | XLA | windows | speed-up |",
+            "| --- | --- | --- | --- | --- |"]
+    for r in report["lone_kernel_gradients"]:
+      out.append(f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
+                 f"{r['xla_ms']:.1f} ms | {r['windows_ms']:.1f} ms | {r['speedup']:.2f}x |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

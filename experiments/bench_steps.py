@@ -1,0 +1,147 @@
+"""`make bench`'s sections that time whole train steps: the default and V1 networks (images/s
+and executed FLOP/s against the machine's matmul peak), the MNIST-rot step with its
+augmentation as one jitted program or two, and V1's conv kernel gradients from XLA or by
+windows. :mod:`experiments.bench` runs them beside the layer-level sections.
+"""
+
+from __future__ import annotations
+
+from experiments.timing import alternate, conv_macs, train_step_runner
+
+
+def step_flops(forward_macs: int, batch: int) -> int:
+  """FLOPs of one train step: the forward pass and two backward products (inputs and
+  weights), 3x the forward multiply-adds (the first layer's input gradient is not needed, and
+  is not subtracted here), 2 FLOPs each."""
+  return 6 * forward_macs * batch
+
+
+def bench_networks(rounds, quick, peak, report):
+  """The default and V1 networks' train step and inference at several batch sizes."""
+  from eqnn import actions, models
+  from experiments.configs import default, paper
+  act = actions.rotations()
+  nets = {name: (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+          for name, c in (("default", default.get_config()), ("paper_v1", paper.get_config()))}
+  # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
+  batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
+             "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
+  for name, cfg in nets.items():
+    for b, micro in batches[name]:
+      model = models.EquivariantCNN(act, *cfg)
+      train, infer, _ = train_step_runner(model, b, 40, micro)
+      t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
+      fwd = conv_macs(cfg, True)
+      dense_fwd = conv_macs(cfg, False)
+      row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
+             "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
+      row["executed_gflops"] = step_flops(fwd, b) / t["train"] / 1e9
+      row["dense_equivalent_gflops"] = step_flops(dense_fwd, b) / t["train"] / 1e9
+      row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
+      report["networks"].append(row)
+      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}: train {row['train_images_per_s']:8.1f} img/s, "
+            f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
+            f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
+            f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
+
+
+def bench_augmented_step(rounds, quick, report):
+  """The MNIST-rot config's train step (random continuous turns of every training digit, then
+  the update) as two jitted programs, as the runner runs it, and compiled as one."""
+  import jax
+  import jax.numpy as jnp
+  from experiments import steps, tasks
+  from experiments.configs import rotated_mnist
+  c = rotated_mnist.get_config()
+  if quick:
+    c.group, c.conv_features = "C8", (4, 8, 16)
+  task = tasks.build_task(c)
+  n = 4 * c.batch_size
+  inputs = jax.random.uniform(jax.random.key(0), (n, 28, 28, 1))
+  labels = jnp.zeros((n,), jnp.int32)
+  perm, key = jnp.arange(n), jax.random.key(1)
+  runs = {}
+  for programs in (2, 1):
+    step = steps.config_train_step(task, c, 4, c.microbatches, programs=programs)
+    holder = [steps.create_train_state(task, c, jax.random.key(2), 1000), jnp.array(True)]
+
+    def run(step=step, holder=holder):
+      holder[0], loss, holder[1] = step(holder[0], inputs, labels, perm, key, holder[1])
+      return loss
+    runs[programs] = run
+  t = alternate(runs, rounds)
+  row = {"config": f"rotated_mnist ({c.group}, {'x'.join(map(str, c.conv_features))})",
+         "batch": c.batch_size, "microbatches": c.microbatches, "two_programs_ms": 1e3 * t[2],
+         "one_program_ms": 1e3 * t[1], "speedup": t[1] / t[2]}
+  report["augmented_step"].append(row)
+  print(f"  {row['config']} batch {row['batch']}: two programs {row['two_programs_ms']:.0f} ms, "
+        f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
+
+
+def bench_kernel_gradients(rounds, quick, peak, report):
+  """The authors' V1 network's train step at batch 128 (as 8 x 16, the runner's slices for
+  that config, 4 x 32 and 2 x 64) with every conv's kernel gradient from XLA, and with the
+  default ``weight_grad="auto"`` (shifted-window matmuls for the wide convs,
+  :func:`eqnn.spatial.conv`), all alternated in one run."""
+  from eqnn import actions, models, spatial
+  from experiments.configs import paper
+  c = paper.get_config()
+  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+  b, slices = (8, (1,)) if quick else (128, (8, 4, 2))
+  runs = {}
+  for micro in slices:
+    for mode in ("xla", "auto"):
+      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
+                                      micro)
+
+      def run(train=train, mode=mode):
+        with spatial.kernel_gradients(mode):    # acts when the step is traced (first call)
+          return train()
+      runs[(micro, mode)] = run
+  t = alternate(runs, rounds if quick else 3)
+  fwd = conv_macs(cfg, True)
+  _lone_kernel_gradients(rounds, quick, report)
+  for micro in slices:
+    tx, ta = t[(micro, "xla")], t[(micro, "auto")]
+    row = {"net": "paper_v1", "batch": b, "microbatches": micro,
+           "xla_images_per_s": b / tx, "auto_images_per_s": b / ta, "speedup": tx / ta,
+           "xla_fraction_of_peak": step_flops(fwd, b) / tx / peak,
+           "auto_fraction_of_peak": step_flops(fwd, b) / ta / peak}
+    report["kernel_gradients"].append(row)
+    print(f"  paper_v1 batch {b} ({micro} x {b // micro}): kernel gradients from XLA "
+          f"{row['xla_images_per_s']:.1f} img/s ({100 * row['xla_fraction_of_peak']:.0f}% of "
+          f"peak), auto {row['auto_images_per_s']:.1f} img/s "
+          f"({100 * row['auto_fraction_of_peak']:.0f}%): {row['speedup']:.2f}x", flush=True)
+
+
+# (batch, size, C_in, C_out) of lone 3x3 convs: V1's Fourier units (80 -> 80, 160 -> 160,
+# 160 -> 64, 80 -> 32) and the shapes below spatial.conv's "auto" thresholds.
+LONE_CONVS = [(25, 28, 160, 160), (32, 28, 80, 80), (32, 28, 160, 64), (32, 28, 80, 32),
+              (32, 28, 64, 64), (32, 14, 48, 96), (32, 14, 16, 32)]
+
+
+def _lone_kernel_gradients(rounds, quick, report):
+  """The kernel gradient alone (``jax.grad`` in the kernel) of lone convs, XLA's against the
+  windows, alternated: the evidence for "auto"'s thresholds."""
+  import jax
+  import jax.numpy as jnp
+  from eqnn import spatial
+  runs = {}
+  for b, h, c_in, c_out in LONE_CONVS[:1] if quick else LONE_CONVS:
+    b = 4 if quick else b
+    x = jax.random.normal(jax.random.key(0), (b, h, h, c_in))
+    w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
+    for mode in ("xla", "windows"):
+      g = jax.jit(jax.grad(lambda w, x, mode=mode: jnp.sum(
+          spatial.conv(x, w, weight_grad=mode) ** 2)))
+      runs[(b, h, c_in, c_out, mode)] = lambda g=g, w=w, x=x: g(w, x)
+  t = alternate(runs, rounds)
+  for (b, h, c_in, c_out, mode), secs in t.items():
+    if mode == "xla":
+      row = {"batch": b, "size": h, "c_in": c_in, "c_out": c_out, "xla_ms": 1e3 * secs,
+             "windows_ms": 1e3 * t[(b, h, c_in, c_out, "windows")]}
+      row["speedup"] = row["xla_ms"] / row["windows_ms"]
+      report["lone_kernel_gradients"].append(row)
+      print(f"  kernel gradient of a 3x3 conv {c_in}->{c_out} @{h}, batch {b}: XLA "
+            f"{row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} ms "
+            f"({row['speedup']:.2f}x)", flush=True)
