@@ -62,10 +62,11 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   "auto" (the default, or :func:`kernel_gradients`'s, which 1-D and grouped convs ignore):
   "windows" on CPU for 2-D convs without feature groups with at least ``WINDOWS_MIN_IN``
   input and ``WINDOWS_MIN_OUT`` output channels, else "xla" (on an accelerator XLA's conv
-  library is the one to use). On a 2-core AVX-512 CPU, XLA computed the kernel gradient of
-  a 3x3 conv at 28 x 28 with 160 -> 160 channels, batch 25, in 273 ms, the windows in 119 ms;
-  at 80 -> 80 and 160 -> 64 the windows were 1.5-1.7x faster; at 64 -> 64, 80 -> 32, 48 -> 96
-  and below they were not (0.6-1.1x), hence the thresholds (fitted to those shapes there).
+  library is the one to use). On a 2-core AVX-512 CPU (`python -m experiments.bench
+  --only=kernel_gradients`, which times these lone convs), XLA computed the kernel gradient
+  of a 3x3 conv at 28 x 28 with 160 -> 160 channels, batch 25, in 226 ms, the windows in
+  107 ms; at 80 -> 80 and 160 -> 64 the windows were 1.55-1.63x faster; at 64 -> 64,
+  80 -> 32, 48 -> 96 and 16 -> 32 0.90-1.15x, hence the thresholds (fitted to those shapes).
   """
   spatial = kernel.ndim - 2
   if spatial not in _DIMS or x.ndim != spatial + 2:

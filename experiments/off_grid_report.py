@@ -76,6 +76,8 @@ def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
                                                      else blocks(g, f))) / jnp.linalg.norm(f)
               for layer, f in base.items()}
     rows = []
+    # One element at a time, not one vmap over the orbit: that would hold every layer's
+    # features of all the digits for |G| - 1 elements at once (15x the memory for C16).
     for g in range(1, model.action.group.order):
       errs = element_errors(jnp.int32(g), features(orbit[g]), base)
       for layer in base:

@@ -155,10 +155,13 @@ def test_bad_kernel_gradient_forms_are_refused():
     assert spatial.conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 2, 4))).shape == (1, 4, 4)
 
 
-def test_a_lifted_network_trains_alike_with_either_kernel_gradient():
-  # Every conv of a small C4 network (lift, Fourier group convs) with windows, against XLA.
+@pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
+                         ids=["C4", "D4"])
+def test_a_lifted_network_trains_alike_with_either_kernel_gradient(act):
+  # Every conv of a small network (lift, group convs in C4's Fourier basis or D4's irreps, D4
+  # not abelian) with windows, against XLA.
   from eqnn import models
-  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), norm=True)
+  model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,), norm=True)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
   params = model.init(jax.random.key(1), x)
 
