@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import matplotlib
@@ -14,6 +13,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from eqnn import data, readouts  # noqa: E402
+from experiments import logs  # noqa: E402
 
 
 def figure4(path, task, state, test_split, digit: int = 7):
@@ -53,10 +53,8 @@ def figure4(path, task, state, test_split, digit: int = 7):
 
 def training_curves(path, metrics_path):
   train, evals = [], []
-  with open(metrics_path) as f:
-    for line in f:
-      r = json.loads(line)
-      (train if r["kind"] == "train" else evals).append(r)
+  for r in logs.read_records(metrics_path):
+    (train if r["kind"] == "train" else evals).append(r)
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
   a.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8)
   a.set_yscale("log")
@@ -64,11 +62,11 @@ def training_curves(path, metrics_path):
   a.set_ylabel("training loss")
   for key, label in (("test_joint_accuracy", "joint"), ("test_class_accuracy", "digit"),
                      ("test_element_accuracy", "angle")):
-    pts = [(r["elapsed_s"], r[key]) for r in evals if key in r]
+    pts = [(r["run_s"], r[key]) for r in evals if key in r]
     if pts:
       b.plot(*zip(*pts), marker="o", label=label)
   b.axhline(0.968, color="gray", ls="--", lw=0.8, label="paper 96.8%")
-  b.set_xlabel("wall time (s)")
+  b.set_xlabel("wall time from the run's start (s)")
   b.set_ylabel("test accuracy")
   b.legend()
   fig.tight_layout()

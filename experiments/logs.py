@@ -4,6 +4,11 @@ Everything is written by the first process only. ``metrics.jsonl`` gets one JSON
 line; ``WORKDIR/tensorboard/`` gets the same scalars as TensorBoard event files (through
 tensorboardX, no TensorFlow), at the run's global step, so a resumed run continues its
 curves instead of starting a second one at step 0.
+
+A run that was stopped and resumed is trained by several processes (segments). Each record's
+``elapsed_s`` counts from its own process's start; ``run_s`` (and :func:`run_seconds` for
+files written before it existed) counts from the first process's start, summed over the
+segments: the wall time a run cost, not the calendar time between its first and last lines.
 """
 
 from __future__ import annotations
@@ -24,6 +29,35 @@ def quiet() -> None:
     logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def run_seconds(records) -> list[float]:
+  """Each record's seconds of the run's wall time, summed over the processes that trained it.
+
+  A new process (a resumed run) shows as ``elapsed_s`` going down; the processes before it
+  count to their last record (the seconds between a killed process's last record and its
+  end were not written anywhere, so the sum is a lower bound by at most that much).
+
+  >>> run_seconds([{"elapsed_s": 5.0}, {"elapsed_s": 9.0}, {"elapsed_s": 2.0}, {"elapsed_s": 4.0}])
+  [5.0, 9.0, 11.0, 13.0]
+  """
+  out, offset, last = [], 0.0, 0.0
+  for r in records:
+    e = float(r["elapsed_s"])
+    if e < last:
+      offset += last
+    last = e
+    out.append(offset + e)
+  return out
+
+
+def read_records(path: str) -> list[dict]:
+  """The records of a ``metrics.jsonl``, each with ``run_s`` (:func:`run_seconds`)."""
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  for r, t in zip(records, run_seconds(records)):
+    r.setdefault("run_s", t)
+  return records
+
+
 def say(msg: str) -> None:
   """One message on stderr, on a line of its own (above a progress bar, if one is shown)."""
   from tqdm import tqdm
@@ -38,6 +72,14 @@ class RunLog:
   def __init__(self, workdir: str, enabled: bool, total_steps: int, batch_size: int,
                start_step: int, start_time: float, learning_rate=None):
     self.enabled, self.start_time, self.bs, self.s0 = enabled, start_time, batch_size, start_step
+    # A resumed run: the seconds its earlier processes trained for, and how many there were.
+    self.before_s, self.segments = 0.0, 1
+    path = os.path.join(workdir, "metrics.jsonl")
+    if enabled and start_step and os.path.exists(path):
+      records = read_records(path)
+      if records:
+        self.before_s = records[-1]["run_s"]
+        self.segments = 2 + sum(a["elapsed_s"] > b["elapsed_s"] for a, b in zip(records, records[1:]))
     self.learning_rate = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
     self.t0, self.excluded = time.time(), 0.0     # evaluation seconds are not training time
     self.file = self.bar = self.tb = None
@@ -67,7 +109,7 @@ class RunLog:
     self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:,.0f}", refresh=False)
     self.bar.update(step - self.bar.n)
     self._write({"kind": "train", "step": step, "epoch": epoch, "loss": loss,
-                 "elapsed_s": time.time() - self.start_time})
+                 **self.times()})
     self.tb.add_scalar("train/loss", loss, step)
     self.tb.add_scalar("train/images_per_s", rate, step)
     self.tb.add_scalar("train/learning_rate", float(self.learning_rate(step)), step)
@@ -80,13 +122,18 @@ class RunLog:
     if not self.enabled:
       return
     rec = {"kind": "eval", "step": step, "epoch": epoch, "train_loss": train_loss,
-           "elapsed_s": time.time() - self.start_time, **metrics}
+           **self.times(), **metrics}
     self._write(rec)
     self.tb.add_scalar("train/epoch_loss", train_loss, step)
     for k, v in metrics.items():
       self.tb.add_scalar(f"eval/{k}", v, step)
     self.tb.flush()
     say(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}))
+
+  def times(self) -> dict:
+    """``elapsed_s`` (this process) and ``run_s`` (every process of the run, summed)."""
+    elapsed = time.time() - self.start_time
+    return {"elapsed_s": elapsed, "run_s": self.before_s + elapsed}
 
   def _write(self, record: dict) -> None:
     self.file.write(json.dumps(record) + "\n")

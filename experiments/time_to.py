@@ -1,21 +1,22 @@
 """When a run first reached an accuracy: the first evaluation in ``WORKDIR/metrics.jsonl`` at
-or above a target, with its wall time from the process's start (evaluation included).
+or above a target, with its wall time from the run's start (evaluation included).
 
     python -m experiments.time_to runs/default                     # 99.0% joint accuracy
     python -m experiments.time_to runs/rotmnist --metric=test_class_accuracy --target=0.99
 
 Evaluations happen at epoch ends (``eval_every_epochs``), so this is an upper bound at that
-granularity. A resumed run's records count from the resumed process's start, so the figure
-is a time from the start only for a run that was not interrupted.
+granularity. A resumed run's time is summed over the processes that trained it (``run_s``,
+:func:`experiments.logs.run_seconds`); the line says how many there were.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import app, flags
+
+from experiments import logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("metric", "test_joint_accuracy", "an evaluation record's key")
@@ -23,16 +24,28 @@ flags.DEFINE_float("target", 0.99, "the accuracy to reach, as a fraction")
 
 
 def first_reaching(workdir: str, metric: str, target: float) -> dict | None:
-  """The first evaluation record with ``record[metric] >= target``, or None."""
+  """The first evaluation record with ``record[metric] >= target`` (with ``run_s``, its wall
+  time since the run's start, and ``segments``, the processes up to it), or None."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a run's workdir?")
-  with open(path) as f:
-    evals = [r for r in map(json.loads, f) if r.get("kind") == "eval"]
+  records = logs.read_records(path)
+  for r, n in zip(records, _segment_numbers(records)):
+    r["segments"] = n
+  evals = [r for r in records if r.get("kind") == "eval"]
   if evals and metric not in evals[0]:
     keys = sorted(k for k in evals[0] if k.startswith("test_"))
     raise KeyError(f"the evaluations in {path} have no {metric!r}; they have {keys}")
   return next((r for r in evals if r[metric] >= target), None)
+
+
+def _segment_numbers(records) -> list[int]:
+  n, last, out = 1, 0.0, []
+  for r in records:
+    n += r["elapsed_s"] < last
+    last = r["elapsed_s"]
+    out.append(n)
+  return out
 
 
 def main(argv):
@@ -46,8 +59,10 @@ def main(argv):
   if r is None:
     print(f"{workdir}: {FLAGS.metric} never reached {FLAGS.target:g}")
     sys.exit(1)
+  resumed = (f" (summed over {r['segments']} processes: the run was resumed)"
+             if r["segments"] > 1 else "")
   print(f"{workdir}: {FLAGS.metric} {r[FLAGS.metric]:.4f} >= {FLAGS.target:g} at epoch "
-        f"{r['epoch']} (step {r['step']}), {r['elapsed_s']:.0f} s from the process's start")
+        f"{r['epoch']} (step {r['step']}), {r['run_s']:.0f} s from the run's start{resumed}")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"{config.eval_turns} turns ({time.time() - t_turns:.0f} s; plain: "
           f"{results['test_class_accuracy']:.4f})")
       results["wall_time_s"] = time.time() - start_time
+    # wall_time_s is this process's; a resumed run also took its earlier processes' time.
+    results["segments"] = log.segments
+    results["wall_time_total_s"] = log.before_s + results["wall_time_s"]
     if main:
       _write_results(workdir, config, results, task, state, ds.test, logits, test_elements)
     return results

@@ -5,6 +5,7 @@ behaviour, and nothing a previous run wrote is lost.
 """
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -188,6 +189,11 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, mnist_dir):
   # from step 0 and no step logged twice (tensorboard/ holds one event file per session).
   p = _run(w, *args, data_dir=mnist_dir)
   assert p.returncode == 0 and f"resumed from checkpoint at step {stopped}" in p.stderr
+  # results.json's wall time is the second process's; the run's total counts both.
+  with open(os.path.join(w, "results.json")) as f:
+    results = json.load(f)
+  assert results["segments"] == 2
+  assert results["wall_time_total_s"] > results["wall_time_s"] + 1.0
   from experiments import logs
   events = os.listdir(os.path.join(w, "tensorboard"))
   scalars = logs.read_scalars(os.path.join(w, "tensorboard"))

@@ -31,3 +31,25 @@ def test_a_missing_file_or_metric_is_named(tmp_path):
                      "test_class_accuracy": 0.9}])
   with pytest.raises(KeyError, match="test_class_accuracy"):
     time_to.first_reaching(str(tmp_path), "test_joint_accuracy", 0.99)
+
+
+def test_a_resumed_run_counts_every_process(tmp_path, capsys):
+  """Each process's ``elapsed_s`` restarts at its own start: the run's time sums them (the
+  first process to its last record), and the command says the run was resumed."""
+  _write(tmp_path, [
+      {"kind": "eval", "step": 20, "epoch": 1, "elapsed_s": 30.0, "test_joint_accuracy": 0.98},
+      {"kind": "train", "step": 30, "epoch": 2, "loss": 0.1, "elapsed_s": 45.0},
+      {"kind": "train", "step": 30, "epoch": 2, "loss": 0.1, "elapsed_s": 4.0},   # resumed
+      {"kind": "eval", "step": 40, "epoch": 2, "elapsed_s": 20.0, "test_joint_accuracy": 0.99}])
+  r = time_to.first_reaching(str(tmp_path), "test_joint_accuracy", 0.99)
+  assert (r["elapsed_s"], r["run_s"], r["segments"]) == (20.0, 65.0, 2)
+  first = time_to.first_reaching(str(tmp_path), "test_joint_accuracy", 0.97)
+  assert (first["run_s"], first["segments"]) == (30.0, 1)
+  from absl.testing import flagsaver
+  with flagsaver.flagsaver(), pytest.raises(SystemExit) as done:
+    time_to.FLAGS(["time_to"])
+    time_to.main(["time_to", str(tmp_path)])
+    raise SystemExit(0)
+  assert done.value.code == 0
+  out = capsys.readouterr().out
+  assert "65 s from the run's start (summed over 2 processes" in out
