@@ -60,6 +60,42 @@ class ImageAction(Action):
     return _gather(x, self.table(x.shape[-3], x.shape[-2]), g, x.ndim - 3, 2)
 
 
+def kernel_table(action, k: int) -> np.ndarray:
+  """``int [|G|, k * k]``: how ``action`` moves a ``k x k`` conv kernel, for turning kernels
+  instead of images (``eqnn.ops.lift_conv(..., impl="kernels")``).
+
+  Only for an :class:`ImageAction` whose every element is an isometry of the pixel grid about
+  its centre (quarter turns and mirrors: C2, C4, D4): then ``conv(g . x, W) = g . conv(x,
+  g^-1 . W)`` exactly, for an odd kernel with SAME padding or any kernel with VALID. Anything
+  else (translations, which carry pixels across the border; resampled turns) raises.
+  """
+  if not isinstance(action, ImageAction) or not _centre_isometries(action.group,
+                                                                   action.pixel_map):
+    raise ValueError(f"turning the kernel needs an action by rotations and mirrors of the "
+                     f"pixel grid about its centre (C2, C4, D4 on images); "
+                     f"{getattr(action, 'what', type(action).__name__)} is not one")
+  return _pixel_table(action.group, action.pixel_map, k, k)
+
+
+@functools.lru_cache(maxsize=None)
+def _centre_isometries(group, pixel_map) -> bool:
+  """Whether every element's pixel map is one of the 8 symmetries of the square grid about
+  its centre, checked on 5 x 5 and 6 x 6 grids (odd and even)."""
+  mats = [np.array(m) for m in ([[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]],
+                                [[0, 1], [-1, 0]], [[1, 0], [0, -1]], [[-1, 0], [0, 1]],
+                                [[0, 1], [1, 0]], [[0, -1], [-1, 0]])]
+  for n in (5, 6):
+    try:
+      table = _pixel_table(group, pixel_map, n, n)
+    except ValueError:
+      return False
+    coords = np.stack(np.divmod(np.arange(n * n), n), -1) - (n - 1) / 2    # [n*n, 2]
+    for row in table:           # (g.x)[q] = x[row[q]]: q -> row[q] must be linear about the centre
+      if not any(np.allclose(coords[row], coords @ m.T) for m in mats):
+        return False
+  return True
+
+
 @functools.lru_cache(maxsize=None)
 def _pixel_table(group, pixel_map, h, w):
   grid = np.arange(h * w).reshape(h, w)

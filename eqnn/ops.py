@@ -19,7 +19,9 @@ channels whose weights are the block-circulant expansion of the kernel
 (:func:`block_circulant`); ``"fourier"`` (:mod:`eqnn.fourier`) does a group conv or dense
 layer in the basis of the group's irreducible representations (C_n's Fourier basis, D_n's
 real irreps); ``"patches"`` (the input lift) multiplies the copies' conv windows
-(:func:`patches`) by the kernel in one matmul. ``"auto"`` picks per layer (:data:`AUTO`;
+(:func:`patches`) by the kernel in one matmul; ``"kernels"`` (the input lift over quarter
+turns and mirrors) turns the kernel instead of the image, one conv with |G|-fold output
+channels, and turns each slot's output back. ``"auto"`` picks per layer (:data:`AUTO`;
 `make bench` measures the choice). Any per-channel op (ReLU, pooling of any window)
 commutes with the regular action on the group axis, so it may sit between these layers.
 """
@@ -34,12 +36,13 @@ import numpy as np
 
 from eqnn import actions as actions_lib
 from eqnn import fourier
+from eqnn import image_actions
 from eqnn import lift as lift_lib
 from eqnn.groups import FiniteGroup
 # The plain operations, re-exported: ops.conv, ops.max_pool, ... as before the split.
 from eqnn.spatial import blur_pool, conv, max_pool, patches, require_float, rotate  # noqa: F401
 
-IMPLS = ("auto", "expanded", "vmap", "fourier", "patches")
+IMPLS = ("auto", "expanded", "vmap", "fourier", "patches", "kernels")
 # What "auto" picks per layer kind on CPU (measured in whole train steps; `make bench`
 # re-measures each choice, docs/performance.md): group convs and lifted dense layers in the
 # basis of the group's irreducible representations (C_n's Fourier basis, D_n's irreps) where
@@ -47,12 +50,18 @@ IMPLS = ("auto", "expanded", "vmap", "fourier", "patches")
 # copies in the batch axis through XLA's conv ("patches" measured no faster in a whole step,
 # the grouped conv of "expanded" slower).
 AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "fourier"}
-VALID = {"lift_conv": ("vmap", "expanded", "patches"), "group_conv": ("vmap", "expanded", "fourier"),
+VALID = {"lift_conv": ("vmap", "expanded", "patches", "kernels"), "group_conv": ("vmap", "expanded", "fourier"),
          "group_dense": ("vmap", "expanded", "fourier")}
 
 
 def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str:
-  """The implementation that ``impl`` means for ``layer`` (a key of :data:`AUTO`) over ``group``."""
+  """The implementation that ``impl`` means for ``layer`` (a key of :data:`AUTO`) over ``group``.
+
+  ``impl`` is one name for every layer kind, or one per kind as ``"kind=name,..."`` (kinds
+  not named: "auto"), e.g. ``"lift_conv=kernels"`` or ``"lift_conv=vmap,group_conv=expanded"``.
+  """
+  if "=" in impl:
+    impl = _per_kind(impl).get(layer, "auto")
   if impl not in IMPLS:
     raise ValueError(f"unknown implementation {impl!r}; choose one of {IMPLS}")
   has_fourier = group is not None and (fourier.is_cyclic_in_order(group)
@@ -65,9 +74,20 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
     raise ValueError(f"the {impl!r} implementation is not available for {layer} over "
                      f"{getattr(group, 'name', group)}: 'fourier' is for group convs and "
                      f"group dense layers over a cyclic group C_n or a dihedral group D_n in "
-                     f"eqnn's element order, 'patches' for the input lift; "
+                     f"eqnn's element order, 'patches' and 'kernels' for the input lift; "
                      f"{layer} takes {('auto',) + VALID[layer]}")
   return impl
+
+
+def _per_kind(spec: str) -> dict[str, str]:
+  out = {}
+  for part in spec.split(","):
+    kind, _, name = part.strip().partition("=")
+    if kind not in AUTO or name not in IMPLS:
+      raise ValueError(f"implementation {spec!r}: each part is kind=name with kind one of "
+                       f"{tuple(AUTO)} and name one of {IMPLS}; {part.strip()!r} is not")
+    out[kind] = name
+  return out
 
 
 # --- layout -----------------------------------------------------------------------------
@@ -188,6 +208,8 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   impl = resolve_impl(impl, "lift_conv", action.group)
   require_float(x, "lift_conv")
   n = action.group.order
+  if impl == "kernels":
+    return _lift_conv_kernels(x, kernel, bias, action, padding, dtype)
   copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
   if impl == "vmap":
     return _slots_last(jax.vmap(lambda c: _add_bias(conv(c, kernel, padding, dtype), bias,
@@ -203,6 +225,28 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   y = conv(to_channels(_slots_last(copies)), jnp.tile(kernel, (1,) * (kernel.ndim - 1) + (n,)),
            padding, dtype, feature_groups=n)
   return from_channels(_add_bias_stacked(y, bias, n, dtype), n)
+
+
+def _lift_conv_kernels(x, kernel, bias, action, padding, dtype):
+  # Slot g is conv(g^-1 . x, W) = g^-1 . conv(x, g . W) for a grid isometry g: one conv with
+  # the |G| turned kernels side by side, then slot g's output turned by g^-1.
+  if kernel.ndim != 4:
+    raise ValueError(f"impl='kernels' is for 2-D convs on images, got a kernel of shape "
+                     f"{kernel.shape}")
+  k, _, c_in, f = kernel.shape
+  if padding == "SAME" and k % 2 == 0:
+    raise ValueError(f"impl='kernels' needs an odd kernel with SAME padding (a {k} x {k} "
+                     f"kernel pads one side more, which a turn does not keep); use VALID or "
+                     f"another impl")
+  table = image_actions.kernel_table(action, k)                        # [G, k*k]
+  x = action.prepare(x)
+  n = action.group.order
+  turned = kernel.reshape(k * k, c_in, f)[table].reshape(n, k, k, c_in, f)
+  z = conv(x, jnp.moveaxis(turned, 0, -2).reshape(k, k, c_in, n * f), padding, dtype)
+  z = z.reshape(z.shape[:-1] + (n, f))                                 # [B, H', W', G, F]
+  inverses = jnp.asarray(action.group.inverse, jnp.int32)
+  y = jax.vmap(action.apply, in_axes=(0, -2), out_axes=-2)(inverses, z)
+  return _add_bias(y, bias, dtype)
 
 
 def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: FiniteGroup,

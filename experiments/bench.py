@@ -16,7 +16,8 @@ import sys
 import time
 from absl import app, flags
 
-from experiments.bench_steps import bench_augmented_step, bench_kernel_gradients, bench_networks
+from experiments.bench_steps import (bench_augmented_step, bench_kernel_gradients,
+                                     bench_lift_forms, bench_networks)
 from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
@@ -75,7 +76,13 @@ def bench_layer_variants(rounds, quick, report):
   d4 = actions.rotations_reflections()
   c16 = actions.rotations(16, "bicubic")
   cases = [("LiftConv C4 1->16 @28", lambda i: layers.LiftConv(c4, 16, impl=i), (128, 28, 28, 1),
-            ["vmap", "expanded", "patches"]),
+            ["vmap", "expanded", "patches", "kernels"]),
+           ("LiftConv C4 1->16 @28, batch 32", lambda i: layers.LiftConv(c4, 16, impl=i),
+            (32, 28, 28, 1), ["vmap", "kernels"]),
+           ("LiftConv D4 1->16 @28", lambda i: layers.LiftConv(d4, 16, impl=i), (128, 28, 28, 1),
+            ["vmap", "kernels"]),
+           ("LiftConv C4 1->80 @28 (V1, batch 25)", lambda i: layers.LiftConv(c4, 80, impl=i),
+            (25, 28, 28, 1), ["vmap", "kernels"]),
            ("LiftConv C16 1->12 @28", lambda i: layers.LiftConv(c16, 12, impl=i), (64, 28, 28, 1),
             ["vmap", "patches"]),
            ("GroupConv C4 16->32 @14", lambda i: layers.GroupConv(groups.cyclic(4), 32, impl=i),
@@ -94,7 +101,7 @@ def bench_layer_variants(rounds, quick, report):
             lambda i: layers.GroupDense(groups.cyclic(16), 128, impl=i), (64, 3, 3, 16, 48),
             ["expanded", "fourier"])]
   if quick:
-    cases = cases[:2]
+    cases = cases[:1] + cases[4:5]
   for title, make, shape, impls in cases:
     kind = {"LiftConv": "lift_conv", "GroupConv": "group_conv",
             "GroupDense": "group_dense"}[title.split()[0]]
@@ -223,7 +230,7 @@ def main(argv):
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
-            "lone_kernel_gradients": [], "minimal": [],
+            "lone_kernel_gradients": [], "lift_forms": [], "minimal": [],
             "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
@@ -241,6 +248,8 @@ def main(argv):
                          lambda: bench_augmented_step(rounds, quick, report)),
       "kernel_gradients": ("V1 train step: conv kernel gradients from XLA or by windows",
                            lambda: bench_kernel_gradients(rounds, quick, peak, report)),
+      "lift_forms": ("train steps: the input lift turning images or kernels",
+                     lambda: bench_lift_forms(rounds, quick, peak, report)),
       "minimal": ("minimal equivarification", lambda: bench_minimal(rounds, quick, report)),
       "groups": ("large groups (build time, peak memory)", lambda: bench_groups(quick, report)),
   }

@@ -1,7 +1,8 @@
 """`make bench`'s sections that time whole train steps: the default and V1 networks (images/s
 and executed FLOP/s against the machine's matmul peak), the MNIST-rot step with its
 augmentation as one jitted program or two, and V1's conv kernel gradients from XLA or by
-windows. :mod:`experiments.bench` runs them beside the layer-level sections.
+windows, and the input lift turning images or kernels. :mod:`experiments.bench` runs them
+beside the layer-level sections.
 """
 
 from __future__ import annotations
@@ -112,6 +113,40 @@ def bench_kernel_gradients(rounds, quick, peak, report):
           f"{row['xla_images_per_s']:.1f} img/s ({100 * row['xla_fraction_of_peak']:.0f}% of "
           f"peak), auto {row['auto_images_per_s']:.1f} img/s "
           f"({100 * row['auto_fraction_of_peak']:.0f}%): {row['speedup']:.2f}x", flush=True)
+
+
+def bench_lift_forms(rounds, quick, peak, report):
+  """Whole train steps with the input lift turning the images (``"vmap"``, what "auto" runs)
+  or the kernels (``"kernels"``: one conv with |G|-fold output channels, each slot turned
+  back), alternated: the default network over C4 and D4 at batch 128, V1 at 128 as 8 x 16."""
+  from eqnn import actions, models
+  from experiments.configs import default, paper
+  nets = []
+  for name, c, act, b, micro in (("default", default.get_config(), actions.rotations(), 128, 1),
+                                 ("default over D4", default.get_config(),
+                                  actions.rotations_reflections(), 128, 1),
+                                 ("paper_v1", paper.get_config(), actions.rotations(), 128, 8)):
+    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+    nets.append((name, cfg, act, 16 if quick else b, 1 if quick else micro))
+  if quick:
+    nets = nets[:1]
+  runs = {}
+  for name, cfg, act, b, micro in nets:
+    for impl in ("vmap", "kernels"):
+      model = models.EquivariantCNN(act, *cfg, impl=f"lift_conv={impl}")
+      runs[(name, impl)] = train_step_runner(model, b, 10 * act.group.order, micro)[0]
+  t = alternate(runs, rounds if quick else 5)
+  for name, cfg, act, b, micro in nets:
+    tv, tk = t[(name, "vmap")], t[(name, "kernels")]
+    fwd = conv_macs(cfg, True, act.group)
+    row = {"net": name, "batch": b, "microbatches": micro, "vmap_images_per_s": b / tv,
+           "kernels_images_per_s": b / tk, "speedup": tv / tk,
+           "vmap_fraction_of_peak": step_flops(fwd, b) / tv / peak,
+           "kernels_fraction_of_peak": step_flops(fwd, b) / tk / peak}
+    report["lift_forms"].append(row)
+    print(f"  {name} batch {b} ({micro} x {b // micro}): input lift turning images "
+          f"{row['vmap_images_per_s']:.1f} img/s, turning kernels "
+          f"{row['kernels_images_per_s']:.1f} img/s: {row['speedup']:.2f}x", flush=True)
 
 
 # (batch, size, C_in, C_out) of lone 3x3 convs: V1's Fourier units (80 -> 80, 160 -> 160,

@@ -67,6 +67,15 @@ def markdown(report) -> str:
     for r in report["lone_kernel_gradients"]:
       out.append(f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
                  f"{r['xla_ms']:.1f} ms | {r['windows_ms']:.1f} ms | {r['speedup']:.2f}x |")
+  if report.get("lift_forms"):
+    out += ["", "| train step | batch | input lift turning images (`\"vmap\"`, what auto runs) "
+            "| turning kernels (`\"kernels\"`) | speed-up |", "| --- | --- | --- | --- | --- |"]
+    for r in report["lift_forms"]:
+      out.append(f"| {r['net']} | {r['batch']} ({r['microbatches']} x "
+                 f"{r['batch'] // r['microbatches']}) | {r['vmap_images_per_s']:.1f} img/s "
+                 f"({100 * r['vmap_fraction_of_peak']:.0f}% of peak) | "
+                 f"{r['kernels_images_per_s']:.1f} img/s "
+                 f"({100 * r['kernels_fraction_of_peak']:.0f}%) | {r['speedup']:.2f}x |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

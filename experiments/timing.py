@@ -97,13 +97,14 @@ def layer_units(group, cin: int, cout: int, impl: str) -> int:
   return n * cin * n * cout
 
 
-def conv_macs(model_cfg, fourier_form: bool) -> int:
-  """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs, |G| = 4 (C4).
+def conv_macs(model_cfg, fourier_form: bool, group=None) -> int:
+  """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs over ``group``
+  (default C4).
 
   ``fourier_form``: count what ``impl="auto"`` executes (the group convs, and the lifted dense
   layer where auto picks it, in the Fourier basis); else the dense expanded weights'."""
   from eqnn import groups, ops
-  c4 = groups.cyclic(4)
+  c4 = group if group is not None else groups.cyclic(4)
   form = lambda kind: ops.resolve_impl("auto", kind, c4) if fourier_form else "expanded"
   feats, pools, dense = model_cfg
   h = 28

@@ -7,7 +7,7 @@ import numbers
 
 import ml_collections
 
-from eqnn import actions, models, ops
+from eqnn import actions, image_actions, models, ops
 from experiments import tasks
 
 
@@ -53,12 +53,20 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   sizes("kernel_sizes", min_len=0)
   need(not c.kernel_sizes or len(c.kernel_sizes) == len(c.conv_features), "kernel_sizes",
        f"need one kernel size per conv ({len(c.conv_features)}), or () for kernel_size everywhere")
-  need(c.impl in ops.IMPLS, "impl", f"choose one of {ops.IMPLS}")
+  need(c.impl in ops.IMPLS or "=" in c.impl, "impl",
+       f"choose one of {ops.IMPLS}, or one per layer kind as 'lift_conv=kernels,...'")
   if c.model == "equivariant" and c.architecture == "cnn" and tasks.known_group(c.group):
-    group = tasks.group_action(c).group
+    action = tasks.group_action(c)
     for layer in ("lift_conv", "group_conv", "group_dense"):
       try:
-        ops.resolve_impl(c.impl, layer, group)
+        ops.resolve_impl(c.impl, layer, action.group)
+      except ValueError as e:
+        need(False, "impl", str(e))
+    if ops.resolve_impl(c.impl, "lift_conv", action.group) == "kernels":
+      k = (c.kernel_sizes or (c.kernel_size,))[0]
+      need(k % 2 == 1, "impl", f"the 'kernels' input lift needs an odd first kernel, got {k}")
+      try:
+        image_actions.kernel_table(action, k)
       except ValueError as e:
         need(False, "impl", str(e))
   for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps", "eval_turns",

@@ -31,6 +31,10 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("eval_every_epochs", 0, "config.eval_every_epochs = 0"),
     ("impl", "fourier", "'fourier' implementation is not available for lift_conv"),
     ("impl", "fft", "choose one of"),
+    ("impl", "lift_conv=fft", "'lift_conv=fft' is not"),
+    ("impl", "head=vmap", "each part is kind=name"),
+    ("impl", "group_conv=kernels", "'kernels' implementation is not available for group_conv"),
+    ("kernel_size", 4, None),      # with impl lift_conv=kernels: below
     ("learning_rate", float("nan"), "finite number > 0"),
     ("microbatches", 3, "must divide config.batch_size = 128"),
     ("labels", "angles", "choose 'joint' or 'class'"),
@@ -41,5 +45,21 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
 def test_bad_config_values_are_named(field, value, match):
   c = default.get_config()
   c[field] = value
+  if match is None:            # an even kernel is fine, but not for turning kernels
+    validation.validate_config(c)
+    c.impl, match = "lift_conv=kernels", "'kernels' input lift needs an odd first kernel, got 4"
   with pytest.raises(validation.ConfigError, match=match):
+    validation.validate_config(c)
+
+
+def test_implementations_per_layer_kind():
+  """impl names one form per layer kind; the turned-kernel lift only where the pixel grid's
+  own symmetries act (C4, D4: yes; C8's resampled turns: no)."""
+  c = default.get_config()
+  c.impl = "lift_conv=kernels,group_conv=expanded"
+  validation.validate_config(c)
+  c.group = "D4"
+  validation.validate_config(c)
+  c.group = "C8"
+  with pytest.raises(validation.ConfigError, match="rotations and mirrors of the pixel grid"):
     validation.validate_config(c)

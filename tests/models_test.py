@@ -27,6 +27,18 @@ def test_lifted_cnn_is_equivariant_and_its_readout_invariant(gname):
     testing.assert_invariant(pbound, act, x)
 
 
+@pytest.mark.parametrize("gname", list(IMAGE_ACTIONS))
+def test_a_network_with_turned_kernels_is_the_same_function(gname):
+  """impl per layer kind: the input lift turning its kernels, the rest as "auto"; the same
+  parameters give the same logits."""
+  act = IMAGE_ACTIONS[gname]
+  x = jax.random.normal(jax.random.key(0), (3, 12, 12, 1))
+  ref = models.EquivariantCNN(act, (4, 6), (2, 2), (8,))
+  params = ref.init(jax.random.key(1), x)
+  turned = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), impl="lift_conv=kernels")
+  assert jnp.allclose(turned.apply(params, x), ref.apply(params, x), atol=1e-4)
+
+
 def test_lifted_mlp_over_s4_is_equivariant():
   s4, perms = groups.symmetric(4)
   act = actions.permute_points(s4, perms)

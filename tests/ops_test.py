@@ -68,6 +68,50 @@ def test_lift_conv_forms_agree_and_are_equivariant(act):
     testing.assert_equivariant(lambda x: ops.conv(x, k), act, act, x)
 
 
+@pytest.mark.parametrize("act", [actions.rotations(2), actions.rotations(), actions.rotations_reflections()],
+                         ids=["C2", "C4", "D4"])
+@pytest.mark.parametrize("padding, k, size", [("SAME", 3, 6), ("SAME", 5, 7), ("VALID", 2, 6),
+                                              ("VALID", 3, 7)])
+def test_turning_the_kernel_is_turning_the_image(act, padding, k, size):
+  """impl="kernels": one conv with the |G| turned kernels, each slot turned back, is the lift
+  (odd kernels with SAME padding, any with VALID; C2, C4 and the non-abelian D4)."""
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 2))
+  w = jax.random.normal(jax.random.key(1), (k, k, 2, 3))
+  b = jax.random.normal(jax.random.key(2), (3,))
+  want = ops.lift_conv(x, w, b, act, padding, impl="vmap")
+  np.testing.assert_allclose(ops.lift_conv(x, w, b, act, padding, impl="kernels"), want,
+                             atol=2e-5)
+  grads = [jax.grad(lambda w, b: jnp.sum(jnp.sin(ops.lift_conv(x, w, b, act, padding,
+                                                                impl=i))), (0, 1))(w, b)
+           for i in ("vmap", "kernels")]
+  for got, ref in zip(grads[1], grads[0]):
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+  testing.assert_equivariant(lambda x: ops.lift_conv(x, w, b, act, padding, impl="kernels"),
+                             act, ops.block_action(act.group), x)
+
+
+def test_turning_the_kernel_is_refused_where_it_is_wrong():
+  """Refused: an even kernel with SAME padding (it pads one side more: the identity fails,
+  shown below), translations (pixels cross the border) and resampled turns."""
+  c4 = actions.rotations()
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 1))
+  w = jax.random.normal(jax.random.key(1), (2, 2, 1, 1))
+  turned = jnp.rot90(w, 1, axes=(0, 1))       # r . W
+  lhs = ops.conv(c4(3, x), w)                 # conv(r^-1 . x, W)
+  rhs = c4(3, ops.conv(x, turned))            # r^-1 . conv(x, r . W)
+  assert float(jnp.abs(lhs - rhs).max()) > 1e-2
+  np.testing.assert_allclose(ops.conv(c4(3, x), w, "VALID"),
+                             c4(3, ops.conv(x, turned, "VALID")), atol=1e-5)
+  with pytest.raises(ValueError, match="odd kernel with SAME"):
+    ops.lift_conv(x, w, None, c4, impl="kernels")
+  for bad in (actions.translations(6, 6), actions.rotations(8)):
+    with pytest.raises(ValueError, match="rotations and mirrors of the pixel grid"):
+      ops.lift_conv(x, jnp.ones((3, 3, 1, 2)), None, bad, impl="kernels")
+  with pytest.raises(ValueError, match="not available for group_conv"):
+    ops.group_conv(jnp.ones((1, 4, 4, 4, 1)), jnp.ones((3, 3, 4, 1)), None, c4.group,
+                   impl="kernels")
+
+
 def test_pooling_and_layout_commute_with_the_group():
   d4 = groups.dihedral(4)
   act = ops.block_action(d4)
