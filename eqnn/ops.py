@@ -47,8 +47,9 @@ IMPLS = ("auto", "expanded", "vmap", "fourier", "patches", "kernels")
 # re-measures each choice, docs/performance.md): group convs and lifted dense layers in the
 # basis of the group's irreducible representations (C_n's Fourier basis, D_n's irreps) where
 # eqnn has one, else one conv or matmul with block-circulant weights; the input lift as |G|
-# copies in the batch axis through XLA's conv ("patches" measured no faster in a whole step,
-# the grouped conv of "expanded" slower).
+# copies in the batch axis through XLA's conv ("patches" and "kernels" measured no faster in
+# whole steps, within 0.87-1.31x of it from run to run; the grouped conv of "expanded" slower;
+# docs/performance.md, `python -m experiments.bench --only=lift_forms`).
 AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "fourier"}
 VALID = {"lift_conv": ("vmap", "expanded", "patches", "kernels"), "group_conv": ("vmap", "expanded", "fourier"),
          "group_dense": ("vmap", "expanded", "fourier")}

@@ -115,38 +115,46 @@ def bench_kernel_gradients(rounds, quick, peak, report):
           f"({100 * row['auto_fraction_of_peak']:.0f}%): {row['speedup']:.2f}x", flush=True)
 
 
+LIFT_FORMS = ("vmap", "patches", "kernels")
+
+
 def bench_lift_forms(rounds, quick, peak, report):
-  """Whole train steps with the input lift turning the images (``"vmap"``, what "auto" runs)
-  or the kernels (``"kernels"``: one conv with |G|-fold output channels, each slot turned
-  back), alternated: the default network over C4 and D4 at batch 128, V1 at 128 as 8 x 16."""
+  """Whole train steps with the input lift in each of its forms, alternated: turning the
+  images (``"vmap"``, the copies through XLA's conv; ``"patches"``, their windows times the
+  kernel in one matmul) or the kernels (``"kernels"``: one conv with |G|-fold output
+  channels, each slot turned back). The default network over C4 and D4 at batch 128, V1 at
+  128 as 8 x 16."""
   from eqnn import actions, models
-  from experiments.configs import default, paper
+  from experiments.configs import default, paper, rotated_mnist
   nets = []
   for name, c, act, b, micro in (("default", default.get_config(), actions.rotations(), 128, 1),
                                  ("default over D4", default.get_config(),
                                   actions.rotations_reflections(), 128, 1),
-                                 ("paper_v1", paper.get_config(), actions.rotations(), 128, 8)):
+                                 ("paper_v1", paper.get_config(), actions.rotations(), 128, 8),
+                                 ("rotated_mnist (C16, no batch norm)", rotated_mnist.get_config(),
+                                  actions.rotations(16, "bicubic"), 64, 2)):
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
     nets.append((name, cfg, act, 16 if quick else b, 1 if quick else micro))
   if quick:
     nets = nets[:1]
+  # Turning kernels needs the grid's own symmetries (not C16's resampled turns).
+  forms = lambda act: [i for i in LIFT_FORMS if i != "kernels" or not act.approximate]
   runs = {}
   for name, cfg, act, b, micro in nets:
-    for impl in ("vmap", "kernels"):
+    for impl in forms(act):
       model = models.EquivariantCNN(act, *cfg, impl=f"lift_conv={impl}")
       runs[(name, impl)] = train_step_runner(model, b, 10 * act.group.order, micro)[0]
   t = alternate(runs, rounds if quick else 5)
   for name, cfg, act, b, micro in nets:
-    tv, tk = t[(name, "vmap")], t[(name, "kernels")]
-    fwd = conv_macs(cfg, True, act.group)
-    row = {"net": name, "batch": b, "microbatches": micro, "vmap_images_per_s": b / tv,
-           "kernels_images_per_s": b / tk, "speedup": tv / tk,
-           "vmap_fraction_of_peak": step_flops(fwd, b) / tv / peak,
-           "kernels_fraction_of_peak": step_flops(fwd, b) / tk / peak}
+    flops = step_flops(conv_macs(cfg, True, act.group), b)
+    row = {"net": name, "batch": b, "microbatches": micro}
+    for impl in forms(act):
+      row[f"{impl}_images_per_s"] = b / t[(name, impl)]
+      row[f"{impl}_fraction_of_peak"] = flops / t[(name, impl)] / peak
     report["lift_forms"].append(row)
-    print(f"  {name} batch {b} ({micro} x {b // micro}): input lift turning images "
-          f"{row['vmap_images_per_s']:.1f} img/s, turning kernels "
-          f"{row['kernels_images_per_s']:.1f} img/s: {row['speedup']:.2f}x", flush=True)
+    print(f"  {name} batch {b} ({micro} x {b // micro}): " + ", ".join(
+        f"{impl} {row[f'{impl}_images_per_s']:.1f} img/s "
+        f"({t[(name, 'vmap')] / t[(name, impl)]:.2f}x)" for impl in forms(act)), flush=True)
 
 
 # (batch, size, C_in, C_out) of lone 3x3 convs: V1's Fourier units (80 -> 80, 160 -> 160,

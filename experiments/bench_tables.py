@@ -68,14 +68,14 @@ def markdown(report) -> str:
       out.append(f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
                  f"{r['xla_ms']:.1f} ms | {r['windows_ms']:.1f} ms | {r['speedup']:.2f}x |")
   if report.get("lift_forms"):
-    out += ["", "| train step | batch | input lift turning images (`\"vmap\"`, what auto runs) "
-            "| turning kernels (`\"kernels\"`) | speed-up |", "| --- | --- | --- | --- | --- |"]
+    out += ["", "| train step, input lift as | batch | `\"vmap\"` (auto) | `\"patches\"` | "
+            "`\"kernels\"` |", "| --- | --- | --- | --- | --- |"]
     for r in report["lift_forms"]:
+      cells = [f"{r[f'{i}_images_per_s']:.1f} img/s ({100 * r[f'{i}_fraction_of_peak']:.0f}% "
+               f"of peak; {r[f'{i}_images_per_s'] / r['vmap_images_per_s']:.2f}x)"
+               if f"{i}_images_per_s" in r else "n/a" for i in ("vmap", "patches", "kernels")]
       out.append(f"| {r['net']} | {r['batch']} ({r['microbatches']} x "
-                 f"{r['batch'] // r['microbatches']}) | {r['vmap_images_per_s']:.1f} img/s "
-                 f"({100 * r['vmap_fraction_of_peak']:.0f}% of peak) | "
-                 f"{r['kernels_images_per_s']:.1f} img/s "
-                 f"({100 * r['kernels_fraction_of_peak']:.0f}%) | {r['speedup']:.2f}x |")
+                 f"{r['batch'] // r['microbatches']}) | " + " | ".join(cells) + " |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "
