@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from experiments.bench_steps import LIFT_FORMS
+
+
+def _slices(r) -> str:
+  """A train step's batch and its micro-batches: "128 (8 x 16)"."""
+  return f"{r['batch']} ({r['microbatches']} x {r['batch'] // r['microbatches']})"
+
+
+def _rate(r, form: str) -> str:
+  """A form's images/s and share of the run's matmul peak: "54.6 img/s (44% of peak)"."""
+  return (f"{r[f'{form}_images_per_s']:.1f} img/s "
+          f"({100 * r[f'{form}_fraction_of_peak']:.0f}% of peak)")
+
 
 def markdown(report) -> str:
   """The run's tables, as `make bench` writes them to bench.md."""
@@ -56,10 +69,7 @@ def markdown(report) -> str:
     out += ["", "| train step | batch | kernel gradients from XLA | `weight_grad=\"auto\"` (the "
             "default) | speed-up |", "| --- | --- | --- | --- | --- |"]
     for r in report["kernel_gradients"]:
-      out.append(f"| {r['net']} | {r['batch']} ({r['microbatches']} x "
-                 f"{r['batch'] // r['microbatches']}) | {r['xla_images_per_s']:.1f} img/s "
-                 f"({100 * r['xla_fraction_of_peak']:.0f}% of peak) | "
-                 f"{r['auto_images_per_s']:.1f} img/s ({100 * r['auto_fraction_of_peak']:.0f}%) "
+      out.append(f"| {r['net']} | {_slices(r)} | {_rate(r, 'xla')} | {_rate(r, 'auto')} "
                  f"| {r['speedup']:.2f}x |")
   if report.get("lone_kernel_gradients"):
     out += ["", "| kernel gradient of a lone 3x3 conv | batch | XLA | windows | speed-up |",
@@ -68,14 +78,13 @@ def markdown(report) -> str:
       out.append(f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
                  f"{r['xla_ms']:.1f} ms | {r['windows_ms']:.1f} ms | {r['speedup']:.2f}x |")
   if report.get("lift_forms"):
-    out += ["", "| train step, input lift as | batch | `\"vmap\"` (auto) | `\"patches\"` | "
-            "`\"kernels\"` |", "| --- | --- | --- | --- | --- |"]
+    out += ["", "| train step, input lift as | batch | "
+            + " | ".join(f"`\"{i}\"`" + (" (auto)" if i == "vmap" else "") for i in LIFT_FORMS)
+            + " |", "| --- | --- | " + "--- | " * len(LIFT_FORMS)]
     for r in report["lift_forms"]:
-      cells = [f"{r[f'{i}_images_per_s']:.1f} img/s ({100 * r[f'{i}_fraction_of_peak']:.0f}% "
-               f"of peak; {r[f'{i}_images_per_s'] / r['vmap_images_per_s']:.2f}x)"
-               if f"{i}_images_per_s" in r else "n/a" for i in ("vmap", "patches", "kernels")]
-      out.append(f"| {r['net']} | {r['batch']} ({r['microbatches']} x "
-                 f"{r['batch'] // r['microbatches']}) | " + " | ".join(cells) + " |")
+      cells = [f"{_rate(r, i)}, {r[f'{i}_images_per_s'] / r['vmap_images_per_s']:.2f}x"
+               if f"{i}_images_per_s" in r else "n/a" for i in LIFT_FORMS]
+      out.append(f"| {r['net']} | {_slices(r)} | " + " | ".join(cells) + " |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

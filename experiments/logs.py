@@ -39,22 +39,28 @@ def run_seconds(records) -> list[float]:
   >>> run_seconds([{"elapsed_s": 5.0}, {"elapsed_s": 9.0}, {"elapsed_s": 2.0}, {"elapsed_s": 4.0}])
   [5.0, 9.0, 11.0, 13.0]
   """
-  out, offset, last = [], 0.0, 0.0
+  return [t for t, _ in _times_and_segments(records)]
+
+
+def _times_and_segments(records) -> list[tuple[float, int]]:
+  out, offset, last, segment = [], 0.0, 0.0, 1
   for r in records:
     e = float(r["elapsed_s"])
     if e < last:
-      offset += last
+      offset, segment = offset + last, segment + 1
     last = e
-    out.append(offset + e)
+    out.append((offset + e, segment))
   return out
 
 
 def read_records(path: str) -> list[dict]:
-  """The records of a ``metrics.jsonl``, each with ``run_s`` (:func:`run_seconds`)."""
+  """The records of a ``metrics.jsonl``, each with ``run_s`` (:func:`run_seconds`) and
+  ``segment`` (1 for the run's first process, 2 for the one that resumed it, ...)."""
   with open(path) as f:
     records = [json.loads(line) for line in f if line.strip()]
-  for r, t in zip(records, run_seconds(records)):
+  for r, (t, segment) in zip(records, _times_and_segments(records)):
     r.setdefault("run_s", t)
+    r["segment"] = segment
   return records
 
 
@@ -78,8 +84,7 @@ class RunLog:
     if enabled and start_step and os.path.exists(path):
       records = read_records(path)
       if records:
-        self.before_s = records[-1]["run_s"]
-        self.segments = 2 + sum(a["elapsed_s"] > b["elapsed_s"] for a, b in zip(records, records[1:]))
+        self.before_s, self.segments = records[-1]["run_s"], records[-1]["segment"] + 1
     self.learning_rate = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
     self.t0, self.excluded = time.time(), 0.0     # evaluation seconds are not training time
     self.file = self.bar = self.tb = None

@@ -25,27 +25,15 @@ flags.DEFINE_float("target", 0.99, "the accuracy to reach, as a fraction")
 
 def first_reaching(workdir: str, metric: str, target: float) -> dict | None:
   """The first evaluation record with ``record[metric] >= target`` (with ``run_s``, its wall
-  time since the run's start, and ``segments``, the processes up to it), or None."""
+  time since the run's start, and ``segment``, the process that wrote it), or None."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a run's workdir?")
-  records = logs.read_records(path)
-  for r, n in zip(records, _segment_numbers(records)):
-    r["segments"] = n
-  evals = [r for r in records if r.get("kind") == "eval"]
+  evals = [r for r in logs.read_records(path) if r.get("kind") == "eval"]
   if evals and metric not in evals[0]:
     keys = sorted(k for k in evals[0] if k.startswith("test_"))
     raise KeyError(f"the evaluations in {path} have no {metric!r}; they have {keys}")
   return next((r for r in evals if r[metric] >= target), None)
-
-
-def _segment_numbers(records) -> list[int]:
-  n, last, out = 1, 0.0, []
-  for r in records:
-    n += r["elapsed_s"] < last
-    last = r["elapsed_s"]
-    out.append(n)
-  return out
 
 
 def main(argv):
@@ -59,8 +47,8 @@ def main(argv):
   if r is None:
     print(f"{workdir}: {FLAGS.metric} never reached {FLAGS.target:g}")
     sys.exit(1)
-  resumed = (f" (summed over {r['segments']} processes: the run was resumed)"
-             if r["segments"] > 1 else "")
+  resumed = (f" (summed over {r['segment']} processes: the run was resumed)"
+             if r["segment"] > 1 else "")
   print(f"{workdir}: {FLAGS.metric} {r[FLAGS.metric]:.4f} >= {FLAGS.target:g} at epoch "
         f"{r['epoch']} (step {r['step']}), {r['run_s']:.0f} s from the run's start{resumed}")
 

@@ -42,9 +42,9 @@ def test_a_resumed_run_counts_every_process(tmp_path, capsys):
       {"kind": "train", "step": 30, "epoch": 2, "loss": 0.1, "elapsed_s": 4.0},   # resumed
       {"kind": "eval", "step": 40, "epoch": 2, "elapsed_s": 20.0, "test_joint_accuracy": 0.99}])
   r = time_to.first_reaching(str(tmp_path), "test_joint_accuracy", 0.99)
-  assert (r["elapsed_s"], r["run_s"], r["segments"]) == (20.0, 65.0, 2)
+  assert (r["elapsed_s"], r["run_s"], r["segment"]) == (20.0, 65.0, 2)
   first = time_to.first_reaching(str(tmp_path), "test_joint_accuracy", 0.97)
-  assert (first["run_s"], first["segments"]) == (30.0, 1)
+  assert (first["run_s"], first["segment"]) == (30.0, 1)
   from absl.testing import flagsaver
   with flagsaver.flagsaver(), pytest.raises(SystemExit) as done:
     time_to.FLAGS(["time_to"])
