@@ -162,6 +162,59 @@ class GroupDense(ops.ActsOnBlocks, nn.Module):
     return ops.group_dense(y, kernel, bias, self.group, self.dtype, self.impl)
 
 
+class _GCNNLayer(nn.Module):
+  """The fields of a G-CNN conv (kernels turned by ``action``; odd ``kernel_size``)."""
+
+  action: actions_lib.Action
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+
+class GCNNLiftConv(ops.LiftsToTurnedBlocks, _GCNNLayer):
+  """The G-CNN input lift (Cohen & Welling): ``[B, H, W, C_in] -> [B, H, W, |G|, features]``,
+  slot g = ``conv(x, g . W)``, every slot in the image's frame (:func:`eqnn.ops.gcnn_lift_conv`;
+  G acts on the output by :func:`eqnn.ops.gcnn_action`). Odd kernels."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.asarray(x)
+    kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
+                                name="conv")(x.shape[-1])
+    return ops.gcnn_lift_conv(x, kernel, bias, self.action, "SAME", self.dtype)
+
+
+class GCNNConv(ops.ActsOnTurnedBlocks, _GCNNLayer):
+  """A G-CNN group conv: ``[B, H, W, |G|, C] -> [B, H, W, |G|, features]``, both in the
+  image's frame: slot h = ``sum_j conv(y[j], h . W_{h^-1 j})`` with turned kernels
+  (:func:`eqnn.ops.gcnn_conv`). The same parameters as :class:`GroupConv`."""
+
+  @nn.compact
+  def __call__(self, y):
+    kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
+                                name="conv")(self.action.group.order * y.shape[-1])
+    return ops.gcnn_conv(y, kernel, bias, self.action, "SAME", self.dtype)
+
+
+class ToOwnFrames(nn.Module):
+  """A G-CNN map (every slot in the image's frame) into the paper's stacking (each slot in
+  its own frame, G moving slots only): slot h turned by h^-1 (:func:`eqnn.ops.to_own_frames`)."""
+
+  action: actions_lib.Action
+
+  @property
+  def in_action(self) -> actions_lib.Action:
+    return ops.gcnn_action(self.action)
+
+  @property
+  def out_action(self) -> actions_lib.Action:
+    return ops.block_action(self.action.group)
+
+  def __call__(self, y):
+    return ops.to_own_frames(y, self.action)
+
+
 def relu_pool(module: nn.Module, y: jax.Array, pool: int, i: int) -> jax.Array:
   """ReLU and max pooling, recording ``conv{i}`` and ``pool{i}`` for the equivariance report.
 

@@ -14,11 +14,15 @@ import jax.numpy as jnp
 
 from eqnn import actions as actions_lib
 from eqnn import ops
-from eqnn.layers import (Equivarified, GroupBatchNorm, GroupConv, GroupDense, GroupDropout,
-                         LiftConv, relu_pool)
+from eqnn.layers import (Equivarified, GCNNConv, GCNNLiftConv, GroupBatchNorm, GroupConv,
+                         GroupDense, GroupDropout, LiftConv, ToOwnFrames, relu_pool)
 
 
 HEAD_POOLS = ("none", "max", "mean")
+# How the convs see the group: "stacked" (the paper's: the input lift turns the image, each
+# slot stays in its own frame and hidden convs mix whole slots) or "gcnn" (Cohen & Welling:
+# every slot in the image's frame, kernels turned; converted to own frames before the head).
+HIDDEN = ("stacked", "gcnn")
 
 
 def kernel_sizes(kernel_size: int | Sequence[int], num_convs: int) -> tuple[int, ...]:
@@ -55,6 +59,13 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     head_pool: "max" or "mean" pools the last conv's map over all its positions before the
       head (per channel and slot, so it commutes with G): the lifted dense layer then reads
       |G| C numbers instead of H W |G| C. "none" (the paper's) keeps the positions.
+    hidden: "stacked" (the paper's Figure 3) or "gcnn": the convs as G-CNN layers
+      (:class:`GCNNLiftConv`, :class:`GCNNConv`: kernels turned, every slot's map in the
+      image's frame, so features of all slots at a pixel describe the same place), the last
+      conv's output turned into each slot's own frame (:class:`ToOwnFrames`) before its
+      pooling and the head. The same parameters; exactly equivariant under quarter turns and
+      mirrors if every kernel is odd and every pooling before the last conv tiles its map
+      (checked), approximately under resampled turns. Ignores ``impl`` for the convs.
   """
 
   action: actions_lib.Action
@@ -68,23 +79,36 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
   norm: bool = False
   dropout: float = 0.0
   head_pool: str = "none"
+  hidden: str = "stacked"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.head_pool not in HEAD_POOLS:
       raise ValueError(f"head_pool {self.head_pool!r}: choose one of {HEAD_POOLS}")
+    if self.hidden not in HIDDEN:
+      raise ValueError(f"hidden {self.hidden!r}: choose one of {HIDDEN}")
     if len(self.pools) != len(self.conv_features):
       raise ValueError(f"need one pool window per conv: {len(self.pools)} pools for "
                        f"{len(self.conv_features)} convs")
     group = self.action.group
     ks = kernel_sizes(self.kernel_size, len(self.conv_features))
     normed = lambda y: GroupBatchNorm(group)(y, train) if self.norm else y
-    y = LiftConv(self.action, self.conv_features[0], ks[0], impl=self.impl,
-                 dtype=self.dtype, use_bias=not self.norm)(x)
-    y = relu_pool(self, normed(y), self.pools[0], 1)
-    for i, (feats, pool, k) in enumerate(zip(self.conv_features[1:], self.pools[1:], ks[1:]), 2):
-      y = GroupConv(group, feats, k, impl=self.impl, dtype=self.dtype,
-                    use_bias=not self.norm)(y)
+    gcnn, last = self.hidden == "gcnn", len(self.conv_features)
+    if gcnn:
+      check_gcnn(ks, self.pools, x.shape[-3])
+      y = GCNNLiftConv(self.action, self.conv_features[0], ks[0], dtype=self.dtype,
+                       use_bias=not self.norm)(x)
+    else:
+      y = LiftConv(self.action, self.conv_features[0], ks[0], impl=self.impl,
+                   dtype=self.dtype, use_bias=not self.norm)(x)
+    for i, (feats, pool, k) in enumerate(zip(self.conv_features, self.pools, ks), 1):
+      if i > 1 and gcnn:
+        y = GCNNConv(self.action, feats, k, dtype=self.dtype, use_bias=not self.norm)(y)
+      elif i > 1:
+        y = GroupConv(group, feats, k, impl=self.impl, dtype=self.dtype,
+                      use_bias=not self.norm)(y)
+      if gcnn and i == last:
+        y = ToOwnFrames(self.action)(y)      # the paper's head reads slots in their own frames
       y = relu_pool(self, normed(y), pool, i)
     if self.head_pool != "none":                                         # [B, 1, 1, G, C]
       reduce = jnp.max if self.head_pool == "max" else jnp.mean
@@ -98,6 +122,21 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
         h = GroupDropout(group, self.dropout)(h, deterministic=not train)
       h = nn.Dense(w, dtype=self.dtype)(h)                                   # shared over G
     return h.astype(jnp.float32)
+
+
+def check_gcnn(kernel_sizes_, pools, size):
+  """G-CNN layers commute with turns of their maps only if every kernel is odd (SAME) and
+  every pooling before the last conv tiles its map (a window left over at one edge moves
+  under a turn)."""
+  if any(k % 2 == 0 for k in kernel_sizes_):
+    raise ValueError(f"hidden='gcnn' needs odd kernels (a turn moves the extra row of an even "
+                     f"SAME kernel), got kernel sizes {tuple(kernel_sizes_)}")
+  for i, pool in enumerate(pools[:-1], 1):
+    if size % pool:
+      raise ValueError(f"hidden='gcnn': pooling {pool} x {pool} after conv {i} does not tile "
+                       f"its {size} x {size} map, so it would not commute with turns; choose "
+                       f"pools that divide the map sizes before the last conv")
+    size //= pool
 
 
 class PlainCNN(nn.Module):

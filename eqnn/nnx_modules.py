@@ -98,6 +98,40 @@ class GroupConv(ops.ActsOnBlocks, nnx.Module):
                           self.dtype, self.impl)
 
 
+class GCNNLiftConv(ops.LiftsToTurnedBlocks, nnx.Module):
+  """The G-CNN input lift (see :class:`eqnn.layers.GCNNLiftConv`): ``[B, H, W, C_in] ->
+  [B, H, W, |G|, features]``, slot g = ``conv(x, g . W)``, every slot in the image's frame."""
+
+  def __init__(self, action: actions_lib.Action, in_features: int, features: int,
+               kernel_size: int = 3, *, use_bias: bool = True, dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    self.action, self.dtype = action, dtype
+    k = kernel_size
+    self.kernel = nnx.Param(_init(rngs.params(), (k, k, in_features, features), jnp.float32))
+    self.bias = _bias(features, use_bias)
+
+  def __call__(self, x):
+    return ops.gcnn_lift_conv(jnp.asarray(x), self.kernel[...], _value(self.bias), self.action,
+                              "SAME", self.dtype)
+
+
+class GCNNConv(ops.ActsOnTurnedBlocks, nnx.Module):
+  """A G-CNN group conv (see :class:`eqnn.layers.GCNNConv`): ``[B, H, W, |G|, in_features]
+  -> [B, H, W, |G|, features]``, both in the image's frame, kernels turned."""
+
+  def __init__(self, action: actions_lib.Action, in_features: int, features: int,
+               kernel_size: int = 3, *, use_bias: bool = True, dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    self.action, self.dtype = action, dtype
+    k, n = kernel_size, action.group.order
+    self.kernel = nnx.Param(_init(rngs.params(), (k, k, n * in_features, features), jnp.float32))
+    self.bias = _bias(features, use_bias)
+
+  def __call__(self, y):
+    return ops.gcnn_conv(y, self.kernel[...], _value(self.bias), self.action, "SAME",
+                         self.dtype)
+
+
 class GroupDense(ops.ActsOnBlocks, nnx.Module):
   """A dense layer on the flattened stack lifted over the regular action:
   ``[B, ..., |G|, C] -> [B, |G|, features]``; ``in_size`` is the flattened size per example
@@ -123,18 +157,27 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
   def __init__(self, action: actions_lib.Action, input_shape: Sequence[int],
                conv_features: Sequence[int] = (16, 32, 32), pools: Sequence[int] = (2, 2, 1),
                dense_features: Sequence[int] = (128,), num_classes: int = 10,
-               kernel_size: int = 3, *, impl: str = "auto", rngs: nnx.Rngs):
+               kernel_size: int = 3, *, impl: str = "auto", hidden: str = "stacked",
+               rngs: nnx.Rngs):
+    from eqnn import models   # its checks; models imports no NNX
     if len(pools) != len(conv_features):
       raise ValueError(f"need one pool window per conv: {len(pools)} pools for "
                        f"{len(conv_features)} convs")
-    self.action, self.pools = action, tuple(pools)
+    if hidden not in models.HIDDEN:
+      raise ValueError(f"hidden {hidden!r}: choose one of {models.HIDDEN}")
+    self.action, self.pools, self.hidden = action, tuple(pools), hidden
     group = action.group
     h, w, c = input_shape
-    self.lift = LiftConv(action, c, conv_features[0], kernel_size, impl=impl, rngs=rngs)
+    if hidden == "gcnn":
+      models.check_gcnn((kernel_size,) * len(conv_features), tuple(pools), h)
+      self.lift = GCNNLiftConv(action, c, conv_features[0], kernel_size, rngs=rngs)
+    else:
+      self.lift = LiftConv(action, c, conv_features[0], kernel_size, impl=impl, rngs=rngs)
     h, w = h // max(pools[0], 1), w // max(pools[0], 1)
     convs = []
     for cin, cout, pool in zip(conv_features, conv_features[1:], pools[1:]):
-      convs.append(GroupConv(group, cin, cout, kernel_size, impl=impl, rngs=rngs))
+      convs.append(GCNNConv(action, cin, cout, kernel_size, rngs=rngs) if hidden == "gcnn"
+                   else GroupConv(group, cin, cout, kernel_size, impl=impl, rngs=rngs))
       h, w = h // max(pool, 1), w // max(pool, 1)
     self.convs = nnx.List(convs)
     widths = list(dense_features) + [num_classes]
@@ -143,9 +186,13 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
     self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
 
   def __call__(self, x):
-    y = ops.max_pool(jax.nn.relu(self.lift(x)), self.pools[0])
-    for conv, pool in zip(self.convs, self.pools[1:]):
-      y = ops.max_pool(jax.nn.relu(conv(y)), pool)
+    y, last = self.lift(x), len(self.pools)
+    for i, pool in enumerate(self.pools, 1):
+      if i > 1:
+        y = self.convs[i - 2](y)
+      if self.hidden == "gcnn" and i == last:
+        y = ops.to_own_frames(y, self.action)   # the head reads slots in their own frames
+      y = ops.max_pool(jax.nn.relu(y), pool)
     h = self.group_dense(y)                                          # [B, G, w0]
     for layer in self.dense:
       h = layer(jax.nn.relu(h))                                      # shared over G
@@ -158,18 +205,22 @@ def from_linen(model, params, input_shape: Sequence[int]) -> EquivariantCNN:
   ``params`` as returned by ``model.init`` (with or without the ``"params"`` key).
   """
   p = params.get("params", params)
+  if model.norm or model.dropout or model.head_pool != "none":
+    raise ValueError("from_linen converts EquivariantCNN without norm, dropout and head_pool "
+                     "(the NNX model has none of them)")
   out = EquivariantCNN(model.action, input_shape, model.conv_features, model.pools,
-                  model.dense_features, model.num_classes, model.kernel_size, impl=model.impl,
-                  rngs=nnx.Rngs(0))
+                       model.dense_features, model.num_classes, model.kernel_size,
+                       impl=model.impl, hidden=model.hidden, rngs=nnx.Rngs(0))
+  gcnn = model.hidden == "gcnn"
 
   def load(dst, src):
     dst.kernel[...] = jnp.asarray(src["kernel"])
     if dst.bias is not None:
       dst.bias[...] = jnp.asarray(src["bias"])
 
-  load(out.lift, p["LiftConv_0"]["conv"])
+  load(out.lift, p["GCNNLiftConv_0" if gcnn else "LiftConv_0"]["conv"])
   for i, conv in enumerate(out.convs):
-    load(conv, p[f"GroupConv_{i}"]["conv"])
+    load(conv, p[f"GCNNConv_{i}" if gcnn else f"GroupConv_{i}"]["conv"])
   load(out.group_dense, p["GroupDense_0"])
   for i, layer in enumerate(out.dense):
     load(layer, p[f"Dense_{i}"])

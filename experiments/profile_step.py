@@ -49,8 +49,9 @@ def _vjp_runner(f, args, wrt):
 
 
 def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
-              norm, batch, impl="auto", size=28, key=None) -> list[Part]:
-  """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images."""
+              norm, batch, impl="auto", size=28, key=None, hidden="stacked") -> list[Part]:
+  """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images
+  (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling)."""
   from eqnn import ops
   from experiments import timing
   key = jax.random.key(0) if key is None else key
@@ -63,10 +64,12 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   parts = []
   x = rnd((batch, size, size, 1))
   f0 = conv_features[0]
-  lift_impl = ops.resolve_impl(impl, "lift_conv", group)
+  gcnn = hidden == "gcnn"
+  lift_impl = "G-CNN" if gcnn else ops.resolve_impl(impl, "lift_conv", group)
+  lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action)) if gcnn else
+          (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl)))
   parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size} ({lift_impl})",
-                    _vjp_runner(lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl),
-                                (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
+                    _vjp_runner(lift, (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
                     2 * 2 * batch * size * size * k * k * f0 * n))
   h, cin = size, f0
 
@@ -86,14 +89,20 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
 
   relu_pool_part(1, h, cin, pools[0])
   h //= max(pools[0], 1)
+  conv = ((lambda w, b, y: ops.gcnn_conv(y, w, b, action)) if gcnn else
+          (lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl)))
   for i, (f, pool, k) in enumerate(zip(conv_features[1:], pools[1:], ks[1:]), 2):
-    conv_impl = ops.resolve_impl(impl, "group_conv", group)
-    parts.append(Part(f"group conv {i}: {cin}->{f} per element @{h} ({conv_impl})",
-                      _vjp_runner(lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl),
-                                  (rnd((k, k, n * cin, f)), rnd((f,)), rnd((batch, h, h, n, cin))),
-                                  (0, 1, 2)),
+    conv_impl = "expanded" if gcnn else ops.resolve_impl(impl, "group_conv", group)
+    parts.append(Part(f"{'G-CNN' if gcnn else 'group'} conv {i}: {cin}->{f} per element "
+                      f"@{h} ({conv_impl})",
+                      _vjp_runner(conv, (rnd((k, k, n * cin, f)), rnd((f,)),
+                                         rnd((batch, h, h, n, cin))), (0, 1, 2)),
                       3 * 2 * batch * h * h * k * k
                       * timing.layer_units(group, cin, f, conv_impl)))
+    if gcnn and i == len(conv_features):
+      parts.append(Part(f"to own frames ({h}x{h}, {n}x{f} channels)",
+                        _vjp_runner(lambda y: ops.to_own_frames(y, action),
+                                    (rnd((batch, h, h, n, f)),), (0,)), 0))
     relu_pool_part(i, h, f, pool)
     h //= max(pool, 1)
     cin = f
@@ -164,7 +173,7 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   m = task.model
   micro = c.microbatches
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
-                    m.kernel_size, m.norm, batch // micro, m.impl)
+                    m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden)
   for p in parts:
     p.repeat = micro
   x = jax.random.normal(jax.random.key(1), (batch,) + task.input_shape)

@@ -133,6 +133,7 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
               dense_features=tuple(c.dense_features), num_classes=k,
               kernel_size=tuple(c.get("kernel_sizes", ())) or c.kernel_size,
               norm=c.get("norm", False), dropout=c.get("dropout", 0.0))
-    model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"), **kw)
+    model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"),
+                                   hidden=c.get("hidden", "stacked"), **kw)
              if equivariant else models.PlainCNN(**kw))
   return Task(model, action, equivariant, k, spec.input_shape, c.get("labels", "joint"))

@@ -97,15 +97,17 @@ def layer_units(group, cin: int, cout: int, impl: str) -> int:
   return n * cin * n * cout
 
 
-def conv_macs(model_cfg, fourier_form: bool, group=None) -> int:
+def conv_macs(model_cfg, fourier_form: bool, group=None, hidden: str = "stacked") -> int:
   """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs over ``group``
   (default C4).
 
   ``fourier_form``: count what ``impl="auto"`` executes (the group convs, and the lifted dense
-  layer where auto picks it, in the Fourier basis); else the dense expanded weights'."""
+  layer where auto picks it, in the Fourier basis); else the dense expanded weights'.
+  ``hidden="gcnn"``: the G-CNN convs, which run their expanded turned weights either way."""
   from eqnn import groups, ops
   c4 = group if group is not None else groups.cyclic(4)
-  form = lambda kind: ops.resolve_impl("auto", kind, c4) if fourier_form else "expanded"
+  form = lambda kind: ("expanded" if not fourier_form or (hidden == "gcnn" and kind == "group_conv")
+                       else ops.resolve_impl("auto", kind, c4))
   feats, pools, dense = model_cfg
   h = 28
   k2 = 9

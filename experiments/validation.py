@@ -69,6 +69,19 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         image_actions.kernel_table(action, k)
       except ValueError as e:
         need(False, "impl", str(e))
+  need(c.hidden in models.HIDDEN, "hidden", f"choose one of {models.HIDDEN}")
+  if c.hidden == "gcnn":
+    need(c.model == "equivariant" and c.architecture == "cnn", "hidden",
+         "G-CNN layers are for the equivariant cnn (model='equivariant', architecture='cnn')")
+    ks = models.kernel_sizes(tuple(c.kernel_sizes) or c.kernel_size, len(c.conv_features))
+    try:
+      image_actions.kernel_turns(tasks.group_action(c), ks[0])
+      if c.dataset in ("mnist", "rotated_mnist"):
+        models.check_gcnn(ks, tuple(c.pools), tasks.data_spec(c).input_shape[0])
+      else:
+        models.check_gcnn(ks, (1,) * len(ks), 1)
+    except ValueError as e:
+      need(False, "hidden", str(e))
   for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps", "eval_turns",
             "eval_every_epochs", "keep_checkpoints"):
     integer(f, 1)

@@ -32,6 +32,18 @@ def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
   assert table.count("\n") == len(rows) + 2 and "% of peak" in table
 
 
+def test_the_profile_of_a_gcnn_network_times_its_own_layers():
+  """make train's network (hidden="gcnn"): its G-CNN lift and convs, and the turn into own
+  frames, not the stacked network's layers."""
+  c = default.get_config("smoke")
+  c.hidden = "gcnn"
+  names = [r["part"] for r in profile_step.profile_config(c, 16, 1, timing.alternate)]
+  assert names[0].startswith("input lift 1->4 x |G|=4 @28 (G-CNN)")
+  assert any(n.startswith("G-CNN conv 2: 4->8 per element @14 (expanded)") for n in names)
+  assert any(n.startswith("to own frames (14x14") for n in names)
+  assert not any(n.startswith("group conv") for n in names)
+
+
 def test_each_part_runs_its_layer_forward_and_backward():
   parts = profile_step.cnn_parts(actions.rotations_reflections(), (2, 3), (2, 1), (5,), 10, 3,
                                  False, 4, size=8)

@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.norm = False                  # batch norm (statistics shared over |G|) before each ReLU
   c.dropout = 0.0                 # dropout before the last dense layer, training only
   c.head_pool = "none"            # "max"/"mean": pool the last conv map over space first
+  c.hidden = "stacked"            # "gcnn": G-CNN convs, kernels turned (eqnn.models.HIDDEN)
   c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
   # Optimisation.
   c.batch_size = 128
