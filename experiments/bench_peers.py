@@ -57,7 +57,8 @@ class Worker:
 
 def _config(net: str):
   from experiments.configs import default, paper
-  return {"default": default.get_config, "paper_v1": paper.get_config}[net]()
+  # "default": the paper's stacking, 16-32-64 (make train's network until 2026-12-02).
+  return {"default": lambda: default.get_config("stacked"), "paper_v1": paper.get_config}[net]()
 
 
 def main(argv):

@@ -18,21 +18,26 @@ def step_flops(forward_macs: int, batch: int) -> int:
 
 
 def bench_networks(rounds, quick, peak, report):
-  """The default and V1 networks' train step and inference at several batch sizes."""
+  """The networks' train step and inference at several batch sizes: "default", the paper's
+  stacking with 16-32-64 filters (``default.py:stacked``, make train's network until
+  2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
+  network now (G-CNN hidden layers, 8-16-32, the batch as 8 x 16), and the authors' V1."""
   from eqnn import actions, models
   from experiments.configs import default, paper
   act = actions.rotations()
-  nets = {name: (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-          for name, c in (("default", default.get_config()), ("paper_v1", paper.get_config()))}
+  nets = {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden)
+          for name, c in (("default", default.get_config("stacked")),
+                          ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
   batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
+             "gcnn": [(128, 8)] if quick else [(128, 1), (128, 8)],
              "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
-  for name, cfg in nets.items():
+  for name, (cfg, hidden) in nets.items():
     for b, micro in batches[name]:
-      model = models.EquivariantCNN(act, *cfg)
+      model = models.EquivariantCNN(act, *cfg, hidden=hidden)
       train, infer, _ = train_step_runner(model, b, 40, micro)
-      t = alternate({"train": train, "infer": infer}, rounds if name == "default" else 3)
-      fwd = conv_macs(cfg, True)
+      t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
+      fwd = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
       row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
              "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
@@ -128,8 +133,9 @@ def bench_lift_forms(rounds, quick, peak, report):
   from eqnn import actions, models
   from experiments.configs import default, paper, rotated_mnist
   nets = []
-  for name, c, act, b, micro in (("default", default.get_config(), actions.rotations(), 128, 1),
-                                 ("default over D4", default.get_config(),
+  stacked = default.get_config("stacked")
+  for name, c, act, b, micro in (("default", stacked, actions.rotations(), 128, 1),
+                                 ("default over D4", stacked,
                                   actions.rotations_reflections(), 128, 1),
                                  ("paper_v1", paper.get_config(), actions.rotations(), 128, 8),
                                  ("rotated_mnist (C16, no batch norm)", rotated_mnist.get_config(),

@@ -43,7 +43,7 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("label_smoothing", 1.0, "config.label_smoothing = 1.0: must be a number in"),
 ])
 def test_bad_config_values_are_named(field, value, match):
-  c = default.get_config()
+  c = default.get_config("stacked")
   c[field] = value
   if match is None:            # an even kernel is fine, but not for turning kernels
     validation.validate_config(c)
@@ -55,7 +55,7 @@ def test_bad_config_values_are_named(field, value, match):
 def test_implementations_per_layer_kind():
   """impl names one form per layer kind; the turned-kernel lift only where the pixel grid's
   own symmetries act (C4, D4: yes; C8's resampled turns: no)."""
-  c = default.get_config()
+  c = default.get_config("stacked")
   c.impl = "lift_conv=kernels,group_conv=expanded"
   validation.validate_config(c)
   c.group = "D4"
@@ -63,3 +63,23 @@ def test_implementations_per_layer_kind():
   c.group = "C8"
   with pytest.raises(validation.ConfigError, match="rotations and mirrors of the pixel grid"):
     validation.validate_config(c)
+
+
+def test_gcnn_hidden_layers_are_checked_before_anything_runs():
+  """hidden="gcnn": any rotation group (C8's resampled turns too), odd kernels, pooling that
+  tiles each map before the last conv; not translations, not the plain model."""
+  c = default.get_config()
+  c.hidden = "gcnn"
+  validation.validate_config(c)
+  c.group = "C8"
+  validation.validate_config(c)
+  for field, value, match in [("hidden", "steerable", "choose one of"),
+                              ("group", "T4x4", "rotations and mirrors of the pixel grid"),
+                              ("kernel_size", 4, "odd kernels"),
+                              ("pools", (3, 2, 2), "does not tile its 28 x 28 map"),
+                              ("model", "plain", "for the equivariant cnn")]:
+    bad = default.get_config()
+    bad.hidden = "gcnn"
+    bad[field] = value
+    with pytest.raises(validation.ConfigError, match=match):
+      validation.validate_config(bad)

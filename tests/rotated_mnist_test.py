@@ -78,6 +78,9 @@ def test_the_benchmark_config_runs_end_to_end(built, mnist_dir, tmp_path):
   shutil.copy(os.path.join(cache, "rotated_mnist-seed0-bicubic.npz"), os.path.join(workdir, "data"))
   c = rotated_config.get_config("smoke")
   c.data_dir = mnist_dir
+  # The best network's form (G-CNN hidden layers), shrunk; the table's rows use the stacking.
+  assert c.hidden == rotated_config.get_config().hidden == "gcnn"
+  assert rotated_config.get_config("c8").hidden == "stacked"
   results = train.train_and_evaluate(c, workdir)
   assert results["model"] == "EquivariantCNN" and results["group"] == "C8"
   assert results["steps"] == 4 and 0.0 <= results["test_class_accuracy"] <= 1.0

@@ -31,7 +31,8 @@ def test_paper_config_matches_the_authors_network():
   assert out.shape == (2, 4, 10)
 
 
-@pytest.mark.parametrize("cfg", [default.get_config(), paper.get_config()], ids=["default", "paper"])
+@pytest.mark.parametrize("cfg", [default.get_config(), default.get_config("stacked"),
+                                 paper.get_config()], ids=["default", "stacked", "paper"])
 def test_models_are_equivariant_on_real_test_images(cfg, mnist_dir):
   ds = data.load_mnist(mnist_dir)
   task = tasks.build_task(cfg)

@@ -89,6 +89,19 @@ def test_other_groups_run_through_the_same_entry_point(tmp_path, mnist_dir, modu
   testing.assert_equivariant(task.model.bind(task.model.init(jax.random.key(0), x[:1])), x)
 
 
+def test_make_trains_network_runs_with_gcnn_hidden_layers_in_slices(tmp_path, mnist_dir):
+  """make train's network (default.py): G-CNN hidden layers, the batch in 8 slices; shrunk."""
+  full = default.get_config()
+  assert (full.hidden, full.microbatches) == ("gcnn", 8)
+  c = _config(default, "smoke", mnist_dir, hidden="gcnn", microbatches=8)
+  results = train.train_and_evaluate(c, str(tmp_path))
+  assert results["model"] == "EquivariantCNN" and results["steps"] == 2 * (512 // 64)
+  assert 0.0 <= results["test_joint_accuracy"] <= 1.0
+  task = tasks.build_task(c)
+  x = jnp.asarray(data.as_inputs(input_pipeline.load_dataset(c).test.inputs[:3]))
+  testing.assert_equivariant(task.model.bind(task.model.init(jax.random.key(0), x[:1])), x)
+
+
 def test_bad_data_dir_is_a_clear_error(tmp_path):
   c = default.get_config("smoke")
   c.data_dir = str(tmp_path)

@@ -13,7 +13,7 @@ VARIANTS = ("", "smoke")
 
 def get_config(variant: str = ""):
   smoke = variants.parse(variant, VARIANTS, "d4") == "smoke"
-  c = default.get_config(variant)
+  c = default.get_config(variant or "stacked")   # the paper's stacking, as its rows were measured
   c.group = "D4"
   if not smoke:
     # 8 copies and no Fourier form for D4: a narrower network, 2 epochs.

@@ -13,7 +13,7 @@ VARIANTS = ("", "smoke", "augmented", "augmented_smoke")
 def get_config(variant: str = ""):
   variant = variants.parse(variant, VARIANTS, "plain")
   augmented = variant.startswith("augmented")
-  c = default.get_config("smoke" if variant.endswith("smoke") else "")
+  c = default.get_config("smoke" if variant.endswith("smoke") else "stacked")
   c.model = "plain"
   c.train_transformed = augmented
   return c

@@ -13,7 +13,7 @@ VARIANTS = ("", "smoke")
 
 def get_config(variant: str = ""):
   smoke = variants.parse(variant, VARIANTS, "translations") == "smoke"
-  c = default.get_config(variant)
+  c = default.get_config(variant or "stacked")   # the paper's stacking, as its rows were measured
   c.group = "T4x4"
   c.conv_features = (8,) if not smoke else (4,)
   c.pools = (4,)
