@@ -17,7 +17,7 @@ True
 0.0
 
 Core modules (jax and numpy only): :mod:`eqnn.groups`, :mod:`eqnn.actions`,
-:mod:`eqnn.lift`, :mod:`eqnn.ops`, :mod:`eqnn.fourier`, :mod:`eqnn.readouts`,
+:mod:`eqnn.lift`, :mod:`eqnn.ops`, :mod:`eqnn.gcnn`, :mod:`eqnn.fourier`, :mod:`eqnn.readouts`,
 :mod:`eqnn.testing`, :mod:`eqnn.data`, :mod:`eqnn.report`, :mod:`eqnn.export`. Flax modules
 (the ``layers`` extra): :mod:`eqnn.layers`, :mod:`eqnn.models`, :mod:`eqnn.nnx_modules`.
 """

@@ -320,8 +320,9 @@ def check_action_axioms(action: Action, x, atol: float | None = None) -> float:
 
 # Actions of other kinds, in modules of their own, are part of this namespace.
 from eqnn.image_actions import (INTERPOLATIONS, ImageAction, ResampledTurns,  # noqa: E402
-                                TurnedBlocks, disk_mask, rotations, rotations_reflections,
-                                translations, turn_images)
+                                disk_mask, rotations, rotations_reflections, translations,
+                                turn_images)
+from eqnn.gcnn import TurnedBlocks  # noqa: E402
 from eqnn.structured_actions import (AxesPermutation, LinearAction, PytreeAction,  # noqa: E402
                                      ProductAction, linear, on_pytree, permute_axes, product,
                                      rotate_reflect_vectors, rotate_vectors, shifts,

@@ -77,62 +77,6 @@ def kernel_table(action, k: int) -> np.ndarray:
   return _pixel_table(action.group, action.pixel_map, k, k)
 
 
-def kernel_turns(action, k: int) -> np.ndarray:
-  """``float32 [|G|, k * k, k * k]``: how ``action`` turns a ``k x k`` conv kernel,
-  ``(g . W).flat[p] = sum_q M[g, p, q] W.flat[q]``, for G-CNN layers (:func:`eqnn.ops.gcnn_conv`).
-
-  An exact isometry of the pixel grid (quarter turns and mirrors: C2, C4, D4) is a
-  permutation matrix (:func:`kernel_table`); :class:`ResampledTurns` (C_n, D_n) resamples the
-  kernel as it does images (disk-masked, so a 5 x 5 kernel loses its corners; approximate),
-  with its quarter turns built as ``rot90`` of the others, so they stay exact. Translations,
-  which carry pixels across the border, raise.
-  """
-  if isinstance(action, ResampledTurns):
-    idx, wts = _turn_tables(action.n, action.reflections, k, action.interpolation)
-    m = np.zeros((idx.shape[0], k * k, k * k), np.float32)
-    g, p, _ = np.indices(idx.shape)
-    np.add.at(m, (g, p, idx), wts)        # taps off the grid were clipped and weigh 0
-    return m
-  return np.eye(k * k, dtype=np.float32)[kernel_table(action, k)]
-
-
-@dataclasses.dataclass(frozen=True)
-class TurnedBlocks(Action):
-  """G on a G-CNN feature map ``[..., H, W, |G|, C]`` (Cohen & Welling's regular feature
-  fields), every slot's map in the image's frame: g turns every slot's map by
-  ``image_action`` and moves the slots by the regular action, ``(g . y)[h] = g . y[g^-1 h]``.
-
-  The paper's stacking keeps each slot in its own frame instead, where g only moves slots
-  (:func:`eqnn.ops.block_action`); :func:`eqnn.ops.to_own_frames` goes from this layout to
-  that one. Approximate where ``image_action`` is (resampled turns).
-  """
-
-  image_action: Action
-
-  @property
-  def group(self) -> FiniteGroup:
-    return self.image_action.group
-
-  @property
-  def approximate(self) -> bool:
-    return bool(getattr(self.image_action, "approximate", False))
-
-  def validate(self, y):
-    n = self.group.order
-    if y.ndim < 4 or y.shape[-2] != n:
-      raise ValueError(f"a G-CNN feature map of {self.group.name} is [..., H, W, |G| = {n}, C], "
-                       f"got shape {y.shape}")
-    self.image_action.validate(y.reshape(y.shape[:-2] + (-1,)))
-
-  def example_shape(self):
-    h = self.image_action.example_shape()[0]
-    return (h, h, self.group.order, 2)
-
-  def apply(self, g, y):
-    turned = self.image_action.apply(g, y.reshape(y.shape[:-2] + (-1,))).reshape(y.shape)
-    return _gather(turned, self.group.regular_permutations(), g, y.ndim - 2, 1)
-
-
 @functools.lru_cache(maxsize=None)
 def _centre_isometries(group, pixel_map) -> bool:
   """Whether every element's pixel map is one of the 8 symmetries of the square grid about

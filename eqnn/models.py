@@ -124,14 +124,14 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     return h.astype(jnp.float32)
 
 
-def check_gcnn(kernel_sizes_, pools, size):
+def check_gcnn(kernel_sizes_, pools=(), size=None):
   """G-CNN layers commute with turns of their maps only if every kernel is odd (SAME) and
   every pooling before the last conv tiles its map (a window left over at one edge moves
-  under a turn)."""
+  under a turn); the pools are checked where the input ``size`` is known."""
   if any(k % 2 == 0 for k in kernel_sizes_):
     raise ValueError(f"hidden='gcnn' needs odd kernels (a turn moves the extra row of an even "
                      f"SAME kernel), got kernel sizes {tuple(kernel_sizes_)}")
-  for i, pool in enumerate(pools[:-1], 1):
+  for i, pool in enumerate(pools[:-1] if size is not None else (), 1):
     if size % pool:
       raise ValueError(f"hidden='gcnn': pooling {pool} x {pool} after conv {i} does not tile "
                        f"its {size} x {size} map, so it would not commute with turns; choose "

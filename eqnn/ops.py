@@ -11,9 +11,9 @@ free reshape: :func:`to_channels` and :func:`from_channels`.
 * :func:`group_conv` equivarifies a conv on the stack over the regular action: slot g is
   ``conv(g^-1 . y)``.
 * :func:`group_dense` equivarifies a dense layer on the flattened stack: ``[B, |G|, F]``.
-* :func:`gcnn_lift_conv`, :func:`gcnn_conv` and :func:`to_own_frames` (the end of this file):
-  G-CNN layers, every slot's map in the image's frame (G turns maps and moves slots), and the
-  conversion into the stacking above.
+* :func:`gcnn_lift_conv`, :func:`gcnn_conv` and :func:`to_own_frames` (:mod:`eqnn.gcnn`,
+  re-exported here): G-CNN layers, every slot's map in the image's frame (G turns maps and
+  moves slots), and the conversion into the stacking above.
 
 Each has interchangeable implementations that compute the same function (tests check it):
 ``"vmap"`` runs the plain layer on the |G| inputs of the lift (:func:`eqnn.lift.lift_inputs`,
@@ -44,6 +44,10 @@ from eqnn import lift as lift_lib
 from eqnn.groups import FiniteGroup
 # The plain operations, re-exported: ops.conv, ops.max_pool, ... as before the split.
 from eqnn.spatial import blur_pool, conv, max_pool, patches, require_float, rotate  # noqa: F401
+from eqnn.spatial import add_bias as _add_bias
+# The G-CNN layers (eqnn/gcnn.py), re-exported: ops.gcnn_conv, ops.to_own_frames, ...
+from eqnn.gcnn import (ActsOnTurnedBlocks, LiftsToTurnedBlocks, gcnn_action,  # noqa: F401
+                       gcnn_conv, gcnn_lift_conv, to_own_frames, turn_kernels)
 
 IMPLS = ("auto", "expanded", "vmap", "fourier", "patches", "kernels")
 # What "auto" picks per layer kind on CPU (measured in whole train steps; `make bench`
@@ -149,32 +153,6 @@ class ActsOnBlocks:
     return block_action(self.group)
 
 
-class LiftsToTurnedBlocks:
-  """Declared actions of a G-CNN input lift: G acts on the input by ``self.action`` and on the
-  output ``[B, H, W, |G|, C]`` by :func:`gcnn_action` (turning every slot's map, moving slots)."""
-
-  @property
-  def in_action(self) -> actions_lib.Action:
-    return self.action
-
-  @property
-  def out_action(self) -> actions_lib.Action:
-    return gcnn_action(self.action)
-
-
-class ActsOnTurnedBlocks:
-  """Declared actions of a G-CNN layer from one G-CNN map to another: :func:`gcnn_action`
-  of ``self.action`` on both sides."""
-
-  @property
-  def in_action(self) -> actions_lib.Action:
-    return gcnn_action(self.action)
-
-  @property
-  def out_action(self) -> actions_lib.Action:
-    return gcnn_action(self.action)
-
-
 def block_circulant(kernel: jax.Array, group: FiniteGroup, in_axis: int, out_axis: int):
   """The expanded weights of a linear layer lifted over the regular action on its input blocks.
 
@@ -203,10 +181,6 @@ def group_pool(y: jax.Array, reduce: str = "max") -> jax.Array:
   """``[B, ..., |G|, C] -> [B, ..., C]``: a symmetric reduction over the group axis, exactly
   G-invariant at any layer (the regular action only permutes that axis)."""
   return lift_lib.invariant(y, reduce, axis=-2)
-
-
-def _add_bias(y, bias, dtype):
-  return y if bias is None else y + bias.astype(dtype)
 
 
 def _add_bias_stacked(y, bias, n, dtype):
@@ -326,96 +300,3 @@ def group_dense(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: 
     e = block_circulant(k3, group, 1, 2)                               # [S, G*C, G*F]
     out = (y.reshape(b, -1) @ e.reshape(-1, n * f)).reshape(b, n, f)
   return _add_bias(out, bias, dtype)
-
-
-# --- G-CNN layers: every slot's map in the image's frame --------------------------------
-#
-# Cohen & Welling's group convolutions (2016) on regular feature fields: G turns every
-# slot's map and moves the slots (:class:`eqnn.actions.TurnedBlocks`), so features of all
-# slots at one pixel describe the same place of the image, and the layers commute with
-# translations too. The paper's stacking keeps each slot in its own frame instead, where
-# hidden layers see only slot moves; :func:`to_own_frames` converts, so a network can run
-# G-CNN convs and then the paper's head. A G-CNN conv turns its kernels (exactly for
-# quarter turns and mirrors, by resampling for other angles) and costs |G|^2 C_in C_out
-# multiply-adds per pixel, as the expanded form of :func:`group_conv` does.
-
-def gcnn_action(action: actions_lib.Action) -> actions_lib.Action:
-  """G on a G-CNN feature map ``[B, H, W, |G|, C]`` whose input images move by ``action``."""
-  return actions_lib.TurnedBlocks(action)
-
-
-def turn_kernels(kernel: jax.Array, action: actions_lib.Action) -> jax.Array:
-  """``[k, k, ...] -> [|G|, k, k, ...]``: slot g is the kernel turned by g
-  (:func:`eqnn.image_actions.kernel_turns`: exact for quarter turns and mirrors, resampled
-  for other angles, bit for bit ``rot90`` of a resampled turn where 4 | n)."""
-  k = kernel.shape[0]
-  if kernel.ndim < 2 or kernel.shape[1] != k:
-    raise ValueError(f"turning kernels needs square 2-D kernels [k, k, ...], got shape "
-                     f"{kernel.shape}")
-  m = jnp.asarray(image_actions.kernel_turns(action, k), kernel.dtype)  # [G, k*k, k*k]
-  flat = kernel.reshape((k * k, -1))
-  out = jnp.einsum("gpq,qc->gpc", m, flat, precision=jax.lax.Precision.HIGHEST)
-  return out.reshape((m.shape[0],) + kernel.shape)
-
-
-def _check_gcnn_kernel(kernel, padding, what):
-  if kernel.ndim != 4:
-    raise ValueError(f"{what} is for 2-D convs on images: kernel [k, k, C_in, F], got shape "
-                     f"{kernel.shape}")
-  if padding == "SAME" and kernel.shape[0] % 2 == 0:
-    raise ValueError(f"{what} needs an odd kernel with SAME padding (a {kernel.shape[0]} x "
-                     f"{kernel.shape[0]} kernel pads one side more, which a turn does not "
-                     f"keep); use an odd kernel or VALID padding")
-
-
-def gcnn_lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
-                   action: actions_lib.Action, padding: str = "SAME",
-                   dtype: Any = jnp.float32) -> jax.Array:
-  """The G-CNN input lift: ``x [B, H, W, C_in] -> [B, H, W, |G|, F]``, slot g = ``conv(x, g . W)``
-  (one conv with the |G| turned kernels side by side; G acts on the output by
-  :func:`gcnn_action`). ``to_own_frames`` of it is :func:`lift_conv`'s ``conv(g^-1 . x, W)``
-  wherever ``action`` is exact (quarter turns, mirrors)."""
-  require_float(x, "gcnn_lift_conv")
-  _check_gcnn_kernel(kernel, padding, "gcnn_lift_conv")
-  x = action.prepare(x)
-  k, _, c_in, f = kernel.shape
-  n = action.group.order
-  turned = turn_kernels(kernel, action)                                 # [G, k, k, C, F]
-  z = conv(x, jnp.moveaxis(turned, 0, -2).reshape(k, k, c_in, n * f), padding, dtype)
-  return _add_bias(z.reshape(z.shape[:-1] + (n, f)), bias, dtype)
-
-
-def gcnn_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None,
-              action: actions_lib.Action, padding: str = "SAME",
-              dtype: Any = jnp.float32) -> jax.Array:
-  """A G-CNN group conv: ``[B, H, W, |G|, C] -> [B, H, W, |G|, F]``, both in the image's frame.
-
-  ``kernel [k, k, |G| * C, F]`` (block j holds W_j, the weights for input slot j of output
-  slot e, shaped like :func:`group_conv`'s kernel, so slot e is the plain conv of the stack):
-  slot h is ``sum_j conv(y[j], h . W_{h^-1 j})``, one conv with the expanded turned weights.
-  """
-  require_float(y, "gcnn_conv")
-  _check_gcnn_kernel(kernel, padding, "gcnn_conv")
-  gact = gcnn_action(action)
-  gact.validate(y)
-  group, n = action.group, action.group.order
-  k, _, nc, f = kernel.shape
-  if nc != n * y.shape[-1]:
-    raise ValueError(f"gcnn_conv: kernel of shape {kernel.shape} needs |G| * C = "
-                     f"{n * y.shape[-1]} input channels for a map of shape {y.shape}")
-  c = nc // n
-  turned = turn_kernels(kernel.reshape(k, k, n, c, f), action)          # [G(h), k, k, G(j), C, F]
-  rel = group.table[group.inverse[:, None], np.arange(n)[None, :]]      # [h, i] -> h^-1 i
-  blocks = jnp.moveaxis(turned, 3, 1)[np.arange(n)[:, None], rel]       # [h, i, k, k, C, F]
-  w = jnp.transpose(blocks, (2, 3, 1, 4, 0, 5)).reshape(k, k, nc, n * f)
-  z = conv(to_channels(y), w, padding, dtype)
-  return _add_bias(z.reshape(z.shape[:-1] + (n, f)), bias, dtype)
-
-
-def to_own_frames(y: jax.Array, action: actions_lib.Action) -> jax.Array:
-  """``[B, H, W, |G|, C]`` from the image's frame (:func:`gcnn_action`) into each slot's own
-  frame (:func:`block_action`, the paper's stacking): slot h turned by h^-1. Exact where
-  ``action`` is; resampled (approximate) for other angles."""
-  gcnn_action(action).validate(y)
-  inverses = jnp.asarray(action.group.inverse, jnp.int32)
-  return jax.vmap(action.apply, in_axes=(0, -2), out_axes=-2)(inverses, y)

@@ -21,6 +21,11 @@ import numpy as np
 from eqnn import actions as actions_lib
 from eqnn import image_actions
 
+def add_bias(y: jax.Array, bias: jax.Array | None, dtype: Any = jnp.float32) -> jax.Array:
+  """``y + bias`` (broadcast over the last axis) in ``dtype``; ``y`` itself when there is none."""
+  return y if bias is None else y + bias.astype(dtype)
+
+
 def require_float(x, what: str) -> None:
   """Refuses integer inputs: raw uint8 images must be scaled first (``eqnn.data.to_float``)."""
   dtype = jnp.asarray(x).dtype

@@ -7,7 +7,7 @@ import numbers
 
 import ml_collections
 
-from eqnn import actions, image_actions, models, ops
+from eqnn import actions, gcnn, image_actions, models, ops
 from experiments import tasks
 
 
@@ -75,11 +75,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
          "G-CNN layers are for the equivariant cnn (model='equivariant', architecture='cnn')")
     ks = models.kernel_sizes(tuple(c.kernel_sizes) or c.kernel_size, len(c.conv_features))
     try:
-      image_actions.kernel_turns(tasks.group_action(c), ks[0])
-      if c.dataset in ("mnist", "rotated_mnist"):
-        models.check_gcnn(ks, tuple(c.pools), tasks.data_spec(c).input_shape[0])
-      else:
-        models.check_gcnn(ks, (1,) * len(ks), 1)
+      gcnn.kernel_turns(tasks.group_action(c), ks[0])
+      # The map size is known up front for MNIST; others' pools are checked at model init.
+      size = tasks.data_spec(c).input_shape[0] if c.dataset in ("mnist", "rotated_mnist") else None
+      models.check_gcnn(ks, tuple(c.pools), size)
     except ValueError as e:
       need(False, "hidden", str(e))
   for f in ("batch_size", "num_epochs", "eval_batch_size", "log_every_steps", "eval_turns",
