@@ -2,10 +2,12 @@ r"""Equivariant or invariant? Measured layer by layer on real MNIST test images.
 
     python -m experiments.equivariance_report --workdir=runs/report [--train_steps=300]
 
-Three models, each trained briefly on upright digits (``--train_steps``; 0 = random
-weights): a plain CNN without pooling, the same CNN with 2x2 max pooling, and the
-C4-equivarified CNN. For shifts by 1-4 pixels, quarter and half turns and a left-right
-flip, every layer's equivariance and invariance errors (eqnn/report.py). Writes
+Four models, each trained briefly on upright digits (``--train_steps``; 0 = random
+weights): a plain CNN without pooling, the same CNN with 2x2 max pooling, the
+C4-equivarified CNN (the paper's stacking) and the same network with G-CNN hidden layers
+(``hidden="gcnn"``: every slot's map in the image's frame, kernels turned). For shifts by
+1-4 pixels, quarter and half turns and a left-right flip, every layer's equivariance and
+invariance errors (eqnn/report.py). Writes
 ``report.md``, ``report.json`` and ``report.png`` (error against shift size and layer).
 
 Off the pixel grid (:mod:`experiments.off_grid_report`): the C8 and C16 networks, whose input lift resamples, on
@@ -21,7 +23,11 @@ equivariant; in the equivariant network block g moves along the direction turned
 is compared away from a border band (``borders excluded``) where the zero padding and the
 shift differ; a quarter turn turns a plain CNN's maps (they do not
 follow: neither equivariant nor invariant) and shifts the equivariant network's channel blocks
-(exact); flat features and the invariant readout are expected not to move.
+(exact); flat features and the invariant readout are expected not to move. The G-CNN
+network's layers before its last conv keep every slot in the image's frame: a shift moves
+every block the same way, and a quarter turn turns every block's map and shifts the blocks
+(:class:`eqnn.actions.TurnedBlocks`); its last conv is turned into each slot's own frame
+(``ToOwnFrames``), from where on it is read like the stacked network's.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import os
 
 from absl import app, flags
 
-from experiments import off_grid_report
+from experiments import off_grid_report, report_models
 from experiments.report_models import make_features, network_order, train_briefly
 
 FLAGS = flags.FLAGS
@@ -49,6 +55,9 @@ def _define_flags():
 
 
 SHIFTS = (1, 2, 3, 4)
+# How each model's features move: "plain", "stacked" (the paper's: G moves channel blocks,
+# each in its own frame) or "gcnn" (image-frame blocks up to the last conv).
+KINDS = ("plain", "stacked", "gcnn")
 
 
 def shift(x, k, axis):
@@ -66,19 +75,29 @@ def shift(x, k, axis):
 
 def build_models():
   from eqnn import actions, models
+  c4 = actions.rotations()
   return {
-      "plain CNN": (models.PlainCNN((16, 32, 32), (1, 1, 1), (128,)), False),
-      "plain CNN + pooling": (models.PlainCNN((16, 32, 32), (2, 2, 1), (128,)), False),
-      "equivarified CNN (C4)": (models.EquivariantCNN(actions.rotations(), (16, 32, 32), (2, 2, 1),
-                                                 (128,)), True),
+      "plain CNN": (models.PlainCNN((16, 32, 32), (1, 1, 1), (128,)), "plain"),
+      "plain CNN + pooling": (models.PlainCNN((16, 32, 32), (2, 2, 1), (128,)), "plain"),
+      "equivarified CNN (C4)": (models.EquivariantCNN(c4, (16, 32, 32), (2, 2, 1), (128,)),
+                                "stacked"),
+      "G-CNN hidden layers (C4)": (models.EquivariantCNN(c4, (16, 32, 32), (2, 2, 1), (128,),
+                                                         hidden="gcnn"), "gcnn"),
   }
 
 
-def transforms(equivariant):
+def transforms(kind, model=None):
   import jax.numpy as jnp
   from eqnn import actions, lift, ops, report
+  if kind not in KINDS:
+    raise ValueError(f"kind {kind!r}: one of {KINDS}")
+  equivariant = kind != "plain"
   c4 = actions.rotations()
+  if kind == "gcnn" and (model is None or model.hidden != "gcnn"):
+    raise ValueError("kind 'gcnn' needs its G-CNN model, to know where its image frame ends")
+  image_frame = lambda layer: kind == "gcnn" and report_models.image_frame(model, layer)
   blocks = ops.block_action(c4.group)       # [B, ..., |G|, C]: the group axis shifts
+  turned_blocks = actions.TurnedBlocks(c4)  # G-CNN maps: every block turns, blocks shift
 
   def spatial(f):
     return f.ndim >= 4                      # [B, H, W, C], equivariant [B, H, W, |G|, C]
@@ -92,9 +111,11 @@ def transforms(equivariant):
         return f                                # flat features: "does not move" is the question
       d = round(k / stride(f))
       move = lambda b: shift(b, d, axis=2)
+      if not equivariant or image_frame(name):
+        return move(f)                          # every block moves with the image
       # The lift's slot g holds conv(g^-1 . x): the shift reaches it as g^-1 t g (block g
       # moves along the direction turned by g^-1).
-      return lift.conjugated(c4, move, f, axis=-2) if equivariant else move(f)
+      return lift.conjugated(c4, move, f, axis=-2)
     return expected
 
   def shift_crop(k):
@@ -111,6 +132,8 @@ def transforms(equivariant):
     def expected(name, f):
       if name.startswith("readout"):
         return f
+      if image_frame(name):
+        return turned_blocks.apply(j, f)        # G-CNN: maps turn, the group axis shifts
       if equivariant:
         return blocks(j, f)                     # the lift: the group axis shifts, pixels stay
       return jnp.rot90(f, j, axes=(1, 2)) if spatial(f) else None
@@ -163,9 +186,11 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   train_y = jnp.asarray(ds.train.labels)
   x = jnp.asarray(data.to_float(ds.test.inputs[:n_images]))
   rows_by_model = {}
-  for name, (model, equivariant) in build_models().items():
+  for name, (model, kind) in build_models().items():
+    equivariant = kind != "plain"
     params = train_briefly(model, equivariant, train_x, train_y, train_steps, seed)
-    rows = report.layer_errors(make_features(model, params, equivariant), x, transforms(equivariant))
+    features = make_features(model, params, equivariant)
+    rows = report.layer_errors(features, x, transforms(kind, model))
     rows_by_model[name] = sorted(rows, key=lambda r: network_order(r["layer"]))
   os.makedirs(workdir, exist_ok=True)
   table = report.markdown_table(rows_by_model)

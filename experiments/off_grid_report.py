@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.report_models import make_features, network_order, train_briefly
+from experiments.report_models import expected_action, make_features, network_order, train_briefly
 
 OFF_GRID_ANGLES = tuple(range(0, 360, 5))
 
 
+GCNN_C16 = "C16 G-CNN"
+
+
 def off_grid_models():
+  """C4, C8 and C16 networks of the paper's stacking, and C16 with G-CNN hidden layers (the
+  MNIST-rot network's kind: kernels turned by resampling, image-frame maps)."""
   from eqnn import actions, models
-  return {f"C{n}": models.EquivariantCNN(actions.rotations(n), (16, 32, 32), (2, 2, 1), (128,))
+  nets = {f"C{n}": models.EquivariantCNN(actions.rotations(n), (16, 32, 32), (2, 2, 1), (128,))
           for n in (4, 8, 16)}
+  nets[GCNN_C16] = models.EquivariantCNN(actions.rotations(16), (16, 32, 32), (2, 2, 1), (128,),
+                                         hidden="gcnn")
+  return nets
+
+
+def group_order(name: str) -> int:
+  """n of a network's name, "C16" or "C16 G-CNN"."""
+  return int(name.split()[0][1:])
 
 
 def turn_degrees(x, degrees):
@@ -57,24 +70,36 @@ def resampling_errors(x) -> list[dict]:
 
 
 def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
-  """Per-element, per-layer equivariance of the C8 and C16 networks, and their readouts'
-  invariance under turns by every 5 degrees (C4 alongside, for the exact case)."""
+  """Per-element, per-layer equivariance of the C8 and C16 networks (and C16 with G-CNN
+  layers), and their readouts' invariance under turns by every 5 degrees (C4 alongside, for
+  the exact case)."""
   import jax
   import jax.numpy as jnp
-  from eqnn import ops
   out = {"per_element": {}, "angles": {}, "resampling": resampling_errors(x)}
   for name, model in off_grid_models().items():
     params = train_briefly(model, True, train_x, train_y, train_steps, seed)
     features = make_features(model, params, True)
-    blocks = ops.block_action(model.action.group)
-    base = features(x)
     orbit = jax.jit(model.action.orbit)(x)
+    # The digits as the group sees them, e . x (masked to the disk by a resampled action):
+    # the stacked lift masks its input itself, a G-CNN lift turns kernels and does not.
+    base = features(orbit[0])
+    # Slots move (own frames), or maps turn and slots move (a G-CNN's image frame; off the
+    # quarter turns that expected turn of a feature map is itself resampled, and a resampled
+    # action masks maps to their inscribed disk, its identity too: both sides are compared
+    # on the disk there, e . f, which is f for the slot-moving actions).
+    acts = {layer: expected_action(model, layer) for layer in base}
 
     @jax.jit
     def element_errors(g, moved, base):      # g traced: one program for every element
-      return {layer: jnp.linalg.norm(moved[layer] - (f if layer.startswith("readout")
-                                                     else blocks(g, f))) / jnp.linalg.norm(f)
-              for layer, f in base.items()}
+      errs = {}
+      for layer, f in base.items():
+        if layer.startswith("readout"):
+          errs[layer] = jnp.linalg.norm(moved[layer] - f) / jnp.linalg.norm(f)
+        else:
+          on_disk = lambda v, a=acts[layer]: a.apply(0, v)
+          errs[layer] = (jnp.linalg.norm(on_disk(moved[layer]) - acts[layer].apply(g, f))
+                         / jnp.linalg.norm(on_disk(f)))
+      return errs
     rows = []
     # One element at a time, not one vmap over the orbit: that would hold every layer's
     # features of all the digits for |G| - 1 elements at once (15x the memory for C16).
@@ -87,8 +112,8 @@ def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
     readout = base["readout (logsumexp over G)"]
     pred = np.asarray(readout.argmax(-1))
     angle_rows = []
-    for deg in OFF_GRID_ANGLES:
-      r = features(turn_degrees(x, deg))["readout (logsumexp over G)"]
+    for deg in OFF_GRID_ANGLES:                # turns of e . x, so that 0 degrees is the base
+      r = features(turn_degrees(orbit[0], deg))["readout (logsumexp over G)"]
       angle_rows.append({"degrees": deg,
                          "invariance": float(jnp.linalg.norm(r - readout) / jnp.linalg.norm(readout)),
                          "agreement": float(np.mean(np.asarray(r.argmax(-1)) == pred))})
@@ -124,7 +149,7 @@ def off_grid_tables(res: dict) -> str:
             "| other angles (max) | class kept (mean over all 72) | class kept (worst angle) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
   for name, rows in res["angles"].items():
-    n = int(name[1:])
+    n = group_order(name)
     quarter = [r["invariance"] for r in rows if r["degrees"] % 90 == 0 and r["degrees"]]
     grid = [r["invariance"] for r in rows if (r["degrees"] * n) % 360 == 0 and r["degrees"]]
     other = [r["invariance"] for r in rows if (r["degrees"] * n) % 360 != 0]

@@ -41,6 +41,23 @@ def make_features(model, params, equivariant):
   return lambda x: features(params, x)
 
 
+def image_frame(model, layer: str) -> bool:
+  """Whether a layer's slots hold maps in the image's frame: a G-CNN network's
+  (``hidden="gcnn"``) convs and pools before its last conv, which is turned into each slot's
+  own frame before it is recorded. Elsewhere G only moves slots (the paper's stacking)."""
+  return (getattr(model, "hidden", "stacked") == "gcnn" and layer.startswith(("conv", "pool"))
+          and int(layer[4:]) < len(model.conv_features))
+
+
+def expected_action(model, layer: str):
+  """How G acts on a layer's features of an equivariant network: turned blocks (every map
+  turns, the slots move) in a G-CNN's image frame, the slots alone elsewhere."""
+  from eqnn import actions, ops
+  if image_frame(model, layer):
+    return actions.TurnedBlocks(model.action)
+  return ops.block_action(model.action.group)
+
+
 def network_order(layer: str):
   """conv1, pool1, conv2, ..., dense1, logits, readout (jit returns dicts sorted by key)."""
   if layer.startswith(("conv", "pool")):
