@@ -16,14 +16,15 @@ import sys
 import time
 from absl import app, flags
 
-from experiments.bench_steps import (bench_augmented_step, bench_kernel_gradients,
-                                     bench_lift_forms, bench_networks)
+from experiments.bench_steps import (bench_augmented_step, bench_cpu_fusions,
+                                     bench_kernel_gradients, bench_lift_forms, bench_networks)
 from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
 
 
 CHUNK_IMAGES = 256
+FOLDED = "no lift: F on the \\|G\\| B images (reference)"
 
 
 def bench_lift_overhead(rounds, quick, report):
@@ -50,22 +51,32 @@ def bench_lift_overhead(rounds, quick, report):
         lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
         variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
         grads[key] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
+      # The reference without a lift: F itself on the |G| B moved images as one batch. Its
+      # ratio is F's own cost per image at |G| times the batch, which no form of the lift
+      # that makes one call can beat; the vmap lift's excess over it is the lift's own.
+      key = (gname, FOLDED)
+      copies = jax.jit(lambda x, act=act: eqnn.lift.lift_inputs(act, x))(x)
+      big = copies.reshape((-1,) + x.shape[1:])                   # [|G| B, 28, 28, 1]
+      variants[key] = (lambda big: lambda: f(params, big))(big)
+      grads[key] = (grads["F"], big)
     # 5x the rounds: one forward of F at batch 32 takes a few milliseconds, and with 5
     # rounds the medians moved these ratios by up to 0.4 between runs. (Not repetitions
     # inside a timing: calls dispatched back to back overlap on the two cores.)
     t = alternate(variants, 5 * rounds)
-    tg = alternate({k: (lambda g: lambda: g(params, x))(g) for k, g in grads.items()},
-                   5 * rounds)
+    with_arg = lambda g: g if isinstance(g, tuple) else (g, x)    # (gradient, its input)
+    tg = alternate({k: (lambda g, a: lambda: g(params, a))(*with_arg(g))
+                    for k, g in grads.items()}, 5 * rounds)
     for gname, act in acts.items():
       n = act.group.order
-      for how in forms(n):
+      for how in [*forms(n), FOLDED]:
         key = (gname, how)
         row = {"group": gname, "order": n, "batch": b, "lift": how,
                "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"])}
         report["lift_overhead"].append(row)
-        print(f"  lift over {gname} (|G|={n}, {how:8s}) batch {b:4d}: time(F_hat)/(|G| time(F)) "
-              f"= {row['forward_ratio']:.3f} forward, {row['gradient_ratio']:.3f} gradient",
-              flush=True)
+        plain = how.replace("\\", "")
+        print(f"  lift over {gname} (|G|={n}, {plain:8s}) batch {b:4d}: "
+              f"time(F_hat)/(|G| time(F)) = {row['forward_ratio']:.3f} forward, "
+              f"{row['gradient_ratio']:.3f} gradient", flush=True)
 
 
 def bench_layer_variants(rounds, quick, report):
@@ -230,7 +241,7 @@ def main(argv):
                         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__},
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
-            "lone_kernel_gradients": [], "lift_forms": [], "minimal": [],
+            "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
             "groups": []}
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
@@ -250,6 +261,8 @@ def main(argv):
                            lambda: bench_kernel_gradients(rounds, quick, peak, report)),
       "lift_forms": ("train steps: the input lift turning images or kernels",
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
+      "cpu_fusions": ("XLA CPU's YNNPACK fusions on and off, per compiled program",
+                      lambda: bench_cpu_fusions(rounds, quick, peak, report)),
       "minimal": ("minimal equivarification", lambda: bench_minimal(rounds, quick, report)),
       "groups": ("large groups (build time, peak memory)", lambda: bench_groups(quick, report)),
   }

@@ -195,3 +195,90 @@ def _lone_kernel_gradients(rounds, quick, report):
       print(f"  kernel gradient of a 3x3 conv {c_in}->{c_out} @{h}, batch {b}: XLA "
             f"{row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} ms "
             f"({row['speedup']:.2f}x)", flush=True)
+
+
+YNN = "xla_cpu_experimental_ynn_fusion_type"
+# XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
+# the compiler's default, none, and all but its convolutions.
+FUSIONS = {"default": None, "no YNNPACK": {YNN: ""},
+           "YNNPACK without convs": {YNN: ",".join(
+               f"LIBRARY_FUSION_TYPE_{t}" for t in ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"))}}
+
+
+def bench_cpu_fusions(rounds, quick, peak, report):
+  """Train steps of the networks, and the vmap lift over D4 at batch 128, compiled with XLA
+  CPU's default fusions, without its YNNPACK fusions, and without YNNPACK's convolutions
+  (``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
+  CPU only; an option this jaxlib does not know is reported, not raised."""
+  import jax
+  import jax.numpy as jnp
+  import eqnn
+  from eqnn import actions, models
+  from experiments.configs import default, paper
+  if jax.default_backend() != "cpu":
+    print("  (CPU only: skipped on this backend)", flush=True)
+    return
+  act = actions.rotations()
+  nets = [("default", default.get_config("stacked"), 128, 1),
+          ("gcnn", default.get_config(), 128, 8)]
+  if not quick:
+    nets.append(("paper_v1", paper.get_config(), 128, 8))
+  for name, c, b, micro in nets:
+    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+    model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
+    runs = {}
+    for label, opts in FUSIONS.items():
+      train, _, _ = train_step_runner(model, b, 40, micro, compiler_options=opts)
+      try:
+        train()
+      except Exception as e:      # an option this jaxlib's XLA does not know
+        print(f"  {label}: not available in this jaxlib ({str(e).splitlines()[0][:80]})")
+        continue
+      runs[label] = train
+    t = alternate(runs, 3 if name == "paper_v1" else rounds)
+    fwd = conv_macs(cfg, True, hidden=c.hidden)
+    for label, secs in t.items():
+      row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
+             "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,
+             "speedup": t["default"] / secs}
+      report["cpu_fusions"].append(row)
+      print(f"  {name:9s} batch {b} ({micro} x {b // micro}), {label:22s}: "
+            f"{row['images_per_s']:8.1f} img/s ({100 * row['fraction_of_matmul_peak']:.0f}% of "
+            f"peak), {row['speedup']:.2f}x the default", flush=True)
+  # The lift: time(F_hat) / (|G| time(F)), both compiled with the same fusions.
+  base = models.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  d4 = actions.rotations_reflections()
+  x = jax.random.normal(jax.random.key(0), (128, 28, 28, 1))
+  params = base.init(jax.random.key(1), x[:1])
+  lifted = eqnn.equivarify(base.apply, d4, argnum=1)
+  fns = {}
+  for label, opts in FUSIONS.items():
+    for which, fn in (("F", base.apply), ("lift", lifted)):
+      j = jax.jit(fn, compiler_options=opts)
+      grad = jax.jit(jax.grad(lambda p, x, fn=fn: jnp.sum(fn(p, x) ** 2)), compiler_options=opts)
+      try:
+        j(params, x)
+      except Exception:
+        break
+      fns[(label, which, "forward")] = (lambda j: lambda: j(params, x))(j)
+      fns[(label, which, "gradient")] = (lambda j: lambda: j(params, x))(grad)
+  # Forwards alternated with forwards and gradients with gradients, as the lift section
+  # does: a few-millisecond forward timed after a gradient call ran up to 1.4x slower.
+  t = {}
+  for d in ("forward", "gradient"):
+    t.update(alternate({k: f for k, f in fns.items() if k[2] == d}, 5 * rounds))
+  for label in FUSIONS:
+    if (label, "lift", "forward") not in t:
+      continue
+    ratio = {d: t[(label, "lift", d)] / (8 * t[(label, "F", d)]) for d in ("forward", "gradient")}
+    row = {"case": "vmap lift over D4 of a plain CNN", "batch": 128, "microbatches": 1,
+           "fusions": label, "forward_ratio": ratio["forward"],
+           "gradient_ratio": ratio["gradient"],
+           "lift_forward_ms": 1e3 * t[(label, "lift", "forward")],
+           "lift_gradient_ms": 1e3 * t[(label, "lift", "gradient")],
+           "speedup_forward": t[("default", "lift", "forward")] / t[(label, "lift", "forward")],
+           "speedup_gradient": t[("default", "lift", "gradient")] / t[(label, "lift", "gradient")]}
+    report["cpu_fusions"].append(row)
+    print(f"  vmap lift over D4, batch 128, {label:22s}: time(F_hat)/(|G| time(F)) = "
+          f"{ratio['forward']:.2f} forward, {ratio['gradient']:.2f} gradient (the lift itself "
+          f"{row['lift_forward_ms']:.1f} / {row['lift_gradient_ms']:.1f} ms)", flush=True)

@@ -95,6 +95,21 @@ def markdown(report) -> str:
       out.append(f"| {r['group']} | {r['order']} | {r['seconds']:.2f} s | "
                  f"{r['peak_bytes'] / 2**20:.0f} MiB | {r['table_bytes'] / 2**20:.1f} MiB "
                  f"{r['table_dtype']} |")
+  if report.get("cpu_fusions"):
+    out += ["", "| case | batch | XLA CPU fusions | images/s (% of peak) or time(F_hat) / "
+            "(\\|G\\| time(F)), forward / gradient | vs the default |",
+            "| --- | --- | --- | --- | --- |"]
+  for r in report.get("cpu_fusions", []):
+    b = f"{r['batch']} ({r['microbatches']} x {r['batch'] // r['microbatches']})" \
+        if r["microbatches"] > 1 else f"{r['batch']}"
+    if "images_per_s" in r:
+      cells = (f"{r['images_per_s']:.1f} ({100 * r['fraction_of_matmul_peak']:.0f}%)",
+               f"{r['speedup']:.2f}x")
+    else:
+      cells = (f"{r['forward_ratio']:.2f} / {r['gradient_ratio']:.2f} (the lift "
+               f"{r['lift_forward_ms']:.1f} / {r['lift_gradient_ms']:.1f} ms)",
+               f"the lift {r['speedup_forward']:.2f}x / {r['speedup_gradient']:.2f}x")
+    out.append(f"| {r['case']} | {b} | {r['fusions']} | {cells[0]} | {cells[1]} |")
   only = report.get("only")
   command = (f"`python -m experiments.bench --only={','.join(only)}`" if only else "`make bench`")
   out += ["", f"{command} took {report['bench_wall_s']:.0f} s."]

@@ -15,6 +15,11 @@ least 8 examples per device each (:func:`microbatch_candidates`), and keeps the 
 (:func:`microbatches`): on a CPU, slices whose activations stay in cache can run a whole step faster; on an
 accelerator, one piece usually wins. The same gradient either way (batch norm's statistics
 are then each slice's, so it is a decision of the run, kept in ``plan.json`` too).
+
+``config.cpu_fusions = "auto"`` times the step (with the run's micro-batches) compiled with
+XLA's default CPU fusions and without its YNNPACK fusions, and keeps the faster
+(:func:`cpu_fusions`): which wins depends on the network's shapes (`make bench`'s section
+cpu_fusions).
 """
 
 from __future__ import annotations
@@ -109,6 +114,34 @@ def microbatches(config, workdir: str, devices: int, measure: Callable[[int], fl
                   "microbatch_step_s": {str(m): t for m, t in times.items()}})
   say(f"micro-batches: {best} (step of {config.batch_size} in "
       + ", ".join(f"{m} slice(s): {1e3 * t:.0f} ms" for m, t in times.items()) + ")")
+  return best
+
+
+def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], float],
+                say) -> str:
+  """``config.cpu_fusions``, or for "auto" the faster of "default" and "no_ynnpack" by
+  ``measure(fusions)`` (seconds per step), measured once per run and kept in ``plan.json``
+  (a resumed run compiles its step as it began). Off the CPU: "default" (nothing to choose)."""
+  if config.cpu_fusions != "auto":
+    return config.cpu_fusions
+  if backend != "cpu":
+    return "default"
+  saved = _load(workdir)
+  if "cpu_fusions" in saved:
+    return saved["cpu_fusions"]
+  times = {"default": measure("default")}
+  try:
+    times["no_ynnpack"] = measure("no_ynnpack")
+  except Exception as e:  # an XLA that no longer knows the (experimental) option refuses it
+    if "ynn" not in str(e):
+      raise
+    say(f"XLA CPU fusions: default (this jaxlib refused the option: {str(e).splitlines()[0]})")
+    _save(workdir, {"cpu_fusions": "default", "cpu_fusions_step_s": times})
+    return "default"
+  best = min(times, key=times.get)
+  _save(workdir, {"cpu_fusions": best, "cpu_fusions_step_s": times})
+  say(f"XLA CPU fusions: {best} (step " + ", ".join(f"{f}: {1e3 * t:.0f} ms"
+                                                     for f, t in times.items()) + ")")
   return best
 
 

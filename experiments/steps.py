@@ -142,21 +142,42 @@ def all_finite(loss, params) -> jax.Array:
   return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(leaves)))
 
 
+# XLA CPU's fusions of the update program: the compiler's default, or without its fusions
+# into YNNPACK (XNNPACK's successor), which on a 2-core AVX-512 machine ran the paper's stacked
+# network's step 1.30x faster and the authors' V1 network's 0.79x as fast (`make bench`'s
+# section cpu_fusions); "auto" measures both before training (experiments/budget.py).
+CPU_FUSIONS = ("default", "no_ynnpack", "auto")
+_YNN = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def compiler_options(cpu_fusions: str) -> dict | None:
+  """``jax.jit``'s ``compiler_options`` for a decided ``cpu_fusions`` ("default" or
+  "no_ynnpack"); None (XLA's own) on accelerators, where the option does not apply."""
+  if cpu_fusions not in CPU_FUSIONS[:2]:
+    raise ValueError(f"cpu_fusions = {cpu_fusions!r}: choose one of {CPU_FUSIONS[:2]} "
+                     "('auto' is decided by measuring, before the step is built)")
+  if cpu_fusions == "default" or jax.default_backend() != "cpu":
+    return None
+  return {_YNN: ""}
+
+
 def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,
-                      microbatches: int, batch_sharding=None, programs: int = 2):
+                      microbatches: int, batch_sharding=None, programs: int = 2,
+                      cpu_fusions: str = "default"):
   """:func:`make_train_step` with the config's batch size, augmentation and loss."""
   return make_train_step(task, c.batch_size, steps_per_epoch, transform=c.train_transformed,
                          batch_sharding=batch_sharding, microbatches=microbatches,
                          rotate=c.train_rotated, scale=c.train_scale, shift=c.train_shift,
                          interpolation=c.interpolation, label_smoothing=c.label_smoothing,
-                         programs=programs)
+                         programs=programs, cpu_fusions=cpu_fusions)
 
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
                     transform: bool = False, batch_sharding=None, microbatches: int = 1,
                     rotate: bool = False,
                     scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",
-                    label_smoothing: float = 0.0, programs: int = 2):
+                    label_smoothing: float = 0.0, programs: int = 2,
+                    cpu_fusions: str = "default"):
   """A step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
@@ -174,9 +195,13 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
   them: the batch (gather, augmentation) and the update; 1 compiles both into one. In one
   program, XLA's CPU backend ran the C16 MNIST-rot update about 1.3x slower beside the
   resampling augmentation, which alone takes under 1 ms (`make bench` times both forms).
+
+  ``cpu_fusions``: how XLA's CPU backend compiles the update (:func:`compiler_options`):
+  "default" or "no_ynnpack"; the same function either way, to float rounding.
   """
   if programs not in (1, 2):
     raise ValueError(f"programs = {programs}: 1 (one jitted program) or 2 (batch, then update)")
+  options = compiler_options(cpu_fusions)
   traces = []
 
   def once(name):
@@ -211,7 +236,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
               task.nearest_elements(angles))
     return x, task.targets(m, g)
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
   def learn(state, x, targets, key, healthy):
     once("update")
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
@@ -221,7 +246,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   if programs == 1:
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
     def fused(state, inputs, labels, perm, key, healthy):
       x, targets = batch.__wrapped__(state.step, inputs, labels, perm, key)
       return learn.__wrapped__(state, x, targets, key, healthy)

@@ -59,7 +59,7 @@ def matmul_peak(rounds: int) -> float:
   return 2 * 2048 ** 3 / best
 
 
-def train_step_runner(model, batch, classes, microbatches=1):
+def train_step_runner(model, batch, classes, microbatches=1, compiler_options=None):
   import functools
   import jax
   import jax.numpy as jnp
@@ -72,7 +72,7 @@ def train_step_runner(model, batch, classes, microbatches=1):
   params = model.init(jax.random.key(1), x[:1])
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
   step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits)
-  jstep = jax.jit(step, donate_argnums=0)
+  jstep = jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
   holder = [state]
 
   def run():

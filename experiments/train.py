@@ -65,15 +65,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     steps_per_epoch = _steps_per_epoch(n_train, bs)
     make_state = lambda total: parallel.put_tree(
         steps.create_train_state(task, config, init_key, total), parallel.replicated(mesh))
-    make_step = lambda micro: steps.config_train_step(task, config, steps_per_epoch, micro,
-                                                      parallel.batch_sharded(mesh))
+    make_step = lambda micro, fusions: steps.config_train_step(
+        task, config, steps_per_epoch, micro, parallel.batch_sharded(mesh), cpu_fusions=fusions)
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
     forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
     healthy = lambda: parallel.put(np.array(True), parallel.replicated(mesh))
-    micro, num_epochs = _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step,
-                              (train_inputs, train_labels, epoch_perm(0), step_key, healthy()),
-                              forward, test_inputs, eval_bs, mesh, say)
+    batch_args = (train_inputs, train_labels, epoch_perm(0), step_key, healthy())
+    micro, fusions, num_epochs = _plan(config, workdir, start_time, steps_per_epoch, make_state,
+                                       make_step, batch_args, forward, test_inputs, eval_bs, mesh, say)
     total_steps = steps_per_epoch * num_epochs
     state = make_state(total_steps)
     ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
@@ -81,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step = int(parallel.fetch(state.step))
     if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
       return _complete(workdir, step, say, bool(config.train_budget_s))
-    train_step = make_step(micro)
+    train_step = make_step(micro, fusions)
     predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
     health = _Health(healthy(), step, config, ckpts)
     say(_describe(task, state, steps_per_epoch, num_epochs, mesh, workdir))
@@ -144,18 +144,25 @@ def _steps_per_epoch(n_train: int, bs: int) -> int:
 
 def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, batch_args,
           forward, test_inputs, eval_bs, mesh, say):
-  """``(microbatches, epochs)`` of this run (:mod:`experiments.budget`): the config's, or
-  measured on throwaway states (``microbatches = 0``, ``train_budget_s > 0``) and kept."""
-  if jax.process_count() > 1 and (config.train_budget_s or not config.microbatches):
-    raise ConfigError("train_budget_s and microbatches=0 are measured by the process that runs "
-                      "them: with several processes each would plan its own run; give "
-                      "num_epochs and microbatches instead")
+  """``(microbatches, cpu_fusions, epochs)`` of this run (:mod:`experiments.budget`): the
+  config's, or measured on throwaway states (``microbatches = 0``, ``cpu_fusions = "auto"``,
+  ``train_budget_s > 0``) and kept."""
+  if jax.process_count() > 1 and (config.train_budget_s or not config.microbatches
+                                  or config.cpu_fusions == "auto"):
+    raise ConfigError("train_budget_s, microbatches=0 and cpu_fusions='auto' are measured by "
+                      "the process that runs them: with several processes each would plan its "
+                      "own run; give num_epochs, microbatches and cpu_fusions instead")
   probe = lambda: make_state(steps_per_epoch * config.num_epochs)
-  step_s = lambda m: budget.measure_step(lambda: make_step(m), probe(), batch_args, 5, 2)[1]
+  fixed = config.cpu_fusions if config.cpu_fusions != "auto" else "default"
+  step_s = lambda m, f=fixed: budget.measure_step(lambda: make_step(m, f), probe(), batch_args,
+                                                  5, 2)[1]
   micro = budget.microbatches(config, workdir, mesh.devices.size, step_s, say)
-  measure = lambda: _measure(probe(), lambda: make_step(micro), batch_args,
+  fusions = budget.cpu_fusions(config, workdir, jax.default_backend(),
+                               lambda f: step_s(micro, f), say)
+  measure = lambda: _measure(probe(), lambda: make_step(micro, fusions), batch_args,
                              min(30, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
-  return micro, budget.epochs(config, workdir, start_time, steps_per_epoch, measure, say)
+  return micro, fusions, budget.epochs(config, workdir, start_time, steps_per_epoch, measure,
+                                       say)
 
 
 def _measure(probe, make_step, batch_args, n_steps, forward, test_inputs, eval_bs, mesh):

@@ -8,7 +8,7 @@ import numbers
 import ml_collections
 
 from eqnn import actions, gcnn, image_actions, models, ops
-from experiments import tasks
+from experiments import steps, tasks
 
 
 class ConfigError(ValueError):
@@ -85,6 +85,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             "eval_every_epochs", "keep_checkpoints"):
     integer(f, 1)
   integer("microbatches", 0)    # 0: the fastest on this machine, measured (experiments/budget.py)
+  need(c.cpu_fusions in steps.CPU_FUSIONS, "cpu_fusions", f"choose one of {steps.CPU_FUSIONS}")
   for f in ("max_train_examples", "max_test_examples", "checkpoint_every_steps",
             "warmup_steps", "seed"):
     integer(f, 0)

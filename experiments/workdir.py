@@ -21,7 +21,7 @@ import ml_collections
 
 # Fields a rerun may change and still continue the same run: how long it trains, how it
 # logs and keeps checkpoints, where it reads data from, how it batches evaluation and
-# micro-batches (the same gradient), and the learning rate (to continue a diverged run
+# micro-batches (the same gradient), how XLA's CPU backend fuses the update, and the learning rate (to continue a diverged run
 # from its last good step with a lower one). Every other field shapes the model, the
 # data or the trajectory.
 FREE_FIELDS = frozenset({
@@ -29,6 +29,7 @@ FREE_FIELDS = frozenset({
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",
     "microbatches", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
     "train_budget_s",    # a run keeps the epochs it planned (plan.json)
+    "cpu_fusions",       # how XLA compiles the update: the same step to float rounding
 })
 CONFIG = "config.json"
 # Fields added after runs were saved without them: absent in a saved config means this value,

@@ -30,6 +30,7 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   c.train_budget_s = 900.0
   c.microbatches = 0                                         # auto: measured too
   c.batch_size = 16                                          # two candidates: 1 and 2 slices
+  c.cpu_fusions = "auto"                                     # and XLA's CPU fusions, measured
   workdir = str(tmp_path)
   results = train.train_and_evaluate(c, workdir)
   with open(os.path.join(workdir, budget.FILE)) as f:
@@ -39,6 +40,9 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   times = saved["microbatch_step_s"]
   assert sorted(times) == ["1", "2"] and all(t > 0 for t in times.values())
   assert saved["microbatches"] == int(min(times, key=times.get))
+  fusion_times = saved["cpu_fusions_step_s"]
+  assert sorted(fusion_times) == ["default", "no_ynnpack"]
+  assert saved["cpu_fusions"] == min(fusion_times, key=fusion_times.get)
   assert results["steps"] == 3 * (128 // c.batch_size)
   # A restart reads the plan instead of measuring again, whatever the budget says now.
   saved["epochs"] = 1
@@ -69,14 +73,50 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
   import jax
   from experiments.validation import ConfigError
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  for field, value in (("train_budget_s", 600.0), ("microbatches", 0)):
+  for field, value in (("train_budget_s", 600.0), ("microbatches", 0), ("cpu_fusions", "auto")):
     c = default.get_config("smoke")
     c[field] = value
     with pytest.raises(ConfigError, match="several processes"):
       train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1, None, print)
   c = default.get_config("smoke")                     # neither: the config decides, nothing measured
   assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
-                     type("Mesh", (), {"devices": np.zeros(1)})(), print) == (1, c.num_epochs)
+                     type("Mesh", (), {"devices": np.zeros(1)})(), print) == (
+                         1, "default", c.num_epochs)
+
+
+def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp_path):
+  c = default.get_config("smoke")
+  c.cpu_fusions = "auto"
+  said, measured = [], []
+  times = {"default": 0.30, "no_ynnpack": 0.20}
+
+  def measure(f):
+    measured.append(f)
+    return times[f]
+  assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
+  assert measured == ["default", "no_ynnpack"] and "no_ynnpack" in said[0]
+  plan = json.loads((tmp_path / budget.FILE).read_text())
+  assert plan["cpu_fusions"] == "no_ynnpack" and plan["cpu_fusions_step_s"]["default"] == 0.30
+  times["default"] = 0.01                       # a resumed run does not measure again
+  assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
+  assert len(measured) == 2
+  # Off the CPU there is nothing to choose; a fixed config is not measured.
+  assert budget.cpu_fusions(c, str(tmp_path / "gpu"), "gpu", measure, print) == "default"
+  c.cpu_fusions = "default"
+  assert budget.cpu_fusions(c, str(tmp_path / "x"), "cpu", measure, print) == "default"
+  assert len(measured) == 2
+  # A jaxlib whose XLA no longer knows the experimental option: the default, said, not a crash.
+  c.cpu_fusions = "auto"
+
+  def refused(f):
+    if f == "no_ynnpack":
+      raise RuntimeError("INVALID_ARGUMENT: While setting option "
+                         "xla_cpu_experimental_ynn_fusion_type, '' is not a valid enum value.")
+    return 0.1
+  said.clear()
+  (tmp_path / "old").mkdir()
+  assert budget.cpu_fusions(c, str(tmp_path / "old"), "cpu", refused, said.append) == "default"
+  assert "refused the option" in said[0]
 
 
 def test_the_evaluation_is_timed_on_the_state_the_timed_steps_returned():

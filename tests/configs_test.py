@@ -41,6 +41,7 @@ def test_every_variant_builds_and_unknown_ones_are_refused(module):
     ("kernel_sizes", (5, 3), "one kernel size per conv"),
     ("kernel_sizes", (5, 0, 3), "integers >= 1"),
     ("label_smoothing", 1.0, "config.label_smoothing = 1.0: must be a number in"),
+    ("cpu_fusions", "fast", r"config.cpu_fusions = 'fast': choose one of \('default'"),
 ])
 def test_bad_config_values_are_named(field, value, match):
   c = default.get_config("stacked")

@@ -127,3 +127,37 @@ def test_one_program_and_two_take_the_same_augmented_step(mnist_dir):
   assert _max_diff(p2, run(two, jax.random.key(6))[0]) > 1e-4
   with pytest.raises(ValueError, match="programs = 3"):
     steps.make_train_step(task, 16, 4, programs=3)
+
+
+def test_the_update_compiled_without_ynnpack_fusions_is_the_same_step(mnist_dir):
+  """``cpu_fusions="no_ynnpack"`` changes how XLA's CPU backend compiles the update, not
+  what it computes: three steps agree to float rounding; the option reaches the compiler
+  (the compiled update differs), and an unknown value is refused by name."""
+  from experiments.configs import default
+  c = default.get_config("smoke")
+  task = tasks.build_task(c)
+  x, m = _digits(mnist_dir, 64)
+  perm = jnp.arange(64)
+  start = steps.create_train_state(task, c, jax.random.key(0), 10)
+
+  def run(step):
+    s, healthy = jax.tree.map(jnp.copy, start), jnp.array(True)
+    for _ in range(3):
+      s, loss, healthy = step(s, x, m, perm, jax.random.key(1), healthy)
+    return s.params, float(loss)
+  make = lambda f: steps.make_train_step(task, 16, 4, cpu_fusions=f)
+  (p1, l1), (p2, l2) = run(make("default")), run(make("no_ynnpack"))
+  # Adam divides by the gradients' running size, so rounding reaches the parameters at ~1e-5
+  # (the learning rate is 2e-3 per step: a different step would move them by ~1e-3).
+  assert abs(l1 - l2) < 1e-5 and _max_diff(p1, p2) < 1e-4
+  assert _max_diff(p1, start.params) > 1e-3
+  if jax.default_backend() == "cpu":
+    assert steps.compiler_options("no_ynnpack") == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    f = jax.jit(lambda a: jnp.tanh(a @ a) + 1.0,
+                compiler_options=steps.compiler_options("no_ynnpack"))
+    a = jnp.ones((64, 64))
+    assert "__ynn_fusion" not in f.lower(a).compile().as_text()
+  assert steps.compiler_options("default") is None
+  for bad in ("auto", "none"):
+    with pytest.raises(ValueError, match="cpu_fusions"):
+      steps.make_train_step(task, 16, 4, cpu_fusions=bad)

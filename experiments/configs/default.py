@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   # > 1: the same gradient over that many slices in sequence; 0: the count a step runs fastest
   # in on this machine, measured before training (experiments/budget.py).
   c.microbatches = 1
+  # How XLA's CPU backend compiles the update: "default", "no_ynnpack" (without its YNNPACK
+  # fusions), or "auto": the faster of the two, measured before training (plan.json).
+  c.cpu_fusions = "default"
   c.num_epochs = 5
   # > 0: end the whole run within this many seconds of the process's start: the epochs are
   # measured to fit, at most num_epochs (experiments/budget.py; kept in WORKDIR/plan.json).
