@@ -206,7 +206,8 @@ FUSIONS = {"default": None, "no YNNPACK": {YNN: ""},
 
 
 def bench_cpu_fusions(rounds, quick, peak, report):
-  """Train steps of the networks, and the vmap lift over D4 at batch 128, compiled with XLA
+  """Train steps of the networks (the stacked default, make train's G-CNN, V1, MNIST-rot's
+  C16 G-CNN without its batch norm), and the vmap lift over D4 at batch 128, compiled with XLA
   CPU's default fusions, without its YNNPACK fusions, and without YNNPACK's convolutions
   (``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
   CPU only; an option this jaxlib does not know is reported, not raised."""
@@ -214,21 +215,25 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   import jax.numpy as jnp
   import eqnn
   from eqnn import actions, models
-  from experiments.configs import default, paper
+  from experiments.configs import default, paper, rotated_mnist
   if jax.default_backend() != "cpu":
     print("  (CPU only: skipped on this backend)", flush=True)
     return
-  act = actions.rotations()
-  nets = [("default", default.get_config("stacked"), 128, 1),
-          ("gcnn", default.get_config(), 128, 8)]
+  c4 = actions.rotations()
+  nets = [("default", default.get_config("stacked"), c4, 128, 1),
+          ("gcnn", default.get_config(), c4, 128, 8)]
   if not quick:
-    nets.append(("paper_v1", paper.get_config(), 128, 8))
-  for name, c, b, micro in nets:
+    rot = rotated_mnist.get_config()
+    nets += [("paper_v1", paper.get_config(), c4, 128, 8),
+             ("rotated_mnist (C16 G-CNN, no batch norm)", rot,
+              actions.rotations(16, rot.interpolation), rot.batch_size, rot.microbatches)]
+  for name, c, act, b, micro in nets:
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
     model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
     runs = {}
     for label, opts in FUSIONS.items():
-      train, _, _ = train_step_runner(model, b, 40, micro, compiler_options=opts)
+      train, _, _ = train_step_runner(model, b, 10 * act.group.order, micro,
+                                      compiler_options=opts)
       try:
         train()
       except Exception as e:      # an option this jaxlib's XLA does not know
@@ -236,7 +241,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
         continue
       runs[label] = train
     t = alternate(runs, 3 if name == "paper_v1" else rounds)
-    fwd = conv_macs(cfg, True, hidden=c.hidden)
+    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden)
     for label, secs in t.items():
       row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
              "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,

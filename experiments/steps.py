@@ -144,8 +144,9 @@ def all_finite(loss, params) -> jax.Array:
 
 # XLA CPU's fusions of the update program: the compiler's default, or without its fusions
 # into YNNPACK (XNNPACK's successor), which on a 2-core AVX-512 machine ran the paper's stacked
-# network's step 1.30x faster and the authors' V1 network's 0.79x as fast (`make bench`'s
-# section cpu_fusions); "auto" measures both before training (experiments/budget.py).
+# network's step 1.28x faster, the authors' V1 network's 0.80x and MNIST-rot's 0.39x as fast
+# (`make bench`'s section cpu_fusions, docs/performance.md); "auto" measures both before
+# training (experiments/budget.py).
 CPU_FUSIONS = ("default", "no_ynnpack", "auto")
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 
