@@ -145,8 +145,8 @@ def test_a_layer_read_with_the_wrong_action_is_not_called_equivariant():
   from experiments.report_models import make_features
   c4 = actions.rotations()
   model = models.EquivariantCNN(c4, (4, 4, 4), (2, 2, 1), (8,), hidden="gcnn")
-  x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
-  feats = make_features(model, model.init(jax.random.key(1), x), True)
+  x = jax.random.uniform(jax.random.key(0), (2, 12, 12, 1))
+  feats = make_features(model, jax.jit(model.init)(jax.random.key(1), x), True)
   rot = lambda kind: [t for t in er.transforms(kind, model) if t.name == "rotate" and t.size == 1]
   errs = lambda kind: {r["layer"]: r["equivariance"] for r in report.layer_errors(feats, x, rot(kind))}
   right, wrong = errs("gcnn"), errs("stacked")
