@@ -153,10 +153,10 @@ def test_the_update_compiled_without_ynnpack_fusions_is_the_same_step(mnist_dir)
   assert _max_diff(p1, start.params) > 1e-3
   if jax.default_backend() == "cpu":
     assert steps.compiler_options("no_ynnpack") == {"xla_cpu_experimental_ynn_fusion_type": ""}
-    f = jax.jit(lambda a: jnp.tanh(a @ a) + 1.0,
-                compiler_options=steps.compiler_options("no_ynnpack"))
-    a = jnp.ones((64, 64))
-    assert "__ynn_fusion" not in f.lower(a).compile().as_text()
+    fn, a = (lambda a: jnp.tanh(a @ a) + 1.0), jnp.ones((64, 64))
+    compiled = lambda options: jax.jit(fn, compiler_options=options).lower(a).compile().as_text()
+    assert "__ynn_fusion" in compiled(steps.compiler_options("default"))     # control
+    assert "__ynn_fusion" not in compiled(steps.compiler_options("no_ynnpack"))
   assert steps.compiler_options("default") is None
   for bad in ("auto", "none"):
     with pytest.raises(ValueError, match="cpu_fusions"):
