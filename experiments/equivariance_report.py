@@ -178,7 +178,8 @@ def plot(path, rows_by_model):
   plt.close(fig)
 
 
-def run(workdir, data_dir, train_steps, n_images, seed):
+def run(workdir, data_dir, train_steps, n_images, seed,
+        angles=off_grid_report.OFF_GRID_ANGLES):
   import jax.numpy as jnp
   from eqnn import data, report
   ds = data.load_mnist(data_dir)
@@ -197,7 +198,7 @@ def run(workdir, data_dir, train_steps, n_images, seed):
   header = (f"Relative errors `equivariance / invariance` on {n_images} MNIST test images, "
             f"models trained {train_steps} steps on upright digits; shifts compared with "
             f"borders excluded. `python -m experiments.equivariance_report`.\n\n")
-  off = off_grid_report.off_grid(x, train_x, train_y, train_steps, seed)
+  off = off_grid_report.off_grid(x, train_x, train_y, train_steps, seed, angles)
   off_table = off_grid_report.off_grid_tables(off)
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write(header + table + "\n\n## Off the pixel grid: C8 and C16\n\n" + off_table + "\n")

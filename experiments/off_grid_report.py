@@ -69,10 +69,10 @@ def resampling_errors(x) -> list[dict]:
   return rows
 
 
-def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
+def off_grid(x, train_x, train_y, train_steps, seed, angles=OFF_GRID_ANGLES) -> dict:
   """Per-element, per-layer equivariance of the C8 and C16 networks (and C16 with G-CNN
-  layers), and their readouts' invariance under turns by every 5 degrees (C4 alongside, for
-  the exact case)."""
+  layers), and their readouts' invariance under turns by each of ``angles`` (degrees; every
+  5 by default; C4 alongside, for the exact case)."""
   import jax
   import jax.numpy as jnp
   out = {"per_element": {}, "angles": {}, "resampling": resampling_errors(x)}
@@ -112,7 +112,7 @@ def off_grid(x, train_x, train_y, train_steps, seed) -> dict:
     readout = base["readout (logsumexp over G)"]
     pred = np.asarray(readout.argmax(-1))
     angle_rows = []
-    for deg in OFF_GRID_ANGLES:                # turns of e . x, so that 0 degrees is the base
+    for deg in angles:                         # turns of e . x, so that 0 degrees is the base
       r = features(turn_degrees(orbit[0], deg))["readout (logsumexp over G)"]
       angle_rows.append({"degrees": deg,
                          "invariance": float(jnp.linalg.norm(r - readout) / jnp.linalg.norm(readout)),
@@ -142,11 +142,12 @@ def off_grid_tables(res: dict) -> str:
       cells = [fmt(next(r["error"] for r in rows if r["layer"] == layer and r["element"] == g))
                for g in elements]
       lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-  lines += ["", "Invariant readout under turns by every multiple of 5 degrees (72 angles): "
-            "relative change of the class logits, and the share of digits whose predicted class "
-            "stays the same:", "",
+  n_angles = len(next(iter(res["angles"].values())))
+  lines += ["", f"Invariant readout under turns by every multiple of {360 // n_angles} degrees "
+            f"({n_angles} angles): relative change of the class logits, and the share of digits "
+            "whose predicted class stays the same:", "",
             "| network | at 90, 180, 270 (max) | at multiples of 360/n (max) | other angles (mean) "
-            "| other angles (max) | class kept (mean over all 72) | class kept (worst angle) |",
+            f"| other angles (max) | class kept (mean over all {n_angles}) | class kept (worst angle) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
   for name, rows in res["angles"].items():
     n = group_order(name)

@@ -33,7 +33,9 @@ def _cmd(workdir, *overrides, config="experiments/configs/default.py:smoke"):
 
 def _env(devices=1):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  # Kept: what conftest put in XLA_FLAGS (the tests' optimisation level).
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + f" --xla_force_host_platform_device_count={devices}").strip()
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return env

@@ -27,7 +27,9 @@ def test_layer_errors_on_known_functions():
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, mnist_dir):
   workdir = str(tmp_path_factory.mktemp("report"))
-  er.run(workdir, mnist_dir, 0, 16, 0)
+  # The off-grid sweep every 15 degrees (24 angles, the quarter turns and 45 among them),
+  # not make report's every 5: a third of its forward passes.
+  er.run(workdir, mnist_dir, 0, 16, 0, angles=tuple(range(0, 360, 15)))
   return workdir
 
 
@@ -57,7 +59,7 @@ def test_c8_and_c16_are_exact_on_quarter_turns_and_approximate_elsewhere(off_gri
 def test_the_readout_is_invariant_at_quarter_turns_only_approximately_between(off_grid):
   for name, rows in off_grid["angles"].items():
     by_angle = {r["degrees"]: r for r in rows}
-    assert len(rows) == 72 and by_angle[0]["invariance"] == 0.0
+    assert len(rows) == 24 and by_angle[0]["invariance"] == 0.0
     for deg in (90, 180, 270):
       assert by_angle[deg]["invariance"] < 1e-5 and by_angle[deg]["agreement"] == 1.0
     assert by_angle[45]["invariance"] > 1e-3 or name != "C4"
