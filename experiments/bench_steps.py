@@ -199,17 +199,20 @@ def _lone_kernel_gradients(rounds, quick, report):
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 # XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
-# the compiler's default, none, and all but its convolutions.
+# the compiler's default, none, all but its convolutions, its convolutions and dots alone
+# (no elementwise or reduction fusions), and its dots alone.
+_ynn = lambda *types: {YNN: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
 FUSIONS = {"default": None, "no YNNPACK": {YNN: ""},
-           "YNNPACK without convs": {YNN: ",".join(
-               f"LIBRARY_FUSION_TYPE_{t}" for t in ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"))}}
+           "YNNPACK without convs": _ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
+           "YNNPACK convs and dots": _ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
+           "YNNPACK dots": _ynn("INDIVIDUAL_DOT")}
 
 
 def bench_cpu_fusions(rounds, quick, peak, report):
   """Train steps of the networks (the stacked default, make train's G-CNN, V1, MNIST-rot's
-  C16 G-CNN without its batch norm), and the vmap lift over D4 at batch 128, compiled with XLA
-  CPU's default fusions, without its YNNPACK fusions, and without YNNPACK's convolutions
-  (``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
+  C16 G-CNN without its batch norm), and the vmap lift over D4 at batch 128, compiled with each
+  of :data:`FUSIONS` (XLA CPU's default, no YNNPACK fusions, or some of their kinds;
+  ``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
   CPU only; an option this jaxlib does not know is reported, not raised."""
   import jax
   import jax.numpy as jnp
