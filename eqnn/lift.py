@@ -73,18 +73,51 @@ def conjugated(action: Action, transform: Callable, s, axis: int = 0):
   return jnp.moveaxis(jnp.stack(out), 0, axis)
 
 
-def _chunk(vectorize: bool | int, n: int) -> int:
-  """Group elements per vmapped call of the lifted map: ``n`` (one vmap), 1 (unrolled), or k."""
+def _chunk(vectorize: bool | int | str, n: int) -> int:
+  """Group elements per vmapped call of the lifted map: ``n`` (one vmap), 1 (unrolled), or k;
+  0 for "batch" (no vmap: the group folded into f's batch axis)."""
+  if isinstance(vectorize, str) and vectorize == "batch":
+    return 0
   if isinstance(vectorize, (bool, np.bool_)):
     return n if vectorize else 1
   if not isinstance(vectorize, (int, np.integer)) or vectorize < 1:
     raise ValueError(f"vectorize = {vectorize!r}: True (one vmap over the group), False (one "
-                     "call per element) or a positive int (vmap over chunks of that many)")
+                     "call per element), a positive int (vmap over chunks of that many) or "
+                     "'batch' (the group folded into f's batch axis)")
   return min(int(vectorize), n)
 
 
+def _lift_in_batch(call: Callable, action: Action, x, elements) -> Any:
+  """``vectorize="batch"``: one call of f on the k B moved examples as one batch, axis 0 of
+  every input leaf being the batch, then every output leaf split back into ``[k, B, ...]``."""
+  x = action.prepare(x)
+  leaves = jax.tree.leaves(x)
+  if not leaves or any(jnp.ndim(l) == 0 or l.shape[0] != leaves[0].shape[0] for l in leaves):
+    raise ValueError("vectorize='batch' folds the group into axis 0 of f's input, which must "
+                     "be a batch axis of the same size on every leaf; got shapes "
+                     f"{[jnp.shape(l) for l in leaves]}")
+  b, k = leaves[0].shape[0], len(elements)
+  try:                 # axis 0 a batch: one example x[0] is itself something G acts on
+    action.validate(jax.tree.map(lambda l: l[0], x))
+  except ValueError as e:
+    raise ValueError(f"vectorize='batch' needs axis 0 of f's input to be a batch of examples "
+                     f"that the action moves one by one, but one example x[0] is not a valid "
+                     f"input of {type(action).__name__} ({e}); for a single example use "
+                     f"vectorize=True") from None
+  copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
+  out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
+
+  def unfold(leaf):
+    if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != k * b:
+      raise ValueError(f"vectorize='batch': f returned a leaf of shape {jnp.shape(leaf)}, "
+                       f"not one with its batch axis ({k} x {b} = {k * b} rows) first; f must "
+                       f"map a batch to a batch")
+    return leaf.reshape((k, b) + leaf.shape[1:])
+  return jax.tree.map(unfold, out)
+
+
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
-               vectorize: bool | int = True) -> Callable:
+               vectorize: bool | int | str = True) -> Callable:
   """``x -> stack_i f(elements[i]^-1 . x)``; ``elements`` is static (numpy)."""
   elements = np.asarray(elements)
   chunk = _chunk(vectorize, len(elements))
@@ -100,6 +133,8 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       moved[argnum] = moved_x
       return f(*moved, **kwargs)
 
+    if chunk == 0:
+      return _lift_in_batch(with_input, action, args[argnum], elements)
     if chunk == len(elements):
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body
@@ -116,7 +151,7 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
 
 
 def equivarify(f: Callable, action: Action, argnum: int = 0,
-               vectorize: bool | int = True) -> Callable:
+               vectorize: bool | int | str = True) -> Callable:
   """The lift ``F_hat(x)[g] = F(g^-1 . x)`` of ``f`` over ``action.group``.
 
   Args:
@@ -129,7 +164,15 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
       original batch (the same function; traced |G| times, and faster where a |G|-fold
       batch falls out of cache); an int k: ``jax.vmap`` over chunks of k group elements,
       ceil(|G| / k) calls of f on k times the batch (between the two: bounded memory for
-      large groups, traced once per chunk).
+      large groups, traced once per chunk); "batch": no vmap, one call of f on the |G| B
+      moved examples folded into its batch axis (axis 0 of the argument and of every output
+      leaf; one example ``x[0]`` must be a valid input of ``action``). The same function as
+      the others where f maps each example on its own (a model's forward pass at inference);
+      it costs what f does on the |G| B examples, where the vmap's forward cost up to 1.5x
+      that on XLA's CPU backend (docs/performance.md). Where f couples its
+      examples symmetrically (batch statistics), it sees the |G| B moved examples as one
+      batch: still exactly equivariant (h permutes that batch), but ``project(f_hat(x))``
+      is then not ``f(x)``.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis
@@ -141,7 +184,7 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
 
 
 def symmetrize(f: Callable, in_action: Action, out_action: Action, argnum: int = 0,
-               vectorize: bool | int = True) -> Callable:
+               vectorize: bool | int | str = True) -> Callable:
   """The group average ``x -> (1/|G|) sum_g g . F(g^-1 . x)``: an equivariant map whose output
   transforms by ``out_action`` in its own space (per-node outputs of a graph model, vectors
   that turn with a point cloud), not by the group axis of the lift.
@@ -180,7 +223,7 @@ def equivarify_nested(f: Callable, outer: Action, inner: Action, argnum: int = 0
 
 
 def equivarify_minimal(f: Callable, action: Action, subgroup: Subgroup,
-                       argnum: int = 0, vectorize: bool | int = True) -> Callable:
+                       argnum: int = 0, vectorize: bool | int | str = True) -> Callable:
   """The minimal lift over G/H of an f that is invariant under the subgroup H.
 
   ``F_min(x)[c] = F(r_c^-1 . x)`` for the coset representatives ``r_c`` of G/H

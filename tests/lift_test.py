@@ -101,6 +101,49 @@ def test_sequential_and_chunked_lifts_are_the_same_function(name, vectorize):
                              atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["C4-conv", "D4-conv", "C2xC3-conv"])
+def test_the_lift_in_f_s_batch_is_the_same_function(name):
+  # vectorize="batch": F once on the |G| B moved images as one batch, no vmap.
+  act, shape, f, f_hat = LIFTED[name]
+  x = jax.random.normal(jax.random.key(6), shape)
+  in_batch = jax.jit(eqnn.equivarify(f, act, vectorize="batch"))
+  np.testing.assert_allclose(in_batch(x), f_hat(x), atol=1e-5, rtol=1e-5)
+  testing.assert_equivariant(in_batch, act, actions.regular(act.group), x)
+  # Pytree outputs split back leaf by leaf; the minimal lift takes the same form.
+  both = lambda x: {"logits": f(x), "mean": jnp.mean(x, axis=(1, 2, 3))}
+  out = eqnn.equivarify(both, act, vectorize="batch")(x)
+  chex.assert_trees_all_close(out, eqnn.equivarify(both, act)(x), atol=1e-5, rtol=1e-5)
+  if name == "D4-conv":
+    h = SUBGROUPS["flip"]
+    f_h = _h_invariant(f, act, h)
+    np.testing.assert_allclose(eqnn.equivarify_minimal(f_h, act, h, vectorize="batch")(x),
+                               eqnn.equivarify_minimal(f_h, act, h)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_lift_in_f_s_batch_refuses_what_has_no_batch_axis():
+  act, shape, f, _ = LIFTED["D4-conv"]
+  x = jax.random.normal(jax.random.key(6), shape)
+  with pytest.raises(ValueError, match="one example x\\[0\\] is not a valid input"):
+    eqnn.equivarify(f, act, vectorize="batch")(x[0])                 # one image, no batch
+  with pytest.raises(ValueError, match="f must map a batch to a batch"):
+    eqnn.equivarify(lambda x: jnp.sum(f(x)), act, vectorize="batch")(x)
+  with pytest.raises(ValueError, match="same size on every leaf"):
+    eqnn.equivarify(lambda t: t[0], actions.on_pytree((act, act)), vectorize="batch")(
+        (x, x[:1]))
+
+
+def test_a_batch_coupled_f_lifted_in_its_batch_is_equivariant_but_not_f():
+  # F subtracts its batch's mean image (batch statistics). In F's batch the lift sees the
+  # whole orbit's mean, which h only permutes: exactly equivariant, but slot e is not F(x).
+  act = actions.rotations()
+  f = lambda x: jnp.tanh(x - jnp.mean(x, axis=0)) * jnp.arange(1.0, 7.0)[:, None, None]
+  x = jax.random.normal(jax.random.key(7), (3, 6, 6, 1))
+  in_batch = eqnn.equivarify(f, act, vectorize="batch")
+  testing.assert_equivariant(in_batch, act, actions.regular(act.group), x)
+  assert float(jnp.max(jnp.abs(eqnn.project(in_batch(x)) - f(x)))) > 0.05
+  np.testing.assert_allclose(eqnn.project(eqnn.equivarify(f, act)(x)), f(x), atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "auto"])
 def test_a_bad_chunk_is_refused(bad):
   with pytest.raises(ValueError, match="vectorize"):
