@@ -55,10 +55,7 @@ class Equivarified(nn.Module):
     nn.share_scope(self.inner, self)
 
   def __call__(self, x, *args, **kwargs):
-    copies = lift_lib.lift_inputs(self.action, x)               # [G, B, ...]
-    n, b = copies.shape[:2]
-    out = self.inner(copies.reshape((n * b,) + copies.shape[2:]), *args, **kwargs)
-    return jax.tree.map(lambda y: y.reshape((n, b) + y.shape[1:]), out)
+    return lift_lib.lift_in_batch(lambda z: self.inner(z, *args, **kwargs), self.action, x)
 
 
 def equivarified(module, action: actions_lib.Action):

@@ -87,9 +87,17 @@ def _chunk(vectorize: bool | int | str, n: int) -> int:
   return min(int(vectorize), n)
 
 
-def _lift_in_batch(call: Callable, action: Action, x, elements) -> Any:
-  """``vectorize="batch"``: one call of f on the k B moved examples as one batch, axis 0 of
-  every input leaf being the batch, then every output leaf split back into ``[k, B, ...]``."""
+def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
+  """``[k, B, ...]``: ``call`` once on the moved copies ``g^-1 . x`` (g in ``elements``,
+  default all of G) folded into one batch of k B examples, every output leaf split back.
+
+  The form of the lift for a ``call`` that takes axis 0 of its input as a batch
+  (``equivarify(..., vectorize="batch")``, and the Flax and NNX ``Equivarified`` modules,
+  whose batch statistics then cover the orbit). Axis 0 must be a batch of every input leaf
+  (one example ``x[0]`` a valid input of ``action``) and of every output leaf: named errors
+  otherwise.
+  """
+  elements = np.arange(action.group.order) if elements is None else np.asarray(elements)
   x = action.prepare(x)
   leaves = jax.tree.leaves(x)
   if not leaves or any(jnp.ndim(l) == 0 or l.shape[0] != leaves[0].shape[0] for l in leaves):
@@ -134,7 +142,7 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       return f(*moved, **kwargs)
 
     if chunk == 0:
-      return _lift_in_batch(with_input, action, args[argnum], elements)
+      return lift_in_batch(with_input, action, args[argnum], elements)
     if chunk == len(elements):
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     # Unrolled at trace time rather than lax.map: on CPU, XLA runs a while loop's body

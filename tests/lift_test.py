@@ -130,6 +130,9 @@ def test_the_lift_in_f_s_batch_refuses_what_has_no_batch_axis():
   with pytest.raises(ValueError, match="same size on every leaf"):
     eqnn.equivarify(lambda t: t[0], actions.on_pytree((act, act)), vectorize="batch")(
         (x, x[:1]))
+  # The Flax module folds the same way (eqnn.lift.lift_in_batch), with the same checks.
+  with pytest.raises(ValueError, match="one example x\\[0\\] is not a valid input"):
+    layers.Equivarified(_ConvNet(), act).init(jax.random.key(0), x[0])
 
 
 def test_a_batch_coupled_f_lifted_in_its_batch_is_equivariant_but_not_f():
