@@ -101,23 +101,25 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
   x = action.prepare(x)
   leaves = jax.tree.leaves(x)
   if not leaves or any(jnp.ndim(l) == 0 or l.shape[0] != leaves[0].shape[0] for l in leaves):
-    raise ValueError("vectorize='batch' folds the group into axis 0 of f's input, which must "
-                     "be a batch axis of the same size on every leaf; got shapes "
+    raise ValueError("the lift in f's batch (vectorize='batch', the Equivarified modules) "
+                     "folds the group into axis 0 of f's input, which must be a batch axis "
+                     "of the same size on every leaf; got shapes "
                      f"{[jnp.shape(l) for l in leaves]}")
   b, k = leaves[0].shape[0], len(elements)
   try:                 # axis 0 a batch: one example x[0] is itself something G acts on
     action.validate(jax.tree.map(lambda l: l[0], x))
   except ValueError as e:
-    raise ValueError(f"vectorize='batch' needs axis 0 of f's input to be a batch of examples "
-                     f"that the action moves one by one, but one example x[0] is not a valid "
-                     f"input of {type(action).__name__} ({e}); for a single example use "
-                     f"vectorize=True") from None
+    raise ValueError(f"the lift in f's batch (vectorize='batch', the Equivarified modules) "
+                     f"needs axis 0 of f's input to be a batch of examples that the action "
+                     f"moves one by one, but one example x[0] is not a valid input of "
+                     f"{type(action).__name__} ({e}); give a single example a batch axis "
+                     f"(x[None]), or use vectorize=True") from None
   copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
   out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
 
   def unfold(leaf):
     if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != k * b:
-      raise ValueError(f"vectorize='batch': f returned a leaf of shape {jnp.shape(leaf)}, "
+      raise ValueError(f"the lift in f's batch: f returned a leaf of shape {jnp.shape(leaf)}, "
                        f"not one with its batch axis ({k} x {b} = {k * b} rows) first; f must "
                        f"map a batch to a batch")
     return leaf.reshape((k, b) + leaf.shape[1:])
