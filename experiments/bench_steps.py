@@ -197,21 +197,24 @@ def _lone_kernel_gradients(rounds, quick, report):
             f"({row['speedup']:.2f}x)", flush=True)
 
 
-YNN = "xla_cpu_experimental_ynn_fusion_type"
 # XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
-# the compiler's default, none, all but its convolutions, its convolutions and dots alone
-# (no elementwise or reduction fusions), and its dots alone.
-_ynn = lambda *types: {YNN: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
-FUSIONS = {"default": None, "no YNNPACK": {YNN: ""},
-           "YNNPACK without convs": _ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
-           "YNNPACK convs and dots": _ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
-           "YNNPACK dots": _ynn("INDIVIDUAL_DOT")}
+# the compiler's default, none (the runner's "no_ynnpack"), all but its convolutions, its
+# convolutions and dots alone (no elementwise or reduction fusions), and its dots alone.
+def fusions() -> dict:
+  """``{label: jax.jit compiler_options}`` of the variants :func:`bench_cpu_fusions` times."""
+  from experiments import steps
+  ynn = lambda *types: {steps.YNN_FUSION_OPTION: ",".join(f"LIBRARY_FUSION_TYPE_{t}"
+                                                           for t in types)}
+  return {"default": None, "no YNNPACK": steps.compiler_options("no_ynnpack"),
+          "YNNPACK without convs": ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
+          "YNNPACK convs and dots": ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
+          "YNNPACK dots": ynn("INDIVIDUAL_DOT")}
 
 
 def bench_cpu_fusions(rounds, quick, peak, report):
   """Train steps of the networks (the stacked default, make train's G-CNN, V1, MNIST-rot's
   C16 G-CNN without its batch norm), and the vmap lift over D4 at batch 128, compiled with each
-  of :data:`FUSIONS` (XLA CPU's default, no YNNPACK fusions, or some of their kinds;
+  of :func:`fusions` (XLA CPU's default, no YNNPACK fusions, or some of their kinds;
   ``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
   CPU only; an option this jaxlib does not know is reported, not raised."""
   import jax
@@ -222,6 +225,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   if jax.default_backend() != "cpu":
     print("  (CPU only: skipped on this backend)", flush=True)
     return
+  variants = fusions()
   c4 = actions.rotations()
   nets = [("default", default.get_config("stacked"), c4, 128, 1),
           ("gcnn", default.get_config(), c4, 128, 8)]
@@ -234,7 +238,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
     model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
     runs = {}
-    for label, opts in FUSIONS.items():
+    for label, opts in variants.items():
       train, _, _ = train_step_runner(model, b, 10 * act.group.order, micro,
                                       compiler_options=opts)
       try:
@@ -260,7 +264,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   params = base.init(jax.random.key(1), x[:1])
   lifted = eqnn.equivarify(base.apply, d4, argnum=1)
   fns = {}
-  for label, opts in FUSIONS.items():
+  for label, opts in variants.items():
     for which, fn in (("F", base.apply), ("lift", lifted)):
       j = jax.jit(fn, compiler_options=opts)
       grad = jax.jit(jax.grad(lambda p, x, fn=fn: jnp.sum(fn(p, x) ** 2)), compiler_options=opts)
@@ -275,10 +279,11 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   t = {}
   for d in ("forward", "gradient"):
     t.update(alternate({k: f for k, f in fns.items() if k[2] == d}, 5 * rounds))
-  for label in FUSIONS:
+  for label in variants:
     if (label, "lift", "forward") not in t:
       continue
-    ratio = {d: t[(label, "lift", d)] / (8 * t[(label, "F", d)]) for d in ("forward", "gradient")}
+    ratio = {d: t[(label, "lift", d)] / (d4.group.order * t[(label, "F", d)])
+             for d in ("forward", "gradient")}
     row = {"case": "vmap lift over D4 of a plain CNN", "batch": 128, "microbatches": 1,
            "fusions": label, "forward_ratio": ratio["forward"],
            "gradient_ratio": ratio["gradient"],

@@ -142,9 +142,10 @@ def off_grid_tables(res: dict) -> str:
       cells = [fmt(next(r["error"] for r in rows if r["layer"] == layer and r["element"] == g))
                for g in elements]
       lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-  n_angles = len(next(iter(res["angles"].values())))
-  lines += ["", f"Invariant readout under turns by every multiple of {360 // n_angles} degrees "
-            f"({n_angles} angles): relative change of the class logits, and the share of digits "
+  degrees = [r["degrees"] for r in next(iter(res["angles"].values()))]
+  n_angles = len(degrees)
+  lines += ["", f"Invariant readout under turns by {', '.join(map(str, degrees[:3]))}, ... "
+            f"{degrees[-1]} degrees ({n_angles} angles): relative change of the class logits, and the share of digits "
             "whose predicted class stays the same:", "",
             "| network | at 90, 180, 270 (max) | at multiples of 360/n (max) | other angles (mean) "
             f"| other angles (max) | class kept (mean over all {n_angles}) | class kept (worst angle) |",

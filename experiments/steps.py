@@ -144,11 +144,13 @@ def all_finite(loss, params) -> jax.Array:
 
 # XLA CPU's fusions of the update program: the compiler's default, or without its fusions
 # into YNNPACK (XNNPACK's successor), which on a 2-core AVX-512 machine ran the paper's stacked
-# network's step 1.28x faster, the authors' V1 network's 0.80x and MNIST-rot's 0.39x as fast
-# (`make bench`'s section cpu_fusions, docs/performance.md); "auto" measures both before
+# network's step 1.27-1.28x faster and the authors' V1 network's 0.79-0.80x as fast (`make
+# bench`'s section cpu_fusions), and MNIST-rot's own step 0.39x as fast (`make rotmnist` with
+# --config.cpu_fusions=auto, its plan.json; docs/performance.md); "auto" measures both before
 # training (experiments/budget.py).
 CPU_FUSIONS = ("default", "no_ynnpack", "auto")
-_YNN = "xla_cpu_experimental_ynn_fusion_type"
+# XLA's DebugOptions field naming the kinds of op fused into YNNPACK ("" for none).
+YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
 
 def compiler_options(cpu_fusions: str) -> dict | None:
@@ -159,7 +161,7 @@ def compiler_options(cpu_fusions: str) -> dict | None:
                      "('auto' is decided by measuring, before the step is built)")
   if cpu_fusions == "default" or jax.default_backend() != "cpu":
     return None
-  return {_YNN: ""}
+  return {YNN_FUSION_OPTION: ""}
 
 
 def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -13,7 +13,7 @@ jax.config.update("jax_debug_nans", True)
 # Tests compile with XLA's backend optimisation level 0 (how hard LLVM optimises the CPU
 # code; XLA's default is 3): the same computations, to float rounding, compiled faster and
 # run slower. The suite is mostly compilation of small programs: this alone took
-# `make test` from 574-622 s to 454 s on 2 cores (2026-12-02; 426 s with the parallel tests'
+# `make test` from 574-623 s to 454 s on 2 cores (2026-12-02; 426 s with the parallel tests'
 # subprocesses at level 0 too and the report fixture's coarser sweep). Set before JAX starts its
 # backend, so the workers and the runs they start as subprocesses inherit it; a level the
 # user set in XLA_FLAGS is kept (`XLA_FLAGS=--xla_backend_optimization_level=3 make test`

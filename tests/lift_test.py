@@ -135,10 +135,11 @@ def test_the_lift_in_f_s_batch_refuses_what_has_no_batch_axis():
     layers.Equivarified(_ConvNet(), act).init(jax.random.key(0), x[0])
 
 
-def test_a_batch_coupled_f_lifted_in_its_batch_is_equivariant_but_not_f():
+@pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
+                         ids=["C4", "D4"])
+def test_a_batch_coupled_f_lifted_in_its_batch_is_equivariant_but_not_f(act):
   # F subtracts its batch's mean image (batch statistics). In F's batch the lift sees the
   # whole orbit's mean, which h only permutes: exactly equivariant, but slot e is not F(x).
-  act = actions.rotations()
   f = lambda x: jnp.tanh(x - jnp.mean(x, axis=0)) * jnp.arange(1.0, 7.0)[:, None, None]
   x = jax.random.normal(jax.random.key(7), (3, 6, 6, 1))
   in_batch = eqnn.equivarify(f, act, vectorize="batch")
