@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eqnn import per_example
 from eqnn.actions import Action
 from eqnn.groups import Subgroup
 
@@ -73,18 +74,42 @@ def conjugated(action: Action, transform: Callable, s, axis: int = 0):
   return jnp.moveaxis(jnp.stack(out), 0, axis)
 
 
+_AUTO, _BATCH = -1, 0
+
+
 def _chunk(vectorize: bool | int | str, n: int) -> int:
   """Group elements per vmapped call of the lifted map: ``n`` (one vmap), 1 (unrolled), or k;
-  0 for "batch" (no vmap: the group folded into f's batch axis)."""
-  if isinstance(vectorize, str) and vectorize == "batch":
-    return 0
+  ``_BATCH`` for "batch" (no vmap: the group folded into f's batch axis), ``_AUTO`` for
+  "auto" (that fold where f is proved to map each example on its own, else one vmap)."""
+  if isinstance(vectorize, str) and vectorize in ("batch", "auto"):
+    return _BATCH if vectorize == "batch" else _AUTO
   if isinstance(vectorize, (bool, np.bool_)):
     return n if vectorize else 1
   if not isinstance(vectorize, (int, np.integer)) or vectorize < 1:
-    raise ValueError(f"vectorize = {vectorize!r}: True (one vmap over the group), False (one "
-                     "call per element), a positive int (vmap over chunks of that many) or "
-                     "'batch' (the group folded into f's batch axis)")
+    raise ValueError(f"vectorize = {vectorize!r}: 'auto' (the default: f on the group folded "
+                     "into its batch axis where f is proved to map each example on its own, "
+                     "else one vmap), True (one vmap over the group), False (one call per "
+                     "element), a positive int (vmap over chunks of that many) or 'batch' "
+                     "(the group folded into f's batch axis, unchecked)")
   return min(int(vectorize), n)
+
+
+def _batch_axis_problem(action: Action, x) -> str | None:
+  """Why axis 0 of ``x`` is not a batch of examples that ``action`` moves one by one (None
+  where it is): every leaf must have it, of one size, and one example ``x[0]`` must be a
+  valid input of the action."""
+  leaves = jax.tree.leaves(x)
+  if not leaves or any(jnp.ndim(l) == 0 or l.shape[0] != leaves[0].shape[0] for l in leaves):
+    return ("folds the group into axis 0 of f's input, which must be a batch axis of the same "
+            f"size on every leaf; got shapes {[jnp.shape(l) for l in leaves]}")
+  try:                 # axis 0 a batch: one example x[0] is itself something G acts on
+    # (checked abstractly: no slice of x enters the traced program)
+    jax.eval_shape(lambda x: action.validate(jax.tree.map(lambda l: l[0], x)), x)
+  except ValueError as e:
+    return (f"needs axis 0 of f's input to be a batch of examples that the action moves one "
+            f"by one, but one example x[0] is not a valid input of {type(action).__name__} "
+            f"({e}); give a single example a batch axis (x[None]), or use vectorize=True")
+  return None
 
 
 def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
@@ -92,28 +117,18 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
   default all of G) folded into one batch of k B examples, every output leaf split back.
 
   The form of the lift for a ``call`` that takes axis 0 of its input as a batch
-  (``equivarify(..., vectorize="batch")``, and the Flax and NNX ``Equivarified`` modules,
-  whose batch statistics then cover the orbit). Axis 0 must be a batch of every input leaf
-  (one example ``x[0]`` a valid input of ``action``) and of every output leaf: named errors
-  otherwise.
+  (``equivarify(..., vectorize="batch")``, ``"auto"`` where ``call`` is proved to map each
+  example on its own, and the Flax and NNX ``Equivarified`` modules, whose batch statistics
+  then cover the orbit). Axis 0 must be a batch of every input leaf (one example ``x[0]`` a
+  valid input of ``action``) and of every output leaf: named errors otherwise.
   """
   elements = np.arange(action.group.order) if elements is None else np.asarray(elements)
   x = action.prepare(x)
-  leaves = jax.tree.leaves(x)
-  if not leaves or any(jnp.ndim(l) == 0 or l.shape[0] != leaves[0].shape[0] for l in leaves):
-    raise ValueError("the lift in f's batch (vectorize='batch', the Equivarified modules) "
-                     "folds the group into axis 0 of f's input, which must be a batch axis "
-                     "of the same size on every leaf; got shapes "
-                     f"{[jnp.shape(l) for l in leaves]}")
-  b, k = leaves[0].shape[0], len(elements)
-  try:                 # axis 0 a batch: one example x[0] is itself something G acts on
-    action.validate(jax.tree.map(lambda l: l[0], x))
-  except ValueError as e:
+  problem = _batch_axis_problem(action, x)
+  if problem is not None:
     raise ValueError(f"the lift in f's batch (vectorize='batch', the Equivarified modules) "
-                     f"needs axis 0 of f's input to be a batch of examples that the action "
-                     f"moves one by one, but one example x[0] is not a valid input of "
-                     f"{type(action).__name__} ({e}); give a single example a batch axis "
-                     f"(x[None]), or use vectorize=True") from None
+                     f"{problem}")
+  b, k = jax.tree.leaves(x)[0].shape[0], len(elements)
   copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
   out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
 
@@ -126,8 +141,23 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
   return jax.tree.map(unfold, out)
 
 
+def folds(f: Callable, action: Action, *args, argnum: int = 0, **kwargs) -> per_example.Verdict:
+  """Whether ``equivarify(f, action, argnum)`` (``vectorize="auto"``) runs as one call of f on
+  the group folded into its batch axis for these arguments, and if not, why: axis 0 of
+  ``args[argnum]`` must be a batch of examples the action moves one by one, and f must be
+  proved to map each example on its own (:func:`eqnn.per_example.check`). Otherwise the lift
+  is one ``jax.vmap`` over the group: the same function either way."""
+  if not 0 <= argnum < len(args):
+    return per_example.Verdict(False, f"no positional argument {argnum}")
+  x = action.prepare(args[argnum])
+  problem = _batch_axis_problem(action, x)
+  if problem is not None:
+    return per_example.Verdict(False, f"the lift {problem}")
+  return per_example.check(f, *args[:argnum], x, *args[argnum + 1:], argnum=argnum, **kwargs)
+
+
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
-               vectorize: bool | int | str = True) -> Callable:
+               vectorize: bool | int | str = "auto") -> Callable:
   """``x -> stack_i f(elements[i]^-1 . x)``; ``elements`` is static (numpy)."""
   elements = np.asarray(elements)
   chunk = _chunk(vectorize, len(elements))
@@ -143,7 +173,14 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       moved[argnum] = moved_x
       return f(*moved, **kwargs)
 
-    if chunk == 0:
+    if chunk == _AUTO:
+      # The fold where it is the same function as the vmap: f proved to map each example on
+      # its own (one more trace of f, abstract). On XLA's CPU backend the folded program is
+      # the cheaper one (docs/performance.md).
+      if folds(f, action, *args, argnum=argnum, **kwargs):
+        return lift_in_batch(with_input, action, args[argnum], elements)
+      return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
+    if chunk == _BATCH:
       return lift_in_batch(with_input, action, args[argnum], elements)
     if chunk == len(elements):
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
@@ -161,7 +198,7 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
 
 
 def equivarify(f: Callable, action: Action, argnum: int = 0,
-               vectorize: bool | int | str = True) -> Callable:
+               vectorize: bool | int | str = "auto") -> Callable:
   """The lift ``F_hat(x)[g] = F(g^-1 . x)`` of ``f`` over ``action.group``.
 
   Args:
@@ -169,32 +206,36 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
     action: how G acts on the argument ``argnum`` of f.
     argnum: which positional argument G acts on; the others pass through unchanged
       (e.g. ``equivarify(model.apply, action, argnum=1)`` for ``apply(params, x)``).
-    vectorize: True (default): ``jax.vmap`` over the group, one call of f on |G| times the
-      batch, traced once; False: |G| calls of f, one per group element, each on the
-      original batch (the same function; traced |G| times, and faster where a |G|-fold
+    vectorize: "auto" (default): one ``jax.vmap`` over the group, run as one call of f on
+      the |G| B moved examples folded into its batch axis where that is proved to be the
+      same function: axis 0 of the argument is a batch (one example ``x[0]`` a valid input
+      of ``action``) and f's jaxpr shows it maps each example on its own, by one rule for
+      every batch size (:func:`eqnn.per_example.check`; :func:`folds` says which form a call
+      takes, and why). The fold costs what f does on the |G| B examples; the vmapped program
+      carries a rank more through every elementwise op and pool, and its forward pass cost
+      up to 1.6x that on XLA's CPU backend (docs/performance.md). f is traced once more,
+      abstractly, to decide. True: ``jax.vmap`` over the group always, one call of f on |G|
+      times the batch, traced once; False: |G| calls of f, one per group element, each on
+      the original batch (the same function; traced |G| times, and faster where a |G|-fold
       batch falls out of cache); an int k: ``jax.vmap`` over chunks of k group elements,
       ceil(|G| / k) calls of f on k times the batch (between the two: bounded memory for
-      large groups, traced once per chunk); "batch": no vmap, one call of f on the |G| B
-      moved examples folded into its batch axis (axis 0 of the argument and of every output
-      leaf; one example ``x[0]`` must be a valid input of ``action``). The same function as
-      the others where f maps each example on its own (a model's forward pass at inference);
-      it costs what f does on the |G| B examples, where the vmap's forward cost up to 1.5x
-      that on XLA's CPU backend (docs/performance.md). Where f couples its
-      examples symmetrically (batch statistics), it sees the |G| B moved examples as one
-      batch: still exactly equivariant (h permutes that batch), but ``project(f_hat(x))``
-      is then not ``f(x)``.
+      large groups, traced once per chunk); "batch": the fold, unchecked (axis 0 of the
+      argument and of every output leaf must be a batch: named errors otherwise). Where f
+      couples its examples symmetrically (batch statistics), "batch" shows it the |G| B
+      moved examples as one batch: still exactly equivariant (h permutes that batch), but
+      ``project(f_hat(x))`` is then not ``f(x)``; "auto" never folds such an f.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis
     ``[|G|, ...]`` in group order. It is equivariant: ``f_hat(h . x) = h . f_hat(x)`` with
-    h acting on the group axis by :func:`eqnn.actions.regular`. With ``vectorize=True`` it
-    traces f once (under ``jax.vmap``); ``jax.jit(f_hat)`` compiles once per input shape.
+    h acting on the group axis by :func:`eqnn.actions.regular`. ``jax.jit(f_hat)`` compiles
+    once per input shape.
   """
   return _lift_over(f, action, np.arange(action.group.order), argnum, vectorize)
 
 
 def symmetrize(f: Callable, in_action: Action, out_action: Action, argnum: int = 0,
-               vectorize: bool | int | str = True) -> Callable:
+               vectorize: bool | int | str = "auto") -> Callable:
   """The group average ``x -> (1/|G|) sum_g g . F(g^-1 . x)``: an equivariant map whose output
   transforms by ``out_action`` in its own space (per-node outputs of a graph model, vectors
   that turn with a point cloud), not by the group axis of the lift.
@@ -233,7 +274,7 @@ def equivarify_nested(f: Callable, outer: Action, inner: Action, argnum: int = 0
 
 
 def equivarify_minimal(f: Callable, action: Action, subgroup: Subgroup,
-                       argnum: int = 0, vectorize: bool | int | str = True) -> Callable:
+                       argnum: int = 0, vectorize: bool | int | str = "auto") -> Callable:
   """The minimal lift over G/H of an f that is invariant under the subgroup H.
 
   ``F_min(x)[c] = F(r_c^-1 . x)`` for the coset representatives ``r_c`` of G/H

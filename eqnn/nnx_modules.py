@@ -40,7 +40,8 @@ class Equivarified(nnx.Module):
   not copied.
 
   ``eqnn.equivarify`` also lifts an NNX module directly, as a function:
-  ``eqnn.equivarify(model, action)(x)`` is ``[|G|, B, ...]`` with the copies vmapped.
+  ``eqnn.equivarify(model, action)(x)`` is ``[|G|, B, ...]``, the copies vmapped (or folded
+  into its batch where the module is proved to map each example on its own, the same values).
   """
 
   def __init__(self, inner: nnx.Module, action: actions_lib.Action):

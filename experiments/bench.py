@@ -40,10 +40,11 @@ def bench_lift_overhead(rounds, quick, report):
     f = jax.jit(base.apply)
     variants = {"F": lambda: f(params, x)}
     grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
-    # The lift's forms: one vmap over G, one call per element, one call with G folded into
-    # F's batch axis, and vmaps over chunks of elements that hold CHUNK_IMAGES images per
-    # call (where that splits G).
-    forms = lambda n: {"vmap": True, "unrolled": False, "in F's batch": "batch",
+    # The lift's forms: the default ("auto": F is proved to map each image on its own, so
+    # one call of F with G folded into its batch axis, tests/lift_test.py), one vmap over G,
+    # one call per element, and vmaps over chunks of elements that hold CHUNK_IMAGES images
+    # per call (where that splits G).
+    forms = lambda n: {"default (auto)": "auto", "vmap": True, "unrolled": False,
                        **({f"chunks of {CHUNK_IMAGES // b}": CHUNK_IMAGES // b}
                           if 1 < CHUNK_IMAGES // b < n else {})}
     for gname, act in acts.items():

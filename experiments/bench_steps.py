@@ -262,7 +262,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   d4 = actions.rotations_reflections()
   x = jax.random.normal(jax.random.key(0), (128, 28, 28, 1))
   params = base.init(jax.random.key(1), x[:1])
-  lifted = eqnn.equivarify(base.apply, d4, argnum=1)
+  lifted = eqnn.equivarify(base.apply, d4, argnum=1, vectorize=True)      # the vmap's fusions
   fns = {}
   for label, opts in variants.items():
     for which, fn in (("F", base.apply), ("lift", lifted)):

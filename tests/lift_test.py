@@ -120,6 +120,22 @@ def test_the_lift_in_f_s_batch_is_the_same_function(name):
                                eqnn.equivarify_minimal(f_h, act, h)(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", IDS)
+def test_the_default_lift_folds_exactly_where_it_is_proved_the_same(name):
+  # "auto" (the default) runs as the fold, the same program as vectorize="batch", where the
+  # input has a batch axis and F maps each image on its own (the conv nets); else as the vmap
+  # (the MLPs flatten one example: no batch axis). Either way the same function as the vmap.
+  act, shape, f, f_hat = LIFTED[name]
+  x = jax.random.normal(jax.random.key(8), shape)
+  verdict = eqnn.lift.folds(f, act, x)
+  assert bool(verdict) == name.endswith("conv"), verdict.reason
+  other = "batch" if verdict else True
+  assert (str(jax.make_jaxpr(eqnn.equivarify(f, act))(x))
+          == str(jax.make_jaxpr(eqnn.equivarify(f, act, vectorize=other))(x)))
+  np.testing.assert_allclose(f_hat(x), jax.jit(eqnn.equivarify(f, act, vectorize=True))(x),
+                             atol=1e-5, rtol=1e-5)
+
+
 def test_the_lift_in_f_s_batch_refuses_what_has_no_batch_axis():
   act, shape, f, _ = LIFTED["D4-conv"]
   x = jax.random.normal(jax.random.key(6), shape)
@@ -145,10 +161,13 @@ def test_a_batch_coupled_f_lifted_in_its_batch_is_equivariant_but_not_f(act):
   in_batch = eqnn.equivarify(f, act, vectorize="batch")
   testing.assert_equivariant(in_batch, act, actions.regular(act.group), x)
   assert float(jnp.max(jnp.abs(eqnn.project(in_batch(x)) - f(x)))) > 0.05
+  # The default ("auto") does not fold it (the batch's mean is not proved per example): its
+  # slot e is F(x), as with the vmap.
+  assert eqnn.lift.folds(f, act, x).reason.startswith("dim_as_value")
   np.testing.assert_allclose(eqnn.project(eqnn.equivarify(f, act)(x)), f(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [0, -2, 1.5, "auto"])
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "fold"])
 def test_a_bad_chunk_is_refused(bad):
   with pytest.raises(ValueError, match="vectorize"):
     eqnn.equivarify(lambda x: x, actions.rotations(), vectorize=bad)
@@ -220,11 +239,20 @@ def test_lift_compiles_once_per_shape():
     calls.append(x.shape)
     return jnp.sum(x * x, axis=(-3, -2, -1))
 
-  f_hat = jax.jit(chex.assert_max_traces(eqnn.equivarify(f, act), n=2))
-  for seed in range(3):
-    f_hat(jax.random.normal(jax.random.key(seed), (2, 4, 4, 1)))
-  f_hat(jnp.zeros((3, 4, 4, 1)))
-  assert len(calls) == 2          # one trace of F per input shape, not one per group element
+  for vectorize in (True, "auto"):
+    calls.clear()
+    chex.clear_trace_counter()
+    f_hat = jax.jit(chex.assert_max_traces(eqnn.equivarify(f, act, vectorize=vectorize), n=2))
+    for seed in range(3):
+      f_hat(jax.random.normal(jax.random.key(seed), (2, 4, 4, 1)))
+    f_hat(jnp.zeros((3, 4, 4, 1)))
+    # One trace of F per input shape, not one per group element: under the vmap ([2, 4, 4, 1]
+    # per copy), or folded ([4 x 2, ...]) after one abstract trace with a symbolic batch
+    # size that proves F maps each image on its own.
+    shapes = [tuple(str(d) for d in s) for s in calls]
+    assert shapes == ([("2", "4", "4", "1"), ("3", "4", "4", "1")] if vectorize is True else
+                      [("b", "4", "4", "1"), ("8", "4", "4", "1"),
+                       ("b", "4", "4", "1"), ("12", "4", "4", "1")])
 
 
 def test_flax_module_shares_one_parameter_set():
