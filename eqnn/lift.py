@@ -214,16 +214,18 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
       takes, and why). The fold costs what f does on the |G| B examples; the vmapped program
       carries a rank more through every elementwise op and pool, and its forward pass cost
       up to 1.6x that on XLA's CPU backend (docs/performance.md). f is traced once more,
-      abstractly, to decide. True: ``jax.vmap`` over the group always, one call of f on |G|
-      times the batch, traced once; False: |G| calls of f, one per group element, each on
-      the original batch (the same function; traced |G| times, and faster where a |G|-fold
-      batch falls out of cache); an int k: ``jax.vmap`` over chunks of k group elements,
-      ceil(|G| / k) calls of f on k times the batch (between the two: bounded memory for
-      large groups, traced once per chunk); "batch": the fold, unchecked (axis 0 of the
-      argument and of every output leaf must be a batch: named errors otherwise). Where f
-      couples its examples symmetrically (batch statistics), "batch" shows it the |G| B
-      moved examples as one batch: still exactly equivariant (h permutes that batch), but
-      ``project(f_hat(x))`` is then not ``f(x)``; "auto" never folds such an f.
+      abstractly, to decide: once per compilation under ``jax.jit``, but on every call of an
+      f_hat run eagerly (16 ms for the bench's small CNN, doubling its eager call). True:
+      ``jax.vmap`` over the group always, one call of f on |G| times the batch, traced once;
+      False: |G| calls of f, one per group element, each on the original batch (the same
+      function; traced |G| times, and faster where a |G|-fold batch falls out of cache); an
+      int k: ``jax.vmap`` over chunks of k group elements, ceil(|G| / k) calls of f on k
+      times the batch (between the two: bounded memory for large groups, traced once per
+      chunk); "batch": the fold, unchecked (axis 0 of the argument and of every output leaf
+      must be a batch: named errors otherwise). Where f couples its examples symmetrically
+      (batch statistics), "batch" shows it the |G| B moved examples as one batch: still
+      exactly equivariant (h permutes that batch), but ``project(f_hat(x))`` is then not
+      ``f(x)``; "auto" never folds such an f.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis

@@ -274,6 +274,9 @@ def check(f: Callable, *args, argnum: int = 0, **kwargs) -> Verdict:
     outs = _run(closed.jaxpr, [True] * n_x + [False] * len(abstract), b)
   except _NotProved as e:
     return Verdict(False, str(e))
+  except Exception as e:  # noqa: BLE001 -- a primitive whose parameters this reader does not
+    # know (another JAX version): not proved, so the caller keeps its general form
+    return Verdict(False, f"the jaxpr could not be read ({type(e).__name__}: {e})")
   if not all(outs):
     return Verdict(False, "an output does not carry the batch as axis 0")
   return Verdict(True)

@@ -119,6 +119,22 @@ def test_the_proof_is_conservative():
   assert not per_example.check(rnn, X[:, :, 0])
 
 
+def test_a_rule_that_breaks_is_not_a_proof(monkeypatch):
+  # A rule that fails on parameters it does not know (say, another JAX version's) gives "not
+  # proved" and the lift keeps its vmap, never an exception out of equivarify.
+  import eqnn
+  from eqnn import actions
+
+  def broken(eqn, batched, b):
+    raise KeyError("axes")
+  monkeypatch.setattr(per_example, "_eqn_rule", broken)
+  verdict = per_example.check(jnp.tanh, X)
+  assert not verdict and "KeyError" in verdict.reason
+  act = actions.rotations()
+  np.testing.assert_allclose(eqnn.equivarify(jnp.tanh, act)(X),
+                             eqnn.equivarify(jnp.tanh, act, vectorize=True)(X))
+
+
 # A random pipeline of ops that each keep the batch (P) or not (C): the proof is sound (every
 # "yes" satisfies f(x) = f on the parts) and complete on these ops (all-P pipelines pass).
 _OPS = {
