@@ -44,11 +44,15 @@ def bench_lift_overhead(rounds, quick, report):
     # one call of F with G folded into its batch axis, tests/lift_test.py), one vmap over G,
     # one call per element, and vmaps over chunks of elements that hold CHUNK_IMAGES images
     # per call (where that splits G).
-    forms = lambda n: {"default (auto)": "auto", "vmap": True, "unrolled": False,
+    # The default row's label says which form "auto" took for this F (eqnn.lift.folds).
+    auto = lambda act: ("default (auto: folded)" if eqnn.lift.folds(base.apply, act, params, x,
+                                                                     argnum=1)
+                        else "default (auto: vmap)")
+    forms = lambda n, act: {auto(act): "auto", "vmap": True, "unrolled": False,
                        **({f"chunks of {CHUNK_IMAGES // b}": CHUNK_IMAGES // b}
                           if 1 < CHUNK_IMAGES // b < n else {})}
     for gname, act in acts.items():
-      for how, vec in forms(act.group.order).items():
+      for how, vec in forms(act.group.order, act).items():
         key = (gname, how)
         lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
         variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
@@ -70,7 +74,7 @@ def bench_lift_overhead(rounds, quick, report):
                     for k, g in grads.items()}, 5 * rounds)
     for gname, act in acts.items():
       n = act.group.order
-      for how in [*forms(n), FOLDED]:
+      for how in [*forms(n, act), FOLDED]:
         key = (gname, how)
         row = {"group": gname, "order": n, "batch": b, "lift": how,
                "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"])}
