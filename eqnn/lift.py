@@ -108,7 +108,7 @@ def _batch_axis_problem(action: Action, x) -> str | None:
   except ValueError as e:
     return (f"needs axis 0 of f's input to be a batch of examples that the action moves one "
             f"by one, but one example x[0] is not a valid input of {type(action).__name__} "
-            f"({e}); give a single example a batch axis (x[None]), or use vectorize=True")
+            f"({e})")
   return None
 
 
@@ -127,7 +127,8 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
   problem = _batch_axis_problem(action, x)
   if problem is not None:
     raise ValueError(f"the lift in f's batch (vectorize='batch', the Equivarified modules) "
-                     f"{problem}")
+                     f"{problem}; give a single example a batch axis (x[None]), or use "
+                     f"vectorize='auto' or True")
   b, k = jax.tree.leaves(x)[0].shape[0], len(elements)
   copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
   out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))

@@ -195,8 +195,11 @@ def _run(jaxpr, in_batched: list[bool], b) -> list[bool]:
     batched = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
     takes_shape = any(_mentions(getattr(v.aval, "shape", ()), b) for v in eqn.outvars)
-    if any(batched) or (name in _CALLS and takes_shape):
+    inner = any(_jaxpr_mentions(j) for j in _sub_jaxprs(eqn.params))
+    if any(batched) or (name in _CALLS and (takes_shape or inner)):
       outs = _eqn_rule(eqn, batched, b)
+      if inner and name not in _CALLS:
+        raise _NotProved(f"{name}: an inner jaxpr that reads the batch size")
     else:
       # Values without the batch may be computed any way, but one that takes the batch's
       # shape must do so the same in every row: a broadcast along axis 0, or an iota along
@@ -218,11 +221,33 @@ def _run(jaxpr, in_batched: list[bool], b) -> list[bool]:
   return [read(v) for v in jaxpr.outvars]
 
 
+def _sub_jaxprs(params):
+  """The jaxprs among an equation's parameters (a call's body, a loop's, a branch's)."""
+  for v in params.values():
+    for u in (v if isinstance(v, (tuple, list)) else (v,)):
+      if isinstance(u, jcore.ClosedJaxpr):
+        yield u.jaxpr
+      elif isinstance(u, jcore.Jaxpr):
+        yield u
+
+
 def _params_mention(params) -> bool:
-  """Whether an equation's parameters hold the symbolic batch size."""
+  """Whether an equation's parameters hold the symbolic batch size, directly (a shape) or
+  anywhere inside a jaxpr among them (a loop body that reads it, say)."""
   def walk(v):
     return any(walk(u) for u in v) if isinstance(v, (tuple, list)) else _symbolic(v)
-  return any(walk(v) for v in params.values())
+  return any(walk(v) for v in params.values()) or any(
+      _jaxpr_mentions(j) for j in _sub_jaxprs(params))
+
+
+def _jaxpr_mentions(jaxpr) -> bool:
+  """Whether the batch size appears anywhere in ``jaxpr``: a shape or a parameter."""
+  shapes = [getattr(v.aval, "shape", ()) for v in [*jaxpr.constvars, *jaxpr.invars]]
+  for eqn in jaxpr.eqns:
+    if _params_mention(eqn.params):
+      return True
+    shapes += [getattr(v.aval, "shape", ()) for v in eqn.outvars]
+  return any(_symbolic(d) for shape in shapes for d in shape)
 
 
 def p_dims(eqn) -> tuple:

@@ -53,6 +53,8 @@ PER_EXAMPLE = [
      lambda x: jnp.cumsum(jnp.roll(jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0))), 2, axis=1), 2), X),
     ("one-hot of the argmax", lambda x: jax.nn.one_hot(jnp.argmax(x.reshape(x.shape[0], -1), -1), 7), X),
     ("sort within an example", lambda x: jnp.sort(x.reshape(x.shape[0], -1), axis=-1), X),
+    ("zeros of the batch's shape made in a jit",
+     lambda x: jax.jit(lambda: jnp.ones(x.shape))() * x, X),
 ]
 # (name, f, input, the reason's start): not proved, and each of these does couple the batch or
 # depend on its size.
@@ -60,6 +62,11 @@ NOT_PROVED = [
     ("batch norm in training", _flax(_BatchNorm(True)), X, "dim_as_value"),
     ("the batch's mean", lambda x: x - x.mean(0), X, "dim_as_value"),
     ("divides by the batch size", lambda x: x / x.shape[0], X, "dim_as_value"),
+    # ... also where the size is read inside a call or a loop that takes no batched input
+    ("the batch size read in a jit",
+     lambda x: x * jax.jit(lambda: jnp.asarray(x.shape[0], jnp.float32))(), X, "dim_as_value"),
+    ("the batch size read in a loop",
+     lambda x: x * jax.lax.fori_loop(0, 2, lambda i, c: c + x.shape[0], 0.0), X, "scan"),
     ("adds the row index", lambda x: x + jnp.arange(x.shape[0])[:, None, None, None], X, "iota"),
     ("a sum over the batch", lambda x: x.sum(0), X, "reduce_sum"),
     ("rolls the batch", lambda x: jnp.roll(x, 1, axis=0), X, "slice"),
