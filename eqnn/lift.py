@@ -146,15 +146,24 @@ def folds(f: Callable, action: Action, *args, argnum: int = 0, **kwargs) -> per_
   """Whether ``equivarify(f, action, argnum)`` (``vectorize="auto"``) runs as one call of f on
   the group folded into its batch axis for these arguments, and if not, why: axis 0 of
   ``args[argnum]`` must be a batch of examples the action moves one by one, and f must be
-  proved to map each example on its own (:func:`eqnn.per_example.check`). Otherwise the lift
+  proved to map each example on its own at the batch B and at |G| B
+  (:func:`eqnn.per_example.prove`). Otherwise the lift
   is one ``jax.vmap`` over the group: the same function either way."""
+  return _folds(f, action, args, kwargs, argnum, action.group.order)
+
+
+def _folds(f, action, args, kwargs, argnum, k) -> per_example.Verdict:
+  """:func:`folds` for a lift over k elements: f's traces at the vmap's batch B and at the
+  fold's k B must both be the proved program."""
   if not 0 <= argnum < len(args):
     return per_example.Verdict(False, f"no positional argument {argnum}")
   x = action.prepare(args[argnum])
   problem = _batch_axis_problem(action, x)
   if problem is not None:
     return per_example.Verdict(False, f"the lift {problem}")
-  return per_example.check(f, *args[:argnum], x, *args[argnum + 1:], argnum=argnum, **kwargs)
+  b = jax.tree.leaves(x)[0].shape[0]
+  args = (*args[:argnum], x, *args[argnum + 1:])
+  return per_example.prove(f, args, kwargs, argnum, (b, k * b))
 
 
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
@@ -178,7 +187,7 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       # The fold where it is the same function as the vmap: f proved to map each example on
       # its own (one more trace of f, abstract). On XLA's CPU backend the folded program is
       # the cheaper one (docs/performance.md).
-      if folds(f, action, *args, argnum=argnum, **kwargs):
+      if _folds(f, action, args, kwargs, argnum, len(elements)):
         return lift_in_batch(with_input, action, args[argnum], elements)
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     if chunk == _BATCH:
@@ -210,23 +219,24 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
     vectorize: "auto" (default): one ``jax.vmap`` over the group, run as one call of f on
       the |G| B moved examples folded into its batch axis where that is proved to be the
       same function: axis 0 of the argument is a batch (one example ``x[0]`` a valid input
-      of ``action``) and f's jaxpr shows it maps each example on its own, by one rule for
-      every batch size (:func:`eqnn.per_example.check`; :func:`folds` says which form a call
-      takes, and why). The fold costs what f does on the |G| B examples; the vmapped program
-      carries a rank more through every elementwise op and pool, and its forward pass cost
-      up to 1.6x that on XLA's CPU backend (docs/performance.md). f is traced once more,
-      abstractly, to decide: once per compilation under ``jax.jit``, but on every call of an
-      f_hat run eagerly (16 ms for the bench's small CNN, doubling its eager call). True:
-      ``jax.vmap`` over the group always, one call of f on |G| times the batch, traced once;
-      False: |G| calls of f, one per group element, each on the original batch (the same
-      function; traced |G| times, and faster where a |G|-fold batch falls out of cache); an
-      int k: ``jax.vmap`` over chunks of k group elements, ceil(|G| / k) calls of f on k
-      times the batch (between the two: bounded memory for large groups, traced once per
-      chunk); "batch": the fold, unchecked (axis 0 of the argument and of every output leaf
-      must be a batch: named errors otherwise). Where f couples its examples symmetrically
-      (batch statistics), "batch" shows it the |G| B moved examples as one batch: still
-      exactly equivariant (h permutes that batch), but ``project(f_hat(x))`` is then not
-      ``f(x)``; "auto" never folds such an f.
+      of ``action``) and f's jaxprs at the vmap's batch B and the fold's |G| B show one rule
+      applied to each example on its own, the same at both (:func:`eqnn.per_example.prove`;
+      :func:`folds` says which form a call takes, and why). The fold costs what f does on
+      the |G| B examples; the vmapped program carries a rank more through every elementwise
+      op and pool, and its forward pass cost up to 1.6x that on XLA's CPU backend
+      (docs/performance.md). f is traced twice more, abstractly, to decide: once per
+      compilation under ``jax.jit``, but on every call of an f_hat run eagerly (18 ms for
+      the bench's small CNN, doubling its eager call). True: ``jax.vmap`` over the group
+      always, one call of f on |G| times the batch, traced once; False: |G| calls of f, one
+      per group element, each on the original batch (the same function; traced |G| times,
+      and faster where a |G|-fold batch falls out of cache); an int k: ``jax.vmap`` over
+      chunks of k group elements, ceil(|G| / k) calls of f on k times the batch (between the
+      two: bounded memory for large groups, traced once per chunk); "batch": the fold,
+      unchecked (axis 0 of the argument and of every output leaf must be a batch: named
+      errors otherwise). Where f couples its examples symmetrically (batch statistics),
+      "batch" shows it the |G| B moved examples as one batch: still exactly equivariant (h
+      permutes that batch), but ``project(f_hat(x))`` is then not ``f(x)``; "auto" never
+      folds such an f.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis

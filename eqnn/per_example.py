@@ -1,4 +1,4 @@
-"""Whether a function maps each example of a batch on its own: a proof read from its jaxpr.
+"""Whether a function maps each example of a batch on its own: a proof read from its jaxprs.
 
 The lift over G calls F on the |G| moved copies of a batch. ``jax.vmap`` does that for any F;
 where F maps each example of its batch on its own, by one rule that does not depend on the
@@ -6,17 +6,25 @@ batch size (a model's forward pass at inference), folding the copies into F's ba
 the same function, and on XLA's CPU backend a cheaper program (the vmapped one carries a rank
 more through every elementwise op and pooling, docs/performance.md).
 
-:func:`check` decides that from F's jaxpr, traced once with a *symbolic* batch size b (JAX's
-shape polymorphism), so the proof holds for every batch size and any use of the size itself
-as a value (``x / x.shape[0]``) is seen and refused. A dataflow pass marks every value that
-carries the batch: axis 0 of size b, nowhere else, row i computed from row i of the input
-alone. Each primitive that touches such a value must be one whose rule keeps that (elementwise
-ops with per-row or broadcast operands, convolutions and matmuls with the batch as their batch
-or free axis, reductions, slices, pads, windows and gathers that leave axis 0 alone, calls and
-custom derivatives by their forward jaxpr); anything else, or any other value whose shape
-mentions b, ends the proof with the reason. It is conservative: a "no" means "not proved"
-(scans over time with the batch second, batch statistics, random masks of the batch's shape,
-loops), never a claim that F couples its examples.
+:func:`prove` decides that for the batch sizes that will run (the lift: B, which the vmap
+hands F per copy, and k B, the fold's), from F's jaxprs traced abstractly at each:
+
+* **one rule per example**: a dataflow pass over the largest size's jaxpr follows the batch
+  as axis 0 from the input. Each primitive that touches it must be one whose rule keeps row
+  i a function of row i alone (elementwise ops with per-row or broadcast operands,
+  convolutions and matmuls with the batch as their batch or free axis, reductions,
+  cumulative ops, slices, pads, windows, sorts and gathers that leave axis 0 alone, calls and
+  custom derivatives by their forward jaxpr), and every output must carry it; values that do
+  not depend on the input may be anything, and meet the batch only through those rules, so
+  an iota along the batch or random bits of its shape (which vary by row) end the proof.
+* **the same rule at every size**: the jaxprs at the other sizes must be the same program,
+  equation for equation, with the same literals and constants, where only the batch size
+  itself may differ. Anything that reads the size (``x / x.shape[0]``, Python that branches
+  on it) shows there.
+
+It is conservative: a "no" means "not proved" (batch statistics, loops over batched values,
+the batch moved off axis 0 as a scan over time with the batch second does), never a claim
+that F couples its examples, and the reason says which equation ended it.
 
 Custom derivative rules (``jax.custom_jvp``, ``jax.custom_vjp``) are trusted to be per-example
 where their forward pass is proved to be: their rules are Python functions, not jaxprs.
@@ -30,8 +38,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import export
 from jax.extend import core as jcore
+from jax.extend import linear_util as lu
 
 _ELEMENTWISE = frozenset("""
   abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp clz complex conj
@@ -65,32 +73,12 @@ class _NotProved(Exception):
   pass
 
 
-# The class of JAX's symbolic dimension sizes, taken from one (public API).
-_DIM_EXPR = type(export.symbolic_shape("b")[0])
-
-
-def _symbolic(d) -> bool:
-  return isinstance(d, _DIM_EXPR)
-
-
-def _mentions(shape, b) -> list[int]:
-  """The axes of ``shape`` whose size involves the symbolic batch size (the only symbol)."""
-  return [i for i, d in enumerate(shape) if _symbolic(d)]
-
-
-def _is_b(d, b) -> bool:
-  try:
-    return _symbolic(d) and bool(d == b)
-  except Exception:                                   # an undecidable comparison: not b
-    return False
-
-
-def _batched_shape_ok(aval, b) -> bool:
+def _leading(aval, n) -> bool:
   shape = getattr(aval, "shape", ())
-  return len(shape) > 0 and _is_b(shape[0], b) and _mentions(shape, b) == [0]
+  return len(shape) > 0 and shape[0] == n
 
 
-def _eqn_rule(eqn, batched: list[bool], b) -> list[bool]:
+def _eqn_rule(eqn, batched: list[bool], n: int) -> list[bool]:
   """Which outputs of ``eqn`` carry the batch; :class:`_NotProved` unless ``eqn`` keeps axis 0
   a batch axis. (A call's outputs are read from its inner jaxpr; any other primitive's are
   all batched.)"""
@@ -110,7 +98,7 @@ def _eqn_rule(eqn, batched: list[bool], b) -> list[bool]:
   elif name == "broadcast_in_dim":
     need(p["broadcast_dimensions"][:1] == (0,), "the batch axis broadcast away from axis 0")
   elif name == "reshape":
-    need(p.get("dimensions") is None and _is_b(p["new_sizes"][0], b),
+    need(p.get("dimensions") is None and p["new_sizes"][0] == n,
          "a reshape that merges or splits the batch axis")
   elif name == "squeeze":
     need(0 not in p["dimensions"], "squeezes the batch axis")
@@ -134,7 +122,7 @@ def _eqn_rule(eqn, batched: list[bool], b) -> list[bool]:
     need(tuple(p["padding_config"][0]) == (0, 0, 0) and not batched[1], "pads the batch axis")
   elif name == "slice":
     strides = p.get("strides") or (1,) * len(p["start_indices"])
-    need(p["start_indices"][0] == 0 and _is_b(p["limit_indices"][0], b) and strides[0] == 1,
+    need(p["start_indices"][0] == 0 and p["limit_indices"][0] == n and strides[0] == 1,
          "slices the batch")
   elif name in _WINDOWS:
     n_ops = len(avals) // 2 if name == "reduce_window" else 1
@@ -164,7 +152,7 @@ def _eqn_rule(eqn, batched: list[bool], b) -> list[bool]:
          "a batched gather")
     if batched[0]:                             # x[:, idx]: per-row slices of the batch
       need(not batched[1] and 0 not in dn.collapsed_slice_dims and 0 not in dn.start_index_map
-           and _is_b(p["slice_sizes"][0], b) and dn.offset_dims[:1] == (0,),
+           and p["slice_sizes"][0] == n and dn.offset_dims[:1] == (0,),
            "gathers across the batch")
     else:                                      # table[ids]: per-example indices into a table
       need(0 not in dn.offset_dims, "gathers across the batch")
@@ -174,19 +162,17 @@ def _eqn_rule(eqn, batched: list[bool], b) -> list[bool]:
     jaxpr = closed.jaxpr if closed is not None else inner
     n_consts = len(jaxpr.invars) - len(eqn.invars)
     need(n_consts >= 0, "an inner jaxpr with a different signature")
-    return _run(jaxpr, [False] * n_consts + batched, b)
+    return _run(jaxpr, [False] * n_consts + batched, n)
   else:
     raise _NotProved(f"{name}: not known to keep the batch axis")
   return [True] * len(eqn.outvars)
 
 
-def _run(jaxpr, in_batched: list[bool], b) -> list[bool]:
-  """Batched flags of ``jaxpr``'s outputs, given its inputs' (constvars: not batched)."""
-  env: dict[Any, bool] = {}
-  for v in jaxpr.constvars:
-    env[v] = False
-  for v, is_b in zip(jaxpr.invars, in_batched):
-    env[v] = is_b
+def _run(jaxpr, in_batched: list[bool], n: int) -> list[bool]:
+  """Batched flags of ``jaxpr``'s outputs (axis 0 the batch, of size n), given its inputs'
+  (constvars: not batched)."""
+  env: dict[Any, bool] = {v: False for v in jaxpr.constvars}
+  env.update(zip(jaxpr.invars, in_batched))
 
   def read(v):
     return False if isinstance(v, jcore.Literal) else env[v]
@@ -194,67 +180,105 @@ def _run(jaxpr, in_batched: list[bool], b) -> list[bool]:
   for eqn in jaxpr.eqns:
     batched = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
-    takes_shape = any(_mentions(getattr(v.aval, "shape", ()), b) for v in eqn.outvars)
-    inner = any(_jaxpr_mentions(j) for j in _sub_jaxprs(eqn.params))
-    if any(batched) or (name in _CALLS and (takes_shape or inner)):
-      outs = _eqn_rule(eqn, batched, b)
-      if inner and name not in _CALLS:
-        raise _NotProved(f"{name}: an inner jaxpr that reads the batch size")
+    lead = [_leading(v.aval, n) for v in eqn.outvars]
+    if any(batched) or (name in _CALLS and any(lead)):
+      outs = _eqn_rule(eqn, batched, n)
     else:
-      # Values without the batch may be computed any way, but one that takes the batch's
-      # shape must do so the same in every row: a broadcast along axis 0, or an iota along
-      # another axis. (An iota along the batch, or random bits of its shape, vary by row.)
-      # The batch size read as a value (``x / x.shape[0]``) shows as a parameter with b in it.
-      if takes_shape or _params_mention(eqn.params):
-        uniform = (name == "broadcast_in_dim" and 0 not in p_dims(eqn)) or (
-            name == "iota" and eqn.params["dimension"] != 0)
-        if not uniform:
-          raise _NotProved(f"{name}: makes a value of the batch's shape that varies by row"
-                           if takes_shape else f"{name}: reads the batch size as a value")
-      outs = [takes_shape] * len(eqn.outvars)
+      # A value made without the input carries the batch only where every row of it is the
+      # same: a broadcast along axis 0, an iota along another axis. Any other such value is
+      # free, and the rules let it meet the batch only as the same thing for every row.
+      uniform = (name == "broadcast_in_dim" and 0 not in _mapped_dims(eqn)) or (
+          name == "iota" and eqn.params["dimension"] != 0)
+      outs = [uniform and l for l in lead]
     for v, out in zip(eqn.outvars, outs):
-      shape = getattr(v.aval, "shape", ())
-      if (not _batched_shape_ok(v.aval, b)) if out else bool(_mentions(shape, b)):
+      if out and not _leading(v.aval, n):
         raise _NotProved(f"{name}: its output {v.aval.str_short()} does not keep the batch "
-                         f"as axis 0 alone")
+                         f"as axis 0")
       env[v] = out
   return [read(v) for v in jaxpr.outvars]
 
 
-def _sub_jaxprs(params):
-  """The jaxprs among an equation's parameters (a call's body, a loop's, a branch's)."""
-  for v in params.values():
-    for u in (v if isinstance(v, (tuple, list)) else (v,)):
-      if isinstance(u, jcore.ClosedJaxpr):
-        yield u.jaxpr
-      elif isinstance(u, jcore.Jaxpr):
-        yield u
-
-
-def _params_mention(params) -> bool:
-  """Whether an equation's parameters hold the symbolic batch size, directly (a shape) or
-  anywhere inside a jaxpr among them (a loop body that reads it, say)."""
-  def walk(v):
-    return any(walk(u) for u in v) if isinstance(v, (tuple, list)) else _symbolic(v)
-  return any(walk(v) for v in params.values()) or any(
-      _jaxpr_mentions(j) for j in _sub_jaxprs(params))
-
-
-def _jaxpr_mentions(jaxpr) -> bool:
-  """Whether the batch size appears anywhere in ``jaxpr``: a shape or a parameter."""
-  shapes = [getattr(v.aval, "shape", ()) for v in [*jaxpr.constvars, *jaxpr.invars]]
-  for eqn in jaxpr.eqns:
-    if _params_mention(eqn.params):
-      return True
-    shapes += [getattr(v.aval, "shape", ()) for v in eqn.outvars]
-  return any(_symbolic(d) for shape in shapes for d in shape)
-
-
-def p_dims(eqn) -> tuple:
+def _mapped_dims(eqn) -> tuple:
   """The output axes a broadcast maps its operand's axes to, minus those of size 1 (which a
   broadcast copies to every row, the same in each)."""
   shape = eqn.invars[0].aval.shape
   return tuple(d for d, s in zip(eqn.params["broadcast_dimensions"], shape) if s != 1)
+
+
+def _same_value(u, v, sizes) -> bool:
+  """Whether a parameter, literal or constant of one trace (``u``) is the other's (``v``),
+  where ints may differ only as the two traces' batch sizes ``sizes = (nu, nv)``."""
+  if isinstance(u, jcore.ClosedJaxpr) or isinstance(v, jcore.ClosedJaxpr):
+    return (isinstance(u, jcore.ClosedJaxpr) and isinstance(v, jcore.ClosedJaxpr)
+            and len(u.consts) == len(v.consts)
+            and all(_same_array(a, c) for a, c in zip(u.consts, v.consts))
+            and _same_jaxpr(u.jaxpr, v.jaxpr, sizes))
+  if isinstance(u, jcore.Jaxpr) or isinstance(v, jcore.Jaxpr):
+    return isinstance(u, jcore.Jaxpr) and isinstance(v, jcore.Jaxpr) and _same_jaxpr(
+        u, v, sizes)
+  if isinstance(u, (tuple, list)):
+    return (isinstance(v, (tuple, list)) and len(u) == len(v)
+            and all(_same_value(a, c, sizes) for a, c in zip(u, v)))
+  if isinstance(u, (int, np.integer)) and not isinstance(u, bool):
+    return u == v or (u, v) == sizes
+  if isinstance(u, lu.WrappedFun) or (callable(u) and not isinstance(u, type)):
+    # A custom derivative's rule (a Python function, wrapped anew in every trace): trusted,
+    # as the module docstring says.
+    return isinstance(v, lu.WrappedFun) or callable(v)
+  if isinstance(u, (jax.Array, np.ndarray, np.generic)):
+    return _same_array(u, v)
+  try:
+    return bool(u == v)
+  except Exception:  # noqa: BLE001 -- values without an equality: not the same
+    return False
+
+
+def _same_array(u, v) -> bool:
+  """Literals and constants: the same values exactly (never rescaled with the batch)."""
+  if u is v:
+    return True
+  try:
+    return (np.shape(u) == np.shape(v) and np.result_type(u) == np.result_type(v)
+            and bool(np.array_equal(np.asarray(u), np.asarray(v))))
+  except Exception:  # noqa: BLE001 -- a traced value: the same only as the same object
+    return False
+
+
+def _same_aval(u, v, sizes) -> bool:
+  su, sv = getattr(u, "shape", ()), getattr(v, "shape", ())
+  return (len(su) == len(sv) and getattr(u, "dtype", None) == getattr(v, "dtype", None)
+          and all(a == c or (a, c) == sizes for a, c in zip(su, sv)))
+
+
+def _same_jaxpr(ju, jv, sizes) -> bool:
+  """Whether two traces are one program: the same equations on the same values, with the
+  same parameters, literals and constants, where only the batch sizes ``sizes`` differ."""
+  if (len(ju.constvars), len(ju.invars), len(ju.eqns), len(ju.outvars)) != (
+      len(jv.constvars), len(jv.invars), len(jv.eqns), len(jv.outvars)):
+    return False
+  env = {}
+
+  def bind(a, c):
+    env[a] = c
+    return _same_aval(a.aval, c.aval, sizes)
+
+  def same_atom(a, c):
+    if isinstance(a, jcore.Literal) or isinstance(c, jcore.Literal):
+      return (isinstance(a, jcore.Literal) and isinstance(c, jcore.Literal)
+              and _same_array(a.val, c.val))
+    return env.get(a) is c
+
+  if not all(bind(a, c) for a, c in zip([*ju.constvars, *ju.invars],
+                                        [*jv.constvars, *jv.invars])):
+    return False
+  for eu, ev in zip(ju.eqns, jv.eqns):
+    if (eu.primitive is not ev.primitive or eu.params.keys() != ev.params.keys()
+        or len(eu.invars) != len(ev.invars) or len(eu.outvars) != len(ev.outvars)
+        or not all(same_atom(a, c) for a, c in zip(eu.invars, ev.invars))
+        or not all(_same_value(eu.params[k], ev.params[k], sizes) for k in eu.params)
+        or not all(bind(a, c) for a, c in zip(eu.outvars, ev.outvars))):
+      return False
+  return all(same_atom(a, c) for a, c in zip(ju.outvars, jv.outvars))
 
 
 def _is_array(leaf) -> bool:
@@ -263,11 +287,21 @@ def _is_array(leaf) -> bool:
 
 def check(f: Callable, *args, argnum: int = 0, **kwargs) -> Verdict:
   """Whether ``f(*args, **kwargs)`` maps each example of its batch (axis 0 of every leaf of
-  ``args[argnum]``) on its own, by one rule for every batch size: ``f`` on a batch of n is
-  then the same as f on each example, and folding several batches into one is the same as
-  calling f on each. Traces f once, abstractly (no computation); the other arguments and
+  ``args[argnum]``, of size n) on its own by one rule, the same at batch sizes n and 2 n:
+  :func:`prove` at those two sizes. A :class:`Verdict`, falsy with the reason where not
+  proved."""
+  leaves = jax.tree.leaves(args[argnum]) if 0 <= argnum < len(args) else []
+  n = leaves[0].shape[0] if leaves and jnp.ndim(leaves[0]) else 0
+  return prove(f, args, kwargs, argnum, (n, 2 * n))
+
+
+def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict:
+  """Whether ``f(*args, **kwargs)`` with batches of each size in ``sizes`` (axis 0 of every
+  leaf of ``args[argnum]``) is one rule applied to each example on its own, the same rule
+  at every one of those sizes: then f on a batch of k B examples is f on each of k batches
+  of B. Traces f abstractly at each size (no computation); the other arguments and
   non-array leaves are held as given. A :class:`Verdict`, falsy with the reason where not
-  proved (including where f cannot be traced with a symbolic batch size)."""
+  proved (including where f does not trace)."""
   if not 0 <= argnum < len(args):
     return Verdict(False, f"no positional argument {argnum}")
   x_leaves = jax.tree.leaves(args[argnum])
@@ -275,9 +309,9 @@ def check(f: Callable, *args, argnum: int = 0, **kwargs) -> Verdict:
     return Verdict(False, "the argument is not a pytree of arrays with a batch axis")
   if len({l.shape[0] for l in x_leaves}) != 1:
     return Verdict(False, "the argument's leaves differ in their first axis")
-  b, = export.symbolic_shape("b")
-  x_abs = jax.tree.map(lambda l: jax.ShapeDtypeStruct((b,) + tuple(l.shape[1:]),
-                                                      jnp.result_type(l)), args[argnum])
+  sizes = sorted({int(n) for n in sizes}, reverse=True)
+  if not sizes or sizes[-1] < 1:
+    return Verdict(False, f"no batch sizes to prove it at ({sizes})")
   leaves, tree = jax.tree.flatten((args, kwargs))
   held = [l for l in leaves if _is_array(l)]
   abstract = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in held]
@@ -289,19 +323,28 @@ def check(f: Callable, *args, argnum: int = 0, **kwargs) -> Verdict:
     a[argnum] = x
     return f(*a, **kw)
 
+  def trace(size):
+    x_abs = jax.tree.map(lambda l: jax.ShapeDtypeStruct((size,) + tuple(l.shape[1:]),
+                                                        jnp.result_type(l)), args[argnum])
+    return jax.make_jaxpr(traced)(x_abs, abstract)
+
   try:
-    closed = jax.make_jaxpr(traced)(x_abs, abstract)
-  except Exception as e:  # noqa: BLE001 -- any failure to trace symbolically: not proved
-    return Verdict(False, f"f does not trace with a symbolic batch size "
+    closed = [trace(n) for n in sizes]
+  except Exception as e:  # noqa: BLE001 -- f does not trace at these sizes: not proved
+    return Verdict(False, f"f does not trace at batch sizes {sizes} "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")
-  n_x = len(jax.tree.leaves(x_abs))
   try:
-    outs = _run(closed.jaxpr, [True] * n_x + [False] * len(abstract), b)
+    outs = _run(closed[0].jaxpr, [True] * len(x_leaves) + [False] * len(abstract), sizes[0])
+    if not all(outs):
+      return Verdict(False, "an output does not carry the batch as axis 0")
+    for n, other in zip(sizes[1:], closed[1:]):
+      if not _same_value(closed[0], other, (sizes[0], n)):
+        return Verdict(False, f"f is another program at batch size {n} than at {sizes[0]}: "
+                              f"it reads the batch size (x / x.shape[0], or Python that "
+                              f"branches on it)")
   except _NotProved as e:
     return Verdict(False, str(e))
   except Exception as e:  # noqa: BLE001 -- a primitive whose parameters this reader does not
     # know (another JAX version): not proved, so the caller keeps its general form
     return Verdict(False, f"the jaxpr could not be read ({type(e).__name__}: {e})")
-  if not all(outs):
-    return Verdict(False, "an output does not carry the batch as axis 0")
   return Verdict(True)
