@@ -14,13 +14,15 @@ hands F per copy, and k B, the fold's), from F's jaxprs traced abstractly at eac
   i a function of row i alone (elementwise ops with per-row or broadcast operands,
   convolutions and matmuls with the batch as their batch or free axis, reductions,
   cumulative ops, slices, pads, windows, sorts and gathers that leave axis 0 alone, calls and
-  custom derivatives by their forward jaxpr), and every output must carry it; values that do
-  not depend on the input may be anything, and meet the batch only through those rules, so
-  an iota along the batch or random bits of its shape (which vary by row) end the proof.
+  custom derivatives by their forward jaxpr), and every output must carry it. Values made
+  without the input may be anything and meet the batch only through those rules, except
+  those made from the batch size (an iota along the batch, random bits of its shape, a sum
+  over them), which vary by row or with the size and must never meet it.
 * **the same rule at every size**: the jaxprs at the other sizes must be the same program,
-  equation for equation, with the same literals and constants, where only the batch size
-  itself may differ. Anything that reads the size (``x / x.shape[0]``, Python that branches
-  on it) shows there.
+  equation for equation, with the same literals and constants, where only axis 0 of shapes
+  (and the shape parameters that give it) may differ. Anything that reads the size shows
+  there: ``x / x.shape[0]``, Python that branches on it, ``x ** x.shape[0]``, a broadcast to
+  ``[1, n]``.
 
 It is conservative: a "no" means "not proved" (batch statistics, loops over batched values,
 the batch moved off axis 0 as a scan over time with the batch second does), never a claim
@@ -73,15 +75,20 @@ class _NotProved(Exception):
   pass
 
 
+# What a value of f's trace is: computed from the batch, row by row (B); made without the input
+# nor the batch size (F); or made from the batch size and not the input (N: an iota along the
+# batch, a mean over a batch-sized axis), which must never meet the batch.
+B, F, N = "batch", "free", "sized"
+
+
 def _leading(aval, n) -> bool:
   shape = getattr(aval, "shape", ())
   return len(shape) > 0 and shape[0] == n
 
 
-def _eqn_rule(eqn, batched: list[bool], n: int) -> list[bool]:
-  """Which outputs of ``eqn`` carry the batch; :class:`_NotProved` unless ``eqn`` keeps axis 0
-  a batch axis. (A call's outputs are read from its inner jaxpr; any other primitive's are
-  all batched.)"""
+def _eqn_rule(eqn, batched: list[bool], n: int) -> None:
+  """:class:`_NotProved` unless ``eqn`` (not a call), some of whose inputs carry the batch,
+  keeps axis 0 a batch axis: every output row i from input row i alone."""
   name, p = eqn.primitive.name, eqn.params
   avals = [v.aval for v in eqn.invars]
   out_rank = len(eqn.outvars[0].aval.shape) if eqn.outvars else 0
@@ -156,42 +163,53 @@ def _eqn_rule(eqn, batched: list[bool], n: int) -> list[bool]:
            "gathers across the batch")
     else:                                      # table[ids]: per-example indices into a table
       need(0 not in dn.offset_dims, "gathers across the batch")
-  elif name in _CALLS:
-    inner = p[_CALLS[name]]
-    closed = inner if isinstance(inner, jcore.ClosedJaxpr) else None
-    jaxpr = closed.jaxpr if closed is not None else inner
-    n_consts = len(jaxpr.invars) - len(eqn.invars)
-    need(n_consts >= 0, "an inner jaxpr with a different signature")
-    return _run(jaxpr, [False] * n_consts + batched, n)
   else:
     raise _NotProved(f"{name}: not known to keep the batch axis")
-  return [True] * len(eqn.outvars)
 
 
-def _run(jaxpr, in_batched: list[bool], n: int) -> list[bool]:
-  """Batched flags of ``jaxpr``'s outputs (axis 0 the batch, of size n), given its inputs'
-  (constvars: not batched)."""
-  env: dict[Any, bool] = {v: False for v in jaxpr.constvars}
-  env.update(zip(jaxpr.invars, in_batched))
+def _call(eqn, status: list[str], n: int, sized: dict) -> list[str]:
+  """A call's outputs, read from its inner jaxpr with its inputs' statuses."""
+  inner = eqn.params[_CALLS[eqn.primitive.name]]
+  jaxpr = inner.jaxpr if isinstance(inner, jcore.ClosedJaxpr) else inner
+  n_consts = len(jaxpr.invars) - len(eqn.invars)
+  if n_consts < 0:
+    raise _NotProved(f"{eqn.primitive.name}: an inner jaxpr with a different signature")
+  return _run(jaxpr, [F] * n_consts + status, n, sized)
+
+
+def _run(jaxpr, in_status: list[str], n: int, sized: dict) -> list[str]:
+  """The statuses of ``jaxpr``'s outputs given its inputs' (constvars: F). ``sized``: for
+  each variable, whether its axis 0 is the batch size (it differs between the traces at
+  two batch sizes; read from the shape where the traces did not get that far)."""
+  env: dict[Any, str] = {v: F for v in jaxpr.constvars}
+  env.update(zip(jaxpr.invars, in_status))
 
   def read(v):
-    return False if isinstance(v, jcore.Literal) else env[v]
+    return F if isinstance(v, jcore.Literal) else env[v]
 
   for eqn in jaxpr.eqns:
-    batched = [read(v) for v in eqn.invars]
+    status = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
-    lead = [_leading(v.aval, n) for v in eqn.outvars]
-    if any(batched) or (name in _CALLS and any(lead)):
-      outs = _eqn_rule(eqn, batched, n)
+    lead = [sized.get(v, _leading(v.aval, n)) for v in eqn.outvars]
+    if name in _CALLS and (B in status or N in status or any(lead)):
+      outs = _call(eqn, status, n, sized)
+    elif B in status:
+      if N in status:
+        raise _NotProved(f"{name}: a value made from the batch size, not the input, meets "
+                         f"the batch")
+      _eqn_rule(eqn, [s == B for s in status], n)
+      outs = [B] * len(eqn.outvars)
+    elif N in status:
+      outs = [N] * len(eqn.outvars)
     else:
-      # A value made without the input carries the batch only where every row of it is the
-      # same: a broadcast along axis 0, an iota along another axis. Any other such value is
-      # free, and the rules let it meet the batch only as the same thing for every row.
+      # A value of the batch's size made without the input carries the batch where every row
+      # of it is the same, made without the size: a broadcast along axis 0, an iota along
+      # another axis. Any other (an iota along the batch, random bits of its shape) is N.
       uniform = (name == "broadcast_in_dim" and 0 not in _mapped_dims(eqn)) or (
           name == "iota" and eqn.params["dimension"] != 0)
-      outs = [uniform and l for l in lead]
-    for v, out in zip(eqn.outvars, outs):
-      if out and not _leading(v.aval, n):
+      outs = [(B if uniform else N) if l else F for l in lead]
+    for v, out, l in zip(eqn.outvars, outs, lead):
+      if out == B and not l:
         raise _NotProved(f"{name}: its output {v.aval.str_short()} does not keep the batch "
                          f"as axis 0")
       env[v] = out
@@ -205,22 +223,21 @@ def _mapped_dims(eqn) -> tuple:
   return tuple(d for d, s in zip(eqn.params["broadcast_dimensions"], shape) if s != 1)
 
 
-def _same_value(u, v, sizes) -> bool:
-  """Whether a parameter, literal or constant of one trace (``u``) is the other's (``v``),
-  where ints may differ only as the two traces' batch sizes ``sizes = (nu, nv)``."""
+def _same_value(u, v, sizes, sized: dict) -> bool:
+  """Whether a parameter, literal or constant of one trace (``u``) is the other's (``v``):
+  equal, but for the shapes inside jaxprs among them, whose axis 0 may differ as the two
+  traces' batch sizes ``sizes = (nu, nv)``."""
   if isinstance(u, jcore.ClosedJaxpr) or isinstance(v, jcore.ClosedJaxpr):
     return (isinstance(u, jcore.ClosedJaxpr) and isinstance(v, jcore.ClosedJaxpr)
             and len(u.consts) == len(v.consts)
             and all(_same_array(a, c) for a, c in zip(u.consts, v.consts))
-            and _same_jaxpr(u.jaxpr, v.jaxpr, sizes))
+            and _same_jaxpr(u.jaxpr, v.jaxpr, sizes, sized))
   if isinstance(u, jcore.Jaxpr) or isinstance(v, jcore.Jaxpr):
     return isinstance(u, jcore.Jaxpr) and isinstance(v, jcore.Jaxpr) and _same_jaxpr(
-        u, v, sizes)
+        u, v, sizes, sized)
   if isinstance(u, (tuple, list)):
     return (isinstance(v, (tuple, list)) and len(u) == len(v)
-            and all(_same_value(a, c, sizes) for a, c in zip(u, v)))
-  if isinstance(u, (int, np.integer)) and not isinstance(u, bool):
-    return u == v or (u, v) == sizes
+            and all(_same_value(a, c, sizes, sized) for a, c in zip(u, v)))
   if isinstance(u, lu.WrappedFun) or (callable(u) and not isinstance(u, type)):
     # A custom derivative's rule (a Python function, wrapped anew in every trace): trusted,
     # as the module docstring says.
@@ -244,13 +261,26 @@ def _same_array(u, v) -> bool:
     return False
 
 
+# The parameters that give a shape, whose first entry is the batch size where the shape is
+# the batch's: the only parameters that may differ between the traces, and only there.
+_SIZE_PARAMS = {("reshape", "new_sizes"), ("broadcast_in_dim", "shape"), ("iota", "shape"),
+                ("slice", "limit_indices"), ("gather", "slice_sizes")}
+
+
+def _same_sizes(u, v, sizes) -> bool:
+  """Two shapes: the same but for axis 0, which may be the traces' batch sizes. Only axis
+  0: the batch size anywhere else (a broadcast to ``[1, n]``, a power ``x ** n``) would
+  make each example's result depend on it."""
+  return (len(u) == len(v) and all(a == c for a, c in zip(u[1:], v[1:]))
+          and (len(u) == 0 or u[0] == v[0] or (u[0], v[0]) == sizes))
+
+
 def _same_aval(u, v, sizes) -> bool:
-  su, sv = getattr(u, "shape", ()), getattr(v, "shape", ())
-  return (len(su) == len(sv) and getattr(u, "dtype", None) == getattr(v, "dtype", None)
-          and all(a == c or (a, c) == sizes for a, c in zip(su, sv)))
+  return (getattr(u, "dtype", None) == getattr(v, "dtype", None)
+          and _same_sizes(tuple(getattr(u, "shape", ())), tuple(getattr(v, "shape", ())), sizes))
 
 
-def _same_jaxpr(ju, jv, sizes) -> bool:
+def _same_jaxpr(ju, jv, sizes, sized: dict) -> bool:
   """Whether two traces are one program: the same equations on the same values, with the
   same parameters, literals and constants, where only the batch sizes ``sizes`` differ."""
   if (len(ju.constvars), len(ju.invars), len(ju.eqns), len(ju.outvars)) != (
@@ -260,6 +290,8 @@ def _same_jaxpr(ju, jv, sizes) -> bool:
 
   def bind(a, c):
     env[a] = c
+    su, sv = getattr(a.aval, "shape", ()), getattr(c.aval, "shape", ())
+    sized.setdefault(a, len(su) > 0 and len(sv) > 0 and (su[0], sv[0]) == sizes)
     return _same_aval(a.aval, c.aval, sizes)
 
   def same_atom(a, c):
@@ -275,7 +307,10 @@ def _same_jaxpr(ju, jv, sizes) -> bool:
     if (eu.primitive is not ev.primitive or eu.params.keys() != ev.params.keys()
         or len(eu.invars) != len(ev.invars) or len(eu.outvars) != len(ev.outvars)
         or not all(same_atom(a, c) for a, c in zip(eu.invars, ev.invars))
-        or not all(_same_value(eu.params[k], ev.params[k], sizes) for k in eu.params)
+        or not all(_same_sizes(tuple(eu.params[k]), tuple(ev.params[k]), sizes)
+                   if (eu.primitive.name, k) in _SIZE_PARAMS
+                   else _same_value(eu.params[k], ev.params[k], sizes, sized)
+                   for k in eu.params)
         or not all(bind(a, c) for a, c in zip(eu.outvars, ev.outvars))):
       return False
   return all(same_atom(a, c) for a, c in zip(ju.outvars, jv.outvars))
@@ -310,8 +345,9 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
   if len({l.shape[0] for l in x_leaves}) != 1:
     return Verdict(False, "the argument's leaves differ in their first axis")
   sizes = sorted({int(n) for n in sizes}, reverse=True)
-  if not sizes or sizes[-1] < 1:
-    return Verdict(False, f"no batch sizes to prove it at ({sizes})")
+  if len(sizes) < 2 or sizes[-1] < 1:
+    return Verdict(False, f"it takes two batch sizes to prove one rule at every size, got "
+                          f"{sizes}")
   leaves, tree = jax.tree.flatten((args, kwargs))
   held = [l for l in leaves if _is_array(l)]
   abstract = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in held]
@@ -334,17 +370,20 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
     return Verdict(False, f"f does not trace at batch sizes {sizes} "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")
   try:
-    outs = _run(closed[0].jaxpr, [True] * len(x_leaves) + [False] * len(abstract), sizes[0])
-    if not all(outs):
-      return Verdict(False, "an output does not carry the batch as axis 0")
-    for n, other in zip(sizes[1:], closed[1:]):
-      if not _same_value(closed[0], other, (sizes[0], n)):
-        return Verdict(False, f"f is another program at batch size {n} than at {sizes[0]}: "
-                              f"it reads the batch size (x / x.shape[0], or Python that "
-                              f"branches on it)")
+    sized: dict = {}
+    same = [_same_value(closed[0], other, (sizes[0], n), sized)
+            for n, other in zip(sizes[1:], closed[1:])]
+    outs = _run(closed[0].jaxpr, [B] * len(x_leaves) + [F] * len(abstract), sizes[0], sized)
   except _NotProved as e:
     return Verdict(False, str(e))
   except Exception as e:  # noqa: BLE001 -- a primitive whose parameters this reader does not
     # know (another JAX version): not proved, so the caller keeps its general form
     return Verdict(False, f"the jaxpr could not be read ({type(e).__name__}: {e})")
+  for n, ok in zip(sizes[1:], same):
+    if not ok:
+      return Verdict(False, f"f is another program at batch size {n} than at {sizes[0]}: it "
+                            f"reads the batch size (x / x.shape[0], or Python that branches "
+                            f"on it)")
+  if not all(o == B for o in outs):
+    return Verdict(False, "an output does not carry the batch as axis 0")
   return Verdict(True)

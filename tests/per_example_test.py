@@ -69,6 +69,14 @@ NOT_PROVED = [
     ("the batch size read in a loop",
      lambda x: x * jax.lax.fori_loop(0, 2, lambda i, c: c + x.shape[0], 0.0), X,
      "f is another program"),
+    ("the batch size as an axis of a per-example value",
+     lambda x: (x[:, None] * jnp.ones((1, x.shape[0], 1, 1, 1))).sum(1), X, "f is another program"),
+    ("the batch size as a power", lambda x: x ** x.shape[0], X, "f is another program"),
+    ("a batch-long arange indexed per example",
+     lambda x: jnp.take(jnp.arange(x.shape[0]), (x[:, 0, 0, 0] > 0).astype(int) * 9,
+                        mode="clip")[:, None, None, None] * x, X, "gather: a value made from"),
+    ("a sum over a batch-long arange", lambda x: x * jnp.arange(x.shape[0]).sum(), X,
+     "mul: a value made from"),
     ("adds the row index", lambda x: x + jnp.arange(x.shape[0])[:, None, None, None], X, "add"),
     ("a sum over the batch", lambda x: x.sum(0), X, "reduce_sum"),
     ("rolls the batch", lambda x: jnp.roll(x, 1, axis=0), X, "slice"),
@@ -167,6 +175,7 @@ _OPS = {
     "row index": (False, lambda x: x * jnp.arange(1.0, 1.0 + x.shape[0])[:, None, None, None]),
     "flip batch": (False, lambda x: x[::-1]),
     "by size": (False, lambda x: x / x.shape[0]),
+    "size as an axis": (False, lambda x: (x[:, None] * jnp.ones((1, x.shape[0], 1, 1, 1))).sum(1)),
 }
 
 
