@@ -75,10 +75,10 @@ class _NotProved(Exception):
   pass
 
 
-# What a value of f's trace is: computed from the batch, row by row (B); made without the input
-# nor the batch size (F); or made from the batch size and not the input (N: an iota along the
-# batch, a mean over a batch-sized axis), which must never meet the batch.
-B, F, N = "batch", "free", "sized"
+# What a value of f's trace is: computed from the batch, row by row (_BAT); made without the
+# input nor the batch size (_FREE); or made from the batch size and not the input (_SIZED: an
+# iota along the batch, a mean over a batch-sized axis), which must never meet the batch.
+_BAT, _FREE, _SIZED = "batch", "free", "sized"
 
 
 def _leading(aval, n) -> bool:
@@ -174,42 +174,42 @@ def _call(eqn, status: list[str], n: int, sized: dict) -> list[str]:
   n_consts = len(jaxpr.invars) - len(eqn.invars)
   if n_consts < 0:
     raise _NotProved(f"{eqn.primitive.name}: an inner jaxpr with a different signature")
-  return _run(jaxpr, [F] * n_consts + status, n, sized)
+  return _run(jaxpr, [_FREE] * n_consts + status, n, sized)
 
 
 def _run(jaxpr, in_status: list[str], n: int, sized: dict) -> list[str]:
-  """The statuses of ``jaxpr``'s outputs given its inputs' (constvars: F). ``sized``: for
+  """The statuses of ``jaxpr``'s outputs given its inputs' (constvars: free). ``sized``: for
   each variable, whether its axis 0 is the batch size (it differs between the traces at
   two batch sizes; read from the shape where the traces did not get that far)."""
-  env: dict[Any, str] = {v: F for v in jaxpr.constvars}
+  env: dict[Any, str] = {v: _FREE for v in jaxpr.constvars}
   env.update(zip(jaxpr.invars, in_status))
 
   def read(v):
-    return F if isinstance(v, jcore.Literal) else env[v]
+    return _FREE if isinstance(v, jcore.Literal) else env[v]
 
   for eqn in jaxpr.eqns:
     status = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
     lead = [sized.get(v, _leading(v.aval, n)) for v in eqn.outvars]
-    if name in _CALLS and (B in status or N in status or any(lead)):
+    if name in _CALLS and (_BAT in status or _SIZED in status or any(lead)):
       outs = _call(eqn, status, n, sized)
-    elif B in status:
-      if N in status:
+    elif _BAT in status:
+      if _SIZED in status:
         raise _NotProved(f"{name}: a value made from the batch size, not the input, meets "
                          f"the batch")
-      _eqn_rule(eqn, [s == B for s in status], n)
-      outs = [B] * len(eqn.outvars)
-    elif N in status:
-      outs = [N] * len(eqn.outvars)
+      _eqn_rule(eqn, [s == _BAT for s in status], n)
+      outs = [_BAT] * len(eqn.outvars)
+    elif _SIZED in status:
+      outs = [_SIZED] * len(eqn.outvars)
     else:
       # A value of the batch's size made without the input carries the batch where every row
       # of it is the same, made without the size: a broadcast along axis 0, an iota along
-      # another axis. Any other (an iota along the batch, random bits of its shape) is N.
+      # another axis. Any other (an iota along the batch, random bits of its shape) is _SIZED.
       uniform = (name == "broadcast_in_dim" and 0 not in _mapped_dims(eqn)) or (
           name == "iota" and eqn.params["dimension"] != 0)
-      outs = [(B if uniform else N) if l else F for l in lead]
+      outs = [(_BAT if uniform else _SIZED) if l else _FREE for l in lead]
     for v, out, l in zip(eqn.outvars, outs, lead):
-      if out == B and not l:
+      if out == _BAT and not l:
         raise _NotProved(f"{name}: its output {v.aval.str_short()} does not keep the batch "
                          f"as axis 0")
       env[v] = out
@@ -373,7 +373,7 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
     sized: dict = {}
     same = [_same_value(closed[0], other, (sizes[0], n), sized)
             for n, other in zip(sizes[1:], closed[1:])]
-    outs = _run(closed[0].jaxpr, [B] * len(x_leaves) + [F] * len(abstract), sizes[0], sized)
+    outs = _run(closed[0].jaxpr, [_BAT] * len(x_leaves) + [_FREE] * len(abstract), sizes[0], sized)
   except _NotProved as e:
     return Verdict(False, str(e))
   except Exception as e:  # noqa: BLE001 -- a primitive whose parameters this reader does not
@@ -384,6 +384,6 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
       return Verdict(False, f"f is another program at batch size {n} than at {sizes[0]}: it "
                             f"reads the batch size (x / x.shape[0], or Python that branches "
                             f"on it)")
-  if not all(o == B for o in outs):
+  if not all(o == _BAT for o in outs):
     return Verdict(False, "an output does not carry the batch as axis 0")
   return Verdict(True)
