@@ -40,11 +40,10 @@ def bench_lift_overhead(rounds, quick, report):
     f = jax.jit(base.apply)
     variants = {"F": lambda: f(params, x)}
     grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
-    # The lift's forms: the default ("auto": F is proved to map each image on its own, so
-    # one call of F with G folded into its batch axis, tests/lift_test.py), one vmap over G,
-    # one call per element, and vmaps over chunks of elements that hold CHUNK_IMAGES images
-    # per call (where that splits G).
-    # The default row's label says which form "auto" took for this F (eqnn.lift.folds).
+    # The lift's forms: the default ("auto": one call of F with G folded into its batch axis
+    # where F is proved to map each image on its own, else the vmap; the row's label says
+    # which, from eqnn.lift.folds), one vmap over G, one call per element, and vmaps over
+    # chunks of elements that hold CHUNK_IMAGES images per call (where that splits G).
     auto = lambda act: ("default (auto: folded)" if eqnn.lift.folds(base.apply, act, params, x,
                                                                      argnum=1)
                         else "default (auto: vmap)")
