@@ -170,6 +170,18 @@ _OPS = {
     "pool": (True, lambda x: jnp.repeat(jnp.repeat(
         x.reshape(x.shape[0], 2, 2, 2, 2, 2).max((2, 4)), 2, 1), 2, 2)),
     "softmax": (True, lambda x: jax.nn.softmax(x, axis=(1, 2))),
+    "conv": (True, lambda x: jax.lax.conv_general_dilated(
+        x, jnp.full((3, 3, 2, 2), 0.1), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    "flip rows, roll columns": (True, lambda x: jnp.roll(x[:, ::-1], 1, axis=2)),
+    "sort within": (True, lambda x: jnp.sort(x, axis=1)),
+    "gram": (True, lambda x: jnp.einsum("bhwc,bhvc->bhwv", x, x)[..., :2]),
+    "batch roll": (False, lambda x: jnp.roll(x, 1, axis=0)),
+    "batch sort": (False, lambda x: jnp.sort(x, axis=0)),
+    "size as a power": (False, lambda x: x * 0.5 ** x.shape[0]),
+    "arange of the batch, taken": (False, lambda x: x + jnp.take(
+        jnp.arange(x.shape[0], dtype=x.dtype), (x[:, 0, 0, 0] > 0).astype(int) * 3,
+        mode="clip")[:, None, None, None]),
     "batch mean": (False, lambda x: x - x.mean(0)),
     "batch max": (False, lambda x: x - x.max(0, keepdims=True)),
     "row index": (False, lambda x: x * jnp.arange(1.0, 1.0 + x.shape[0])[:, None, None, None]),
@@ -179,7 +191,7 @@ _OPS = {
 }
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(names=st.lists(st.sampled_from(sorted(_OPS)), min_size=1, max_size=4))
 def test_the_proof_is_sound_and_complete_on_random_pipelines(names):
   def f(x):
