@@ -40,8 +40,16 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jcore
-from jax.extend import linear_util as lu
+
+try:       # the jaxpr types: public in jax.extend.core (jax >= 0.4.3x), else jax.core
+  from jax.extend import core as jcore
+  jcore.ClosedJaxpr, jcore.Jaxpr, jcore.Literal  # noqa: B018
+except (ImportError, AttributeError):  # pragma: no cover - older jax
+  from jax import core as jcore
+try:       # a custom derivative's rule, wrapped anew in every trace
+  from jax.extend.linear_util import WrappedFun as _WrappedFun
+except ImportError:  # pragma: no cover - a jax without it: callables are checked as such
+  _WrappedFun = ()
 
 _ELEMENTWISE = frozenset("""
   abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp clz complex conj
@@ -238,10 +246,10 @@ def _same_value(u, v, sizes, sized: dict) -> bool:
   if isinstance(u, (tuple, list)):
     return (isinstance(v, (tuple, list)) and len(u) == len(v)
             and all(_same_value(a, c, sizes, sized) for a, c in zip(u, v)))
-  if isinstance(u, lu.WrappedFun) or (callable(u) and not isinstance(u, type)):
+  if isinstance(u, _WrappedFun) or (callable(u) and not isinstance(u, type)):
     # A custom derivative's rule (a Python function, wrapped anew in every trace): trusted,
     # as the module docstring says.
-    return isinstance(v, lu.WrappedFun) or callable(v)
+    return isinstance(v, _WrappedFun) or callable(v)
   if isinstance(u, (jax.Array, np.ndarray, np.generic)):
     return _same_array(u, v)
   try:
