@@ -129,6 +129,11 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
     raise ValueError(f"the lift in f's batch (vectorize='batch', the Equivarified modules) "
                      f"{problem}; give a single example a batch axis (x[None]), or use "
                      f"vectorize='auto' or True")
+  return _fold(call, action, x, elements)
+
+
+def _fold(call, action, x, elements):
+  """:func:`lift_in_batch` for an ``x`` already prepared and checked to have a batch axis."""
   b, k = jax.tree.leaves(x)[0].shape[0], len(elements)
   copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
   out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
@@ -187,8 +192,8 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
       # The fold where it is the same function as the vmap: f proved to map each example on
       # its own (one more trace of f, abstract). On XLA's CPU backend the folded program is
       # the cheaper one (docs/performance.md).
-      if _folds(f, action, args, kwargs, argnum, len(elements)):
-        return lift_in_batch(with_input, action, args[argnum], elements)
+      if _folds(f, action, args, kwargs, argnum, len(elements)):    # checked the batch axis
+        return _fold(with_input, action, action.prepare(args[argnum]), elements)
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     if chunk == _BATCH:
       return lift_in_batch(with_input, action, args[argnum], elements)
@@ -225,18 +230,18 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
       the |G| B examples; the vmapped program carries a rank more through every elementwise
       op and pool, and its forward pass cost up to 1.6x that on XLA's CPU backend
       (docs/performance.md). f is traced twice more, abstractly, to decide: once per
-      compilation under ``jax.jit``, but on every call of an f_hat run eagerly (18 ms for
-      the bench's small CNN, doubling its eager call). True: ``jax.vmap`` over the group
-      always, one call of f on |G| times the batch, traced once; False: |G| calls of f, one
-      per group element, each on the original batch (the same function; traced |G| times,
-      and faster where a |G|-fold batch falls out of cache); an int k: ``jax.vmap`` over
-      chunks of k group elements, ceil(|G| / k) calls of f on k times the batch (between the
-      two: bounded memory for large groups, traced once per chunk); "batch": the fold,
-      unchecked (axis 0 of the argument and of every output leaf must be a batch: named
-      errors otherwise). Where f couples its examples symmetrically (batch statistics),
-      "batch" shows it the |G| B moved examples as one batch: still exactly equivariant (h
-      permutes that batch), but ``project(f_hat(x))`` is then not ``f(x)``; "auto" never
-      folds such an f.
+      compilation under ``jax.jit``, but on every call of an f_hat run eagerly (about
+      doubling an eager call of a small CNN's lift: `make bench`'s lift section times it).
+      True: ``jax.vmap`` over the group always, one call of f on |G| times the batch, traced
+      once; False: |G| calls of f, one per group element, each on the original batch (the
+      same function; traced |G| times, and faster where a |G|-fold batch falls out of
+      cache); an int k: ``jax.vmap`` over chunks of k group elements, ceil(|G| / k) calls of
+      f on k times the batch (between the two: bounded memory for large groups, traced once
+      per chunk); "batch": the fold, unchecked (axis 0 of the argument and of every output
+      leaf must be a batch: named errors otherwise). Where f couples its examples
+      symmetrically (batch statistics), "batch" shows it the |G| B moved examples as one
+      batch: still exactly equivariant (h permutes that batch), but ``project(f_hat(x))`` is
+      then not ``f(x)``; "auto" never folds such an f.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis

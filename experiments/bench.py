@@ -82,6 +82,20 @@ def bench_lift_overhead(rounds, quick, report):
         print(f"  lift over {gname} (|G|={n}, {plain:8s}) batch {b:4d}: "
               f"time(F_hat)/(|G| time(F)) = {row['forward_ratio']:.3f} forward, "
               f"{row['gradient_ratio']:.3f} gradient", flush=True)
+  # What "auto" costs where nothing is compiled: its proof traces F twice at every call of
+  # an un-jitted lift (under jax.jit, once per compilation). Eager calls of the default and
+  # of the plain vmap over D4, batch 8, alternated; and the proof (eqnn.lift.folds) alone.
+  d4 = acts["D4"]
+  x = jax.random.normal(jax.random.key(0), (8, 28, 28, 1))
+  params = base.init(jax.random.key(1), x[:1])
+  eager = {how: (lambda fh: lambda: fh(params, x))(eqnn.equivarify(base.apply, d4, argnum=1,
+                                                                   vectorize=vec))
+           for how, vec in (("default (auto)", "auto"), ("vmap", True))}
+  eager["the proof alone"] = lambda: eqnn.lift.folds(base.apply, d4, params, x, argnum=1)
+  t = alternate(eager, rounds)
+  report["lift_overhead_eager"] = {k: 1e3 * v for k, v in t.items()}
+  print("  un-jitted lift over D4, batch 8: " + ", ".join(
+      f"{k} {1e3 * v:.1f} ms" for k, v in t.items()), flush=True)
 
 
 def bench_layer_variants(rounds, quick, report):

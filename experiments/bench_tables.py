@@ -37,6 +37,10 @@ def markdown(report) -> str:
   for r in report.get("lift_overhead", []):
     out.append(f"| {r['group']} (\\|G\\| = {r['order']}) | {r['lift']} | {r['batch']} | "
                f"{r['forward_ratio']:.2f} | {r['gradient_ratio']:.2f} |")
+  if report.get("lift_overhead_eager"):
+    out += ["", "Un-jitted calls of the lift over D4 at batch 8 (no compilation; \"auto\" proves "
+            "F per example at every call): " + ", ".join(
+                f"{k} {v:.1f} ms" for k, v in report["lift_overhead_eager"].items()) + "."]
   if report.get("layer_variants"):
     out += ["", "| layer (fwd+bwd) | implementation | time | compile | peak memory |",
             "| --- | --- | --- | --- | --- |"]
