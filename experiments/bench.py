@@ -200,6 +200,15 @@ def bench_cn_scaling(rounds, quick, report):
           f"{row['group_conv_expanded_ms']:6.1f} ms ({units[1]} units)", flush=True)
 
 
+def bench_huge_pages(rounds, quick, report):
+  """The same train steps in child processes without and with glibc's huge pages for malloc
+  (:mod:`experiments.host_memory`), alternated: this run's own steps use them where they help."""
+  from experiments import host_memory
+  configs = ["experiments/configs/default.py"] + (
+      [] if quick else ["experiments/configs/paper.py --config.microbatches=4"])
+  report["huge_pages"] = host_memory.compare(configs, 2 if quick else 3, 2.0 if quick else 6.0)
+
+
 def bench_minimal(rounds, quick, report):
   import jax
   import jax.numpy as jnp
@@ -261,7 +270,9 @@ def main(argv):
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
             "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
-            "groups": []}
+            "groups": [], "huge_pages": []}
+  from experiments import host_memory
+  report["machine"]["huge_pages"] = host_memory.status()
   print("matmul peak ...", flush=True)
   peak = matmul_peak(rounds)
   report["matmul_peak_gflops"] = peak / 1e9
@@ -282,6 +293,8 @@ def main(argv):
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
       "cpu_fusions": ("XLA CPU's YNNPACK fusions on and off, per compiled program",
                       lambda: bench_cpu_fusions(rounds, quick, peak, report)),
+      "huge_pages": ("train steps with and without huge pages for malloc (child processes)",
+                     lambda: bench_huge_pages(rounds, quick, report)),
       "minimal": ("minimal equivarification", lambda: bench_minimal(rounds, quick, report)),
       "groups": ("large groups (build time, peak memory)", lambda: bench_groups(quick, report)),
   }
@@ -309,5 +322,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
+  from experiments import host_memory
+  host_memory.reexec_with_huge_pages(time.time())
   _define_flags()
   app.run(main)

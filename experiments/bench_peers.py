@@ -73,14 +73,22 @@ def main(argv):
   peak = timing.matmul_peak(3)
   print(f"float32 matmul peak through JAX: {peak / 1e9:.0f} GFLOP/s; escnn {info['escnn']} on "
         f"torch {info['torch']} ({info['threads']} threads), jax {jax.__version__}", flush=True)
-  report = {"machine": {"cpus": os.cpu_count(), "jax": jax.__version__, **info},
+  from experiments import host_memory
+  # Both sides run with what this process has (the escnn worker inherits its environment).
+  report = {"machine": {"cpus": os.cpu_count(), "jax": jax.__version__, **info,
+                        "huge_pages": host_memory.status()},
             "matmul_peak_gflops": peak / 1e9, "batch": FLAGS.batch, "rows": []}
   b = FLAGS.batch
   for net in FLAGS.nets:
     c = _config(net)
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-    micro = c.microbatches if b % c.microbatches == 0 else 1
     model = models.EquivariantCNN(actions.rotations(), *cfg)
+    if c.microbatches:
+      micro = c.microbatches if b % c.microbatches == 0 else 1
+    else:                 # the runner measures the slice count: so does the bench, at its batch
+      micro, tried = timing.fastest_microbatches(model, b, 40)
+      print(f"  {net}: micro-batches measured as the runner does: {micro} ("
+            + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
     eqnn_step, _, _ = timing.train_step_runner(model, b, 40, micro)
     built = worker.ask(cmd="build", net=net, batch=b)
     timing.ready(eqnn_step())                                   # compile, first touch
@@ -116,7 +124,8 @@ def markdown(report) -> str:
   peak = report["matmul_peak_gflops"]
   m = report["machine"]
   out = [f"float32 matmul peak through JAX, same run: **{peak:.0f} GFLOP/s** ({m['cpus']} CPUs; "
-         f"jax {m['jax']}; escnn {m['escnn']} on torch {m['torch']}, {m['threads']} threads).", "",
+         f"jax {m['jax']}; escnn {m['escnn']} on torch {m['torch']}, {m['threads']} threads; huge "
+         f"pages for malloc, both sides: {m.get('huge_pages', 'not recorded')}).", "",
          "| network | batch | eqnn img/s | escnn img/s | eqnn / escnn | eqnn executed GFLOP/s "
          "(% of peak) | escnn executed GFLOP/s (% of peak) |",
          "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -143,5 +152,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
+  from experiments import host_memory
+  host_memory.reexec_with_huge_pages(time.time())
   _define_flags()
   app.run(main)

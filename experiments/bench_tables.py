@@ -20,7 +20,8 @@ def markdown(report) -> str:
   """The run's tables, as `make bench` writes them to bench.md."""
   peak = report["matmul_peak_gflops"]
   out = [f"float32 matmul peak through JAX, measured in the same run: **{peak:.0f} GFLOP/s** "
-         f"({report['machine']['cpus']} CPUs, jax {report['machine']['jax']})."]
+         f"({report['machine']['cpus']} CPUs, jax {report['machine']['jax']}; huge pages for "
+         f"malloc: {report['machine'].get('huge_pages', 'not recorded')})."]
   # A section that did not run (``--only``) has no rows and gets no table.
   if report.get("networks"):
     out += ["", "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of "
@@ -89,6 +90,15 @@ def markdown(report) -> str:
       cells = [f"{_rate(r, i)}, {r[f'{i}_images_per_s'] / r['vmap_images_per_s']:.2f}x"
                if f"{i}_images_per_s" in r else "n/a" for i in LIFT_FORMS]
       out.append(f"| {r['net']} | {_slices(r)} | " + " | ".join(cells) + " |")
+  if report.get("huge_pages"):
+    out += ["", "| train step (config) | images/s without huge pages | with | ratio | page "
+            "faults per step, without / with | kernel s per step, without / with |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for r in report.get("huge_pages", []):
+    off, on = r["off"], r["on"]
+    out.append(f"| {r['config']} | {off['images_per_s']:.1f} | {on['images_per_s']:.1f} | "
+               f"{r['ratio']:.2f}x | {off['faults_per_step']:,.0f} / {on['faults_per_step']:,.0f} | "
+               f"{off['kernel_s_per_step']:.2f} / {on['kernel_s_per_step']:.2f} |")
   for r in report.get("minimal", []):
     out += ["", f"Minimal lift over C4/{r['subgroup']} (\\|H\\| = {r['H_order']}): "
             f"{r['saving']:.2f}x faster than the full lift, outputs equal to "

@@ -95,4 +95,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from experiments import host_memory
+  host_memory.reexec_with_huge_pages(_START)   # once, before anything is allocated
+  _START = host_memory.process_start(_START)
   app.run(main, flags_parser=parse_flags)

@@ -172,6 +172,9 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   task = tasks.build_task(c)
   m = task.model
   micro = c.microbatches
+  if not micro:        # measured by the runner (experiments/budget.py): here likewise
+    from experiments import timing
+    micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
                     m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden)
   for p in parts:
@@ -185,7 +188,7 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
     tx = steps._only_params(tx)
   state = train_state.TrainState.create(apply_fn=m.apply, params=variables, tx=tx)
   key = jax.random.key(3) if steps.takes_train_flag(m) else None
-  step = jax.jit(functools.partial(steps.update, microbatches=c.microbatches,
+  step = jax.jit(functools.partial(steps.update, microbatches=micro,
                                    flat=task.flat_logits, train_key=key), donate_argnums=0)
   holder = [state]
 
@@ -220,6 +223,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import time
+  from experiments import host_memory
+  host_memory.reexec_with_huge_pages(time.time())
   from absl import app, flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", "experiments/configs/default.py", "Config file.")

@@ -84,6 +84,17 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
+def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, dict]:
+  """What the runner does for a config with ``microbatches = 0`` (:mod:`experiments.budget`):
+  the fastest slice count of :func:`experiments.budget.microbatch_candidates` at ``batch``,
+  here by train steps timed alternately; ``(count, {count: seconds per step})``."""
+  from experiments import budget
+  runs = {m: train_step_runner(model, batch, classes, m)[0]
+          for m in budget.microbatch_candidates(batch)}
+  t = alternate(runs, rounds)
+  return min(t, key=t.get), t
+
+
 def layer_units(group, cin: int, cout: int, impl: str) -> int:
   """Multiply-adds per position of a layer lifted over the regular action of ``group``
   (``cin`` and ``cout`` per element) in form ``impl``: the irreps basis's, or the expanded

@@ -21,9 +21,11 @@ def get_config(variant: str = ""):
   c.learning_rate = 1e-4
   c.schedule = "constant"
   c.batch_size = 200
-  # 8 slices of 25: the same gradient with less activation memory (make bench compares the
-  # speed of a batch in one piece and in micro-batches).
-  c.microbatches = 8
+  # The batch in slices (the same gradient): how many is measured on the machine before
+  # training (experiments/budget.py; a few minutes of a run of hours). The fastest count moved
+  # with huge pages for malloc (experiments/host_memory.py): 8 slices before, 4 in make
+  # bench-peers' measurement at batch 128 on 2026-12-03 (docs/performance.md).
+  c.microbatches = 0
   c.num_epochs = 10
   c.eval_batch_size = 500
   c.log_every_steps = 5
@@ -31,9 +33,11 @@ def get_config(variant: str = ""):
   # not only at the end of each 300-step epoch, so an interruption loses little.
   c.checkpoint_every_steps = 50
   if variant == "short":
+    c.microbatches = 4          # 30 steps: not worth measuring; the full run's choice above
     c.max_train_examples = 6000
     c.num_epochs = 1
   elif variant == "smoke":
+    c.microbatches = 8
     c.max_train_examples = 400
     c.max_test_examples = 200
     c.num_epochs = 1
