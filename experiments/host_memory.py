@@ -58,8 +58,8 @@ def problem() -> str | None:
         return "transparent huge pages are off ([never])"
   except OSError:
     return f"no {_THP}"
-  if not getattr(sys, "orig_argv", None):
-    return "the command line is not known (sys.orig_argv)"
+  if not getattr(sys, "orig_argv", None) or not sys.executable:
+    return "the command line or the interpreter is not known (sys.orig_argv, sys.executable)"
   return None
 
 
@@ -88,7 +88,11 @@ def reexec_with_huge_pages(start: float) -> None:
   env.setdefault(START, repr(start))
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, env)
+  try:
+    os.execve(sys.executable, sys.orig_argv, env)
+  except OSError as e:      # the run goes on as it is, only without huge pages
+    print(f"note: could not restart with huge pages for malloc ({e}); running without",
+          file=sys.stderr)
 
 
 def process_start(default: float) -> float:

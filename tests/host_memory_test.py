@@ -97,3 +97,12 @@ def test_the_bench_child_reports_a_step_with_its_page_faults():
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r["images_per_s"] > 0 and r["steps"] == 1 and r["faults_per_step"] >= 0
   assert r["huge_pages"].startswith("on")
+
+
+def test_a_failed_restart_runs_on_as_it_is(monkeypatch, capsys):
+  monkeypatch.setattr(host_memory, "problem", lambda: None)
+  def refuse(*args):
+    raise OSError("exec refused")
+  monkeypatch.setattr(os, "execve", refuse)
+  host_memory.reexec_with_huge_pages(1.0)                  # returns: no exception
+  assert "running without" in capsys.readouterr().err
