@@ -19,7 +19,8 @@ environment already names ``glibc.malloc.hugetlb``, or with ``EQNN_HUGE_PAGES=0`
 library itself (``eqnn``) never re-executes anything: in your own scripts, set the variable
 yourself (docs/performance.md).
 
-    python -m experiments.host_memory --config=experiments/configs/paper.py [--seconds=5]
+    python -m experiments.host_memory --config=experiments/configs/paper.py \
+        --config.microbatches=4 [--seconds=5]
 
 (a child of the bench: the config's network, its train step timed for ``--seconds``, printed
 as one JSON line with the page faults and kernel time per step.)
