@@ -202,7 +202,8 @@ def bench_cn_scaling(rounds, quick, report):
 
 def bench_huge_pages(rounds, quick, report):
   """The same train steps in child processes without and with glibc's huge pages for malloc
-  (:mod:`experiments.host_memory`), alternated: this run's own steps use them where they help."""
+  (:mod:`experiments.host_memory`), alternated: this run's own steps use them where they help.
+  Its own rounds, not ``rounds``: each is two processes that compile the step."""
   from experiments import host_memory
   configs = ["experiments/configs/default.py"] + (
       [] if quick else ["experiments/configs/paper.py --config.microbatches=4"])
@@ -323,6 +324,6 @@ def _define_flags():
 
 if __name__ == "__main__":
   from experiments import host_memory
-  host_memory.reexec_with_huge_pages(time.time())
+  host_memory.reexec_with_huge_pages()
   _define_flags()
   app.run(main)

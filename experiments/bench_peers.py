@@ -153,6 +153,6 @@ def _define_flags():
 
 if __name__ == "__main__":
   from experiments import host_memory
-  host_memory.reexec_with_huge_pages(time.time())
+  host_memory.reexec_with_huge_pages()
   _define_flags()
   app.run(main)

@@ -91,12 +91,12 @@ def markdown(report) -> str:
                if f"{i}_images_per_s" in r else "n/a" for i in LIFT_FORMS]
       out.append(f"| {r['net']} | {_slices(r)} | " + " | ".join(cells) + " |")
   if report.get("huge_pages"):
-    out += ["", "| train step (config) | images/s without huge pages | with | ratio | page "
+    out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| --- | --- | --- | --- | --- | --- | --- |"]
   for r in report.get("huge_pages", []):
     off, on = r["off"], r["on"]
-    out.append(f"| {r['config']} | {off['images_per_s']:.1f} | {on['images_per_s']:.1f} | "
+    out.append(f"| {r['config']} | {r['temp_bytes'] / 2**30:.2f} GiB | {off['images_per_s']:.1f} | {on['images_per_s']:.1f} | "
                f"{r['ratio']:.2f}x | {off['faults_per_step']:,.0f} / {on['faults_per_step']:,.0f} | "
                f"{off['kernel_s_per_step']:.2f} / {on['kernel_s_per_step']:.2f} |")
   for r in report.get("minimal", []):

@@ -2,12 +2,12 @@ r"""Huge pages for XLA's per-call buffers: the experiments re-execute themselves
 with glibc, with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``.
 
 Why: XLA's CPU runtime allocates an executable's temporary buffer (every activation a train
-step keeps: 3.4 GB for the authors' V1 network at batch 200 in 8 micro-batches) when the step
-starts and frees it when the step ends. glibc serves an allocation that large with a fresh
-``mmap`` and returns it with ``munmap``, so every step faults its temporaries back in 4 KiB
-pages, each zeroed by the kernel: about 900,000 minor page faults per V1 step, a quarter of
-the step's CPU time spent in the kernel. With the tunable (glibc 2.35 and newer) malloc asks
-for transparent huge pages on such mappings (``madvise``), so each fault brings in 2 MiB.
+step keeps: 3.26 GiB for the authors' V1 network at batch 200 in 4 micro-batches) when the
+step starts and frees it when the step ends. glibc serves an allocation that large with a
+fresh ``mmap`` and returns it with ``munmap``, so every step faults its temporaries back in
+4 KiB pages, each zeroed by the kernel (855,652 minor page faults per V1 step). With the
+tunable (glibc 2.35 and newer) malloc asks for transparent huge pages on such mappings
+(``madvise``), so each fault brings in 2 MiB.
 `make bench`'s "huge pages" section measures it: the same train steps in child processes with
 and without the tunable, alternated, with their page faults per step.
 
@@ -23,7 +23,8 @@ yourself (docs/performance.md).
         --config.microbatches=4 [--seconds=5]
 
 (a child of the bench: the config's network, its train step timed for ``--seconds``, printed
-as one JSON line with the page faults and kernel time per step.)
+as one JSON line with the page faults and kernel time per step and the size of the step's
+temporary buffer, ``memory_analysis().temp_size_in_bytes`` of the compiled step.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import platform
 import sys
 import time
 
-TUNABLE = "glibc.malloc.hugetlb=1"
+KEY = "glibc.malloc.hugetlb"
+TUNABLE = KEY + "=1"
 OPT_OUT = "EQNN_HUGE_PAGES"          # "0": never re-execute
 START = "EQNN_PROCESS_START"         # the first process's start time, kept across the re-exec
 _THP = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -43,8 +45,8 @@ def problem() -> str | None:
   """Why the tunable would not help or is not wanted here; None where it would."""
   if os.environ.get(OPT_OUT, "1") == "0":
     return f"{OPT_OUT}=0"
-  if "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", ""):
-    return "GLIBC_TUNABLES already names glibc.malloc.hugetlb"
+  if KEY in os.environ.get("GLIBC_TUNABLES", ""):
+    return f"GLIBC_TUNABLES already names {KEY}"
   if sys.platform != "linux":
     return f"not Linux ({sys.platform})"
   lib, version = platform.libc_ver()
@@ -68,7 +70,7 @@ def environment(on: bool, env=None) -> dict[str, str]:
   """``env`` (default: this process's) with the tunable added (``on``) or taken out."""
   env = dict(os.environ if env is None else env)
   kept = [t for t in env.get("GLIBC_TUNABLES", "").split(":")
-          if t and not t.startswith("glibc.malloc.hugetlb")]
+          if t and not t.startswith(KEY)]
   if on:
     kept.append(TUNABLE)
   if kept:
@@ -79,14 +81,14 @@ def environment(on: bool, env=None) -> dict[str, str]:
   return env
 
 
-def reexec_with_huge_pages(start: float) -> None:
+def reexec_with_huge_pages(start: float | None = None) -> None:
   """Replaces this process with the same command line under the tunable, where
   :func:`problem` finds nothing against it; else returns. ``start``: this process's start
-  time, which :func:`process_start` then returns in the new one."""
+  time (default: now), which :func:`process_start` then returns in the new one."""
   if problem() is not None:
     return
   env = environment(True)
-  env.setdefault(START, repr(start))
+  env.setdefault(START, repr(time.time() if start is None else start))
   sys.stdout.flush()
   sys.stderr.flush()
   try:
@@ -114,7 +116,7 @@ def page_faults_and_kernel_s() -> tuple[int, float]:
 def status() -> str:
   """"on (...)" where this process runs with the tunable, else "off: " and why."""
   tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if "glibc.malloc.hugetlb" in tunables:
+  if KEY in tunables:
     return f"on (GLIBC_TUNABLES={tunables})"
   return f"off: {problem() or 'not re-executed'}"
 
@@ -129,10 +131,10 @@ def compare(configs, rounds: int, seconds: float, say=print) -> list[dict]:
   import subprocess
   rows = []
   for config in configs:
+    path, *overrides = config.split()
     runs = {"off": [], "on": []}
     for _ in range(rounds):
       for how in runs:
-        path, *overrides = config.split()
         out = subprocess.run([sys.executable, "-m", "experiments.host_memory",
                               f"--config={path}", *overrides, f"--seconds={seconds}"],
                              env=environment(how == "on"), capture_output=True, text=True)
@@ -143,9 +145,11 @@ def compare(configs, rounds: int, seconds: float, say=print) -> list[dict]:
     med = {how: {k: statistics.median(r[k] for r in rs)
                  for k in ("images_per_s", "faults_per_step", "kernel_s_per_step")}
            for how, rs in runs.items()}
-    row = {"config": config, **med, "ratio": med["on"]["images_per_s"] / med["off"]["images_per_s"]}
+    row = {"config": config, **med, "ratio": med["on"]["images_per_s"] / med["off"]["images_per_s"],
+           "temp_bytes": runs["on"][0]["temp_bytes"]}
     rows.append(row)
-    say(f"  {config}: {med['off']['images_per_s']:.1f} -> {med['on']['images_per_s']:.1f} "
+    say(f"  {config} ({row['temp_bytes'] / 2**30:.2f} GiB of temporaries per step): "
+        f"{med['off']['images_per_s']:.1f} -> {med['on']['images_per_s']:.1f} "
         f"img/s with huge pages ({row['ratio']:.2f}x); page faults per step "
         f"{med['off']['faults_per_step']:,.0f} -> {med['on']['faults_per_step']:,.0f}, kernel "
         f"{med['off']['kernel_s_per_step']:.2f} -> {med['on']['kernel_s_per_step']:.2f} s per step")
@@ -156,6 +160,7 @@ def _child(argv):
   """Times one config's train step (the runner's micro-batches) and prints a JSON line."""
   del argv
   import json
+  import jax
   from absl import app, flags
   from experiments import logs, tasks, timing
   FLAGS = flags.FLAGS
@@ -165,8 +170,18 @@ def _child(argv):
   if not c.microbatches:
     raise app.UsageError("the config measures its micro-batch count (microbatches = 0): give "
                          "one, e.g. --config.microbatches=4")
-  run, _, _ = timing.train_step_runner(model, c.batch_size, model.num_classes, c.microbatches)
-  timing.ready(run())                                   # compile, first touch
+  step, state, x, y = timing.train_step_runner(model, c.batch_size, model.num_classes,
+                                               c.microbatches)[2]
+  # Compiled once, ahead of time, so that the size of the temporary buffer XLA allocates at
+  # every call is read from the very program that is timed.
+  compiled = jax.jit(step, donate_argnums=0).lower(state, x, y).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  holder = [state]
+
+  def run():
+    holder[0], loss = compiled(holder[0], x, y)
+    return loss
+  timing.ready(run())                                   # first touch
   timing.ready(run())
   faults, kernel = page_faults_and_kernel_s()
   t, steps = time.perf_counter(), 0
@@ -178,6 +193,7 @@ def _child(argv):
   print(json.dumps({"images_per_s": steps * c.batch_size / wall,
                     "faults_per_step": (faults2 - faults) / steps,
                     "kernel_s_per_step": (kernel2 - kernel) / steps, "steps": steps,
+                    "temp_bytes": temp,
                     "huge_pages": status()}), flush=True)
 
 

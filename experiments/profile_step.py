@@ -223,9 +223,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  import time
   from experiments import host_memory
-  host_memory.reexec_with_huge_pages(time.time())
+  host_memory.reexec_with_huge_pages()
   from absl import app, flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", "experiments/configs/default.py", "Config file.")
