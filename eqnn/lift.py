@@ -132,8 +132,14 @@ def lift_in_batch(call: Callable, action: Action, x, elements=None) -> Any:
   return _fold(call, action, x, elements)
 
 
-def _fold(call, action, x, elements):
-  """:func:`lift_in_batch` for an ``x`` already prepared and checked to have a batch axis."""
+def _fold(call, action, x, elements, per_call=None):
+  """:func:`lift_in_batch` for an ``x`` already prepared and checked to have a batch axis;
+  ``per_call`` elements folded into each call of ``call`` (default: all in one call)."""
+  per_call = len(elements) if per_call is None else per_call
+  if per_call < len(elements):
+    outs = [_fold(call, action, x, elements[i:i + per_call])
+            for i in range(0, len(elements), per_call)]
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outs)
   b, k = jax.tree.leaves(x)[0].shape[0], len(elements)
   copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
   out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
@@ -148,27 +154,61 @@ def _fold(call, action, x, elements):
 
 
 def folds(f: Callable, action: Action, *args, argnum: int = 0, **kwargs) -> per_example.Verdict:
-  """Whether ``equivarify(f, action, argnum)`` (``vectorize="auto"``) runs as one call of f on
-  the group folded into its batch axis for these arguments, and if not, why: axis 0 of
+  """Whether ``equivarify(f, action, argnum)`` (``vectorize="auto"``) runs f on the group
+  folded into its batch axis for these arguments, and if not, why: axis 0 of
   ``args[argnum]`` must be a batch of examples the action moves one by one, and f must be
-  proved to map each example on its own at the batch B and at |G| B
-  (:func:`eqnn.per_example.prove`). Otherwise the lift
-  is one ``jax.vmap`` over the group: the same function either way."""
-  return _folds(f, action, args, kwargs, argnum, action.group.order)
+  proved to map each example on its own at the batch B, at |G| B and, where the fold is
+  split into several calls (:func:`fold_calls`), at those calls' batch sizes
+  (:func:`eqnn.per_example.prove`). Otherwise the lift is one ``jax.vmap`` over the group:
+  the same function either way."""
+  return fold_plan(f, action, *args, argnum=argnum, **kwargs)[0]
 
 
-def _folds(f, action, args, kwargs, argnum, k) -> per_example.Verdict:
-  """:func:`folds` for a lift over k elements: f's traces at the vmap's batch B and at the
-  fold's k B must both be the proved program."""
+def fold_plan(f: Callable, action: Action, *args, argnum: int = 0,
+              **kwargs) -> tuple[per_example.Verdict, int]:
+  """``(folds(...), per_call)``: the verdict of :func:`folds` and, where it folds, how many
+  group elements each call of f takes (:func:`fold_calls`; |G| where it makes one call)."""
+  return _fold_plan(f, action, args, kwargs, argnum, action.group.order)
+
+
+def _fold_plan(f, action, args, kwargs, argnum, k):
+  """:func:`fold_plan` for a lift over k elements. Where the fold is split, f is proved at
+  its calls' batch sizes too: a proof covers the sizes it traced, no others."""
   if not 0 <= argnum < len(args):
-    return per_example.Verdict(False, f"no positional argument {argnum}")
+    return per_example.Verdict(False, f"no positional argument {argnum}"), k
   x = action.prepare(args[argnum])
   problem = _batch_axis_problem(action, x)
   if problem is not None:
-    return per_example.Verdict(False, f"the lift {problem}")
+    return per_example.Verdict(False, f"the lift {problem}"), k
   b = jax.tree.leaves(x)[0].shape[0]
   args = (*args[:argnum], x, *args[argnum + 1:])
-  return per_example.prove(f, args, kwargs, argnum, (b, k * b))
+  verdict = per_example.prove(f, args, kwargs, argnum, (b, k * b))
+  per_call = fold_calls(verdict.bytes_per_example * b, k) if verdict else k
+  sizes = {b, per_call * b, (k - per_call * (-(-k // per_call) - 1)) * b} - {b, k * b}
+  if sizes:
+    verdict = per_example.prove(f, args, kwargs, argnum, (b, *sizes))
+  return verdict, per_call
+
+
+# "auto" on CPU: at most this many bytes of f's batched intermediates per call of the fold
+# (Verdict.bytes_per_example x examples per call), in at most FOLD_MAX_CALLS calls. f's
+# gradient costs more per example on larger batches on XLA's CPU backend, and several calls
+# of f run side by side on its cores (docs/performance.md, "The lift's forms").
+FOLD_BYTES_CPU = 32 << 20
+FOLD_MAX_CALLS = 16
+
+
+def fold_calls(bytes_per_copy: int, k: int, backend: str | None = None) -> int:
+  """Elements per call where "auto" folds k group elements whose moved copies of the batch
+  each make ``bytes_per_copy`` bytes of f's intermediates: as many as fit in
+  :data:`FOLD_BYTES_CPU` on CPU (at least one, in at most :data:`FOLD_MAX_CALLS` calls, split
+  evenly), all k in one call on any other backend."""
+  backend = jax.default_backend() if backend is None else backend
+  if backend != "cpu" or bytes_per_copy <= 0:
+    return k
+  fit = min(k, max(1, FOLD_BYTES_CPU // bytes_per_copy))
+  calls = min(-(-k // fit), FOLD_MAX_CALLS)
+  return -(-k // calls)
 
 
 def _lift_over(f: Callable, action: Action, elements, argnum: int,
@@ -190,10 +230,11 @@ def _lift_over(f: Callable, action: Action, elements, argnum: int,
 
     if chunk == _AUTO:
       # The fold where it is the same function as the vmap: f proved to map each example on
-      # its own (one more trace of f, abstract). On XLA's CPU backend the folded program is
-      # the cheaper one (docs/performance.md).
-      if _folds(f, action, args, kwargs, argnum, len(elements)):    # checked the batch axis
-        return _fold(with_input, action, action.prepare(args[argnum]), elements)
+      # its own (more traces of f, abstract), in calls sized by a byte budget on CPU. On
+      # XLA's CPU backend the folded program is the cheaper one (docs/performance.md).
+      verdict, per_call = _fold_plan(f, action, args, kwargs, argnum, len(elements))
+      if verdict:                                                       # checked the batch axis
+        return _fold(with_input, action, action.prepare(args[argnum]), elements, per_call)
       return jax.vmap(with_input)(lift_inputs(action, args[argnum], elements))
     if chunk == _BATCH:
       return lift_in_batch(with_input, action, args[argnum], elements)
@@ -221,8 +262,8 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
     action: how G acts on the argument ``argnum`` of f.
     argnum: which positional argument G acts on; the others pass through unchanged
       (e.g. ``equivarify(model.apply, action, argnum=1)`` for ``apply(params, x)``).
-    vectorize: "auto" (default): one ``jax.vmap`` over the group, run as one call of f on
-      the |G| B moved examples folded into its batch axis where that is proved to be the
+    vectorize: "auto" (default): one ``jax.vmap`` over the group, run as f on the |G| B
+      moved examples folded into its batch axis where that is proved to be the
       same function: axis 0 of the argument is a batch (one example ``x[0]`` a valid input
       of ``action``) and f's jaxprs at the vmap's batch B and the fold's |G| B show one rule
       applied to each example on its own, the same at both (:func:`eqnn.per_example.prove`;
@@ -232,6 +273,10 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
       (docs/performance.md). f is traced twice more, abstractly, to decide: once per
       compilation under ``jax.jit``, but on every call of an f_hat run eagerly (about
       doubling an eager call of a small CNN's lift: `make bench`'s lift section times it).
+      On CPU the fold is split into calls of a few elements each where f's intermediates
+      on |G| B examples would pass :data:`FOLD_BYTES_CPU` (:func:`fold_calls`; f then also
+      proved at those calls' batch sizes, and traced once per call): f's gradient costs
+      more per example on large batches there, and separate calls run side by side.
       True: ``jax.vmap`` over the group always, one call of f on |G| times the batch, traced
       once; False: |G| calls of f, one per group element, each on the original batch (the
       same function; traced |G| times, and faster where a |G|-fold batch falls out of

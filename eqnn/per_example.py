@@ -63,9 +63,13 @@ _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_ca
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-  """``per_example``: proved that f maps each example on its own; ``reason``: why not."""
+  """``per_example``: proved that f maps each example on its own; ``reason``: why not.
+  ``bytes_per_example`` (where proved): the bytes of f's intermediate values that carry the
+  batch, per example, summed over its trace (each equation's outputs, calls read through):
+  what one more example adds to the working set of f's forward pass."""
   per_example: bool
   reason: str = ""
+  bytes_per_example: int = 0
 
   def __bool__(self):
     return self.per_example
@@ -167,20 +171,21 @@ def _eqn_rule(eqn, batched: list[bool], n: int) -> None:
     raise _NotProved(f"{name}: not known to keep the batch axis")
 
 
-def _call(eqn, status: list[str], n: int, sized: dict) -> list[str]:
+def _call(eqn, status: list[str], n: int, sized: dict, tally: list[int]) -> list[str]:
   """A call's outputs, read from its inner jaxpr with its inputs' statuses."""
   inner = eqn.params[_CALLS[eqn.primitive.name]]
   jaxpr = inner.jaxpr if isinstance(inner, jcore.ClosedJaxpr) else inner
   n_consts = len(jaxpr.invars) - len(eqn.invars)
   if n_consts < 0:
     raise _NotProved(f"{eqn.primitive.name}: an inner jaxpr with a different signature")
-  return _run(jaxpr, [_FREE] * n_consts + status, n, sized)
+  return _run(jaxpr, [_FREE] * n_consts + status, n, sized, tally)
 
 
-def _run(jaxpr, in_status: list[str], n: int, sized: dict) -> list[str]:
+def _run(jaxpr, in_status: list[str], n: int, sized: dict, tally: list[int]) -> list[str]:
   """The statuses of ``jaxpr``'s outputs given its inputs' (constvars: free). ``sized``: for
   each variable, whether its axis 0 is the batch size (it differs between the traces at
-  two batch sizes; read from the shape where the traces did not get that far)."""
+  two batch sizes; read from the shape where the traces did not get that far). ``tally[0]``
+  gains the bytes of every batched value an equation makes (a call's, inside it)."""
   env: dict[Any, str] = {v: _FREE for v in jaxpr.constvars}
   env.update(zip(jaxpr.invars, in_status))
 
@@ -192,7 +197,7 @@ def _run(jaxpr, in_status: list[str], n: int, sized: dict) -> list[str]:
     name = eqn.primitive.name
     lead = [sized.get(v, _leading(v.aval, n)) for v in eqn.outvars]
     if name in _CALLS and (_BAT in status or _SIZED in status or any(lead)):
-      outs = _call(eqn, status, n, sized)
+      outs = _call(eqn, status, n, sized, tally)
     elif _BAT in status:
       if _SIZED in status:
         raise _NotProved(f"{name}: a value made from the batch size, not the input, meets "
@@ -213,6 +218,8 @@ def _run(jaxpr, in_status: list[str], n: int, sized: dict) -> list[str]:
         raise _NotProved(f"{name}: its output {v.aval.str_short()} does not keep the batch "
                          f"as axis 0")
       env[v] = out
+      if out == _BAT and name not in _CALLS:
+        tally[0] += int(np.prod(v.aval.shape)) * np.dtype(v.aval.dtype).itemsize
   return [read(v) for v in jaxpr.outvars]
 
 
@@ -278,9 +285,11 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})")
   try:
     sized: dict = {}
+    tally = [0]
     same = [same_program(closed[0], other, (sizes[0], n), sized)
             for n, other in zip(sizes[1:], closed[1:])]
-    outs = _run(closed[0].jaxpr, [_BAT] * len(x_leaves) + [_FREE] * len(abstract), sizes[0], sized)
+    outs = _run(closed[0].jaxpr, [_BAT] * len(x_leaves) + [_FREE] * len(abstract), sizes[0], sized,
+                tally)
   except _NotProved as e:
     return Verdict(False, str(e))
   except Exception as e:  # noqa: BLE001 -- a primitive whose parameters this reader does not
@@ -293,4 +302,4 @@ def prove(f: Callable, args: tuple, kwargs: dict, argnum: int, sizes) -> Verdict
                             f"on it)")
   if not all(o == _BAT for o in outs):
     return Verdict(False, "an output does not carry the batch as axis 0")
-  return Verdict(True)
+  return Verdict(True, bytes_per_example=tally[0] // sizes[0])

@@ -39,23 +39,38 @@ def bench_lift_overhead(rounds, quick, report):
     params = base.init(jax.random.key(1), x[:1])
     f = jax.jit(base.apply)
     variants = {"F": lambda: f(params, x)}
-    grads = {"F": jax.jit(jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2)))}
-    # The lift's forms: the default ("auto": one call of F with G folded into its batch axis
-    # where F is proved to map each image on its own, else the vmap; the row's label says
-    # which, from eqnn.lift.folds), one vmap over G, one call per element, and vmaps over
-    # chunks of elements that hold CHUNK_IMAGES images per call (where that splits G).
-    auto = lambda act: ("default (auto: folded)" if eqnn.lift.folds(base.apply, act, params, x,
-                                                                     argnum=1)
-                        else "default (auto: vmap)")
-    forms = lambda n, act: {auto(act): "auto", "vmap": True, "unrolled": False,
-                       **({f"chunks of {CHUNK_IMAGES // b}": CHUNK_IMAGES // b}
-                          if 1 < CHUNK_IMAGES // b < n else {})}
+    grad_f = jax.grad(lambda p, x: jnp.sum(base.apply(p, x) ** 2))
+    grads = {"F": jax.jit(grad_f)}
+    # What each form costs to compile: its gradient, lowered and compiled before any run.
+    compile_s = {"F": compile_stats(grad_f, params, x)[0]}
+    # The lift's forms: the default ("auto": G folded into F's batch axis where F is proved
+    # to map each image on its own, else the vmap; on CPU the fold split into calls that
+    # keep F's intermediates within eqnn.lift.FOLD_BYTES_CPU; the row's label says which,
+    # from eqnn.lift.fold_plan), the fold as one call ("batch"), one vmap over G, one call
+    # per element, and vmaps over chunks of elements that hold CHUNK_IMAGES images per call
+    # (where that splits G).
+    def auto(act):
+      verdict, per_call = eqnn.lift.fold_plan(base.apply, act, params, x, argnum=1)
+      calls = -(-act.group.order // per_call)
+      return ("default (auto: vmap)" if not verdict else "default (auto: folded)"
+              if calls == 1 else f"default (auto: {calls} folded calls)")
+    def forms(n, act):
+      default = auto(act)
+      return {default: "auto",
+              **({"one fold": "batch"} if "calls" in default else {}),
+              "vmap": True, "unrolled": False,
+              **({f"chunks of {CHUNK_IMAGES // b}": CHUNK_IMAGES // b}
+                 if 1 < CHUNK_IMAGES // b < n else {})}
+    report["lift_bytes_per_example"] = eqnn.lift.folds(base.apply, acts["C2"], params, x,
+                                                       argnum=1).bytes_per_example
     for gname, act in acts.items():
       for how, vec in forms(act.group.order, act).items():
         key = (gname, how)
         lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
         variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
-        grads[key] = jax.jit(jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2)))
+        grad = jax.grad(lambda p, x, lifted=lifted: jnp.sum(lifted(p, x) ** 2))
+        compile_s[key] = compile_stats(grad, params, x)[0]
+        grads[key] = jax.jit(grad)
       # The reference without a lift: F itself on the |G| B moved images as one batch. Its
       # ratio is F's own cost per image at |G| times the batch, which no form of the lift
       # that makes one call can beat; the vmap lift's excess over it is the lift's own.
@@ -76,12 +91,14 @@ def bench_lift_overhead(rounds, quick, report):
       for how in [*forms(n, act), FOLDED]:
         key = (gname, how)
         row = {"group": gname, "order": n, "batch": b, "lift": how,
-               "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"])}
+               "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"]),
+               "gradient_compile_s": compile_s.get(key, compile_s["F"])}
         report["lift_overhead"].append(row)
         plain = how.replace("\\", "")
         print(f"  lift over {gname} (|G|={n}, {plain:8s}) batch {b:4d}: "
               f"time(F_hat)/(|G| time(F)) = {row['forward_ratio']:.3f} forward, "
-              f"{row['gradient_ratio']:.3f} gradient", flush=True)
+              f"{row['gradient_ratio']:.3f} gradient (compiled in "
+              f"{row['gradient_compile_s']:.2f} s)", flush=True)
   # What "auto" costs where nothing is compiled: its proof traces F twice at every call of
   # an un-jitted lift (under jax.jit, once per compilation). Eager calls of the default and
   # of the plain vmap over D4, batch 8, alternated; and the proof (eqnn.lift.folds) alone.

@@ -34,10 +34,14 @@ def markdown(report) -> str:
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | {r['dense_equivalent_gflops']:.0f} |")
   if report.get("lift_overhead"):
     out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
-            "forward | gradient |", "| --- | --- | --- | --- | --- |"]
+            "forward | gradient | gradient's compile |", "| --- | --- | --- | --- | --- | --- |"]
   for r in report.get("lift_overhead", []):
     out.append(f"| {r['group']} (\\|G\\| = {r['order']}) | {r['lift']} | {r['batch']} | "
-               f"{r['forward_ratio']:.2f} | {r['gradient_ratio']:.2f} |")
+               f"{r['forward_ratio']:.2f} | {r['gradient_ratio']:.2f} | "
+               f"{r.get('gradient_compile_s', float('nan')):.1f} s |")
+  if report.get("lift_bytes_per_example"):
+    out += ["", f"F's batched values per image, which \"auto\" sizes its calls by "
+            f"(eqnn.lift.fold_plan): {report['lift_bytes_per_example']:,} bytes."]
   if report.get("lift_overhead_eager"):
     out += ["", "Un-jitted calls of the lift over D4 at batch 8 (no compilation; \"auto\" proves "
             "F per example at every call): " + ", ".join(

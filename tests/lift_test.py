@@ -136,6 +136,45 @@ def test_the_default_lift_folds_exactly_where_it_is_proved_the_same(name):
                              atol=1e-5, rtol=1e-5)
 
 
+def test_the_default_lift_splits_its_fold_by_a_byte_budget_on_cpu(monkeypatch):
+  # On CPU, "auto" folds as many group elements per call of F as keep F's batched
+  # intermediates within FOLD_BYTES_CPU (at most FOLD_MAX_CALLS calls, split evenly); the
+  # same function as the vmap, still equivariant, and F traced at the calls' batch sizes.
+  act, shape, f, f_hat = LIFTED["D4-conv"]
+  x = jax.random.normal(jax.random.key(9), shape)               # B = 2, |G| = 8
+  per_copy = eqnn.lift.folds(f, act, x).bytes_per_example * shape[0]
+  assert per_copy > 0
+  sizes = []
+  traced = lambda x: (sizes.append(x.shape[0]), f(x))[1]
+  for budget, calls, per_call in ((3 * per_copy, 16, 3), (per_copy, 16, 1), (1, 2, 4),
+                                  (8 * per_copy, 16, 8)):
+    monkeypatch.setattr(eqnn.lift, "FOLD_BYTES_CPU", budget)
+    monkeypatch.setattr(eqnn.lift, "FOLD_MAX_CALLS", calls)
+    assert eqnn.lift.fold_calls(per_copy, 8, "cpu") == per_call
+    sizes.clear()
+    lifted = jax.jit(eqnn.equivarify(traced, act))
+    np.testing.assert_allclose(lifted(x), f_hat(x), atol=1e-5, rtol=1e-5)
+    last = 8 - per_call * (-(-8 // per_call) - 1)
+    assert sorted(set(sizes[-(-(-8 // per_call)):])) == sorted({2 * per_call, 2 * last})
+  testing.assert_equivariant(lifted, act, actions.regular(act.group), x)
+  # Off the CPU (or with nothing counted), one call.
+  assert eqnn.lift.fold_calls(per_copy, 8, "gpu") == 8
+  assert eqnn.lift.fold_calls(0, 8, "cpu") == 8
+
+
+def test_a_split_fold_is_proved_at_its_calls_sizes(monkeypatch):
+  # The same program at B and |G| B but another at a call's size: not proved, so the vmap.
+  monkeypatch.setattr(eqnn.lift, "FOLD_BYTES_CPU", 1)                # one element per call
+  monkeypatch.setattr(eqnn.lift, "FOLD_MAX_CALLS", 4)                # D4: calls of 2 x B
+  act = actions.rotations_reflections()
+  x = jax.random.normal(jax.random.key(10), (3, 4, 4, 1))
+  f = lambda x: x * (3.0 if x.shape[0] == 6 else 2.0)
+  verdict = eqnn.lift.folds(f, act, x)
+  assert not verdict and verdict.reason.endswith("Python that branches on it)"), verdict.reason
+  assert "than at 6" in verdict.reason
+  np.testing.assert_allclose(eqnn.equivarify(f, act)(x), eqnn.equivarify(f, act, vectorize=True)(x))
+
+
 def test_the_lift_in_f_s_batch_refuses_what_has_no_batch_axis():
   act, shape, f, _ = LIFTED["D4-conv"]
   x = jax.random.normal(jax.random.key(6), shape)

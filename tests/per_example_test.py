@@ -129,6 +129,17 @@ def test_other_arguments_and_pytrees():
   assert per_example.check(fixed, X).reason.startswith("f does not trace at batch sizes [12, 6]")
 
 
+def test_a_proof_counts_the_batched_bytes_per_example():
+  # What one more example adds to f's forward working set: every equation's batched outputs
+  # (a call's, inside it, not twice), not the weights nor the values made without the input.
+  x = jnp.ones((6, 3))                                   # 12 bytes per example
+  f = lambda x: jnp.tanh(x * 2.0)                        # mul, tanh: 2 x 12
+  assert per_example.check(f, x).bytes_per_example == 24
+  g = lambda x: jax.jit(f)(x) @ jnp.ones((3, 5)) + jnp.arange(5.0)   # + 20 (dot) + 20 (add)
+  assert per_example.check(g, x).bytes_per_example == 24 + 40
+  assert per_example.check(lambda x: x - x.mean(0), x).bytes_per_example == 0   # not proved
+
+
 def test_the_proof_is_conservative():
   # Per-example, but through a value with the batch off axis 0 (the image's rows flipped via
   # two transposes; a scan over time with the batch second, as RNNs run): not proved, so the
