@@ -126,6 +126,8 @@ def _eqn_rule(eqn, batched: list[bool], n: int) -> None:
   elif name == "top_k":
     rank = len(avals[0].shape)
     need(rank > 1 and p.get("axis", -1) % rank != 0, "along the batch axis")
+  elif name == "stack":
+    need(p["axis"] != 0 and all(batched), "stacks along the batch or with values without it")
   elif name == "concatenate":
     need(p["dimension"] != 0 and all(batched), "concatenates along the batch or with "
          "values without it")

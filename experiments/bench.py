@@ -16,6 +16,7 @@ import sys
 import time
 from absl import app, flags
 
+from experiments.bench_conv_forms import bench_conv_forms
 from experiments.bench_steps import (bench_augmented_step, bench_cpu_fusions,
                                      bench_kernel_gradients, bench_lift_forms, bench_networks)
 from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
@@ -288,7 +289,7 @@ def main(argv):
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
             "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
-            "groups": [], "huge_pages": []}
+            "groups": [], "huge_pages": [], "conv_forms": [], "lone_conv_forms": []}
   from experiments import host_memory
   report["machine"]["huge_pages"] = host_memory.status()
   print("matmul peak ...", flush=True)
@@ -307,6 +308,8 @@ def main(argv):
                          lambda: bench_augmented_step(rounds, quick, report)),
       "kernel_gradients": ("V1 train step: conv kernel gradients from XLA or by windows",
                            lambda: bench_kernel_gradients(rounds, quick, peak, report)),
+      "conv_forms": ("V1 train step and lone convs: XLA's conv or Winograd's",
+                     lambda: bench_conv_forms(rounds, quick, peak, report)),
       "lift_forms": ("train steps: the input lift turning images or kernels",
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
       "cpu_fusions": ("XLA CPU's YNNPACK fusions on and off, per compiled program",

@@ -84,28 +84,36 @@ def bench_augmented_step(rounds, quick, report):
         f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
 
 
+def v1_step_times(b, slices, modes, context, rounds):
+  """``({(slices, mode): seconds per step}, forward multiply-adds per image)`` of the authors'
+  V1 network's train step at batch b, each traced inside ``context(mode)`` (a form's block
+  default, which acts when the step is traced: its first call), all alternated."""
+  from eqnn import actions, models
+  from experiments.configs import paper
+  c = paper.get_config()
+  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+  runs = {}
+  for micro in slices:
+    for mode in modes:
+      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
+                                      micro)
+
+      def run(train=train, mode=mode):
+        with context(mode):
+          return train()
+      runs[(micro, mode)] = run
+  return alternate(runs, rounds), conv_macs(cfg, True)
+
+
 def bench_kernel_gradients(rounds, quick, peak, report):
   """The authors' V1 network's train step at batch 128 (as 8 x 16, the runner's slices for
   that config, 4 x 32 and 2 x 64) with every conv's kernel gradient from XLA, and with the
   default ``weight_grad="auto"`` (shifted-window matmuls for the wide convs,
   :func:`eqnn.spatial.conv`), all alternated in one run."""
-  from eqnn import actions, models, spatial
-  from experiments.configs import paper
-  c = paper.get_config()
-  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+  from eqnn import spatial
   b, slices = (8, (1,)) if quick else (128, (8, 4, 2))
-  runs = {}
-  for micro in slices:
-    for mode in ("xla", "auto"):
-      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
-                                      micro)
-
-      def run(train=train, mode=mode):
-        with spatial.kernel_gradients(mode):    # acts when the step is traced (first call)
-          return train()
-      runs[(micro, mode)] = run
-  t = alternate(runs, rounds if quick else 3)
-  fwd = conv_macs(cfg, True)
+  t, fwd = v1_step_times(b, slices, ("xla", "auto"), spatial.kernel_gradients,
+                         rounds if quick else 3)
   _lone_kernel_gradients(rounds, quick, report)
   for micro in slices:
     tx, ta = t[(micro, "xla")], t[(micro, "auto")]
@@ -170,31 +178,41 @@ LONE_CONVS = [(25, 28, 160, 160), (32, 28, 80, 80), (32, 28, 160, 64), (32, 28, 
               (32, 28, 64, 64), (32, 14, 48, 96), (32, 14, 16, 32)]
 
 
+def lone_conv_rows(shapes, rounds, quick, other, gradient):
+  """Lone 3x3 convs ``(batch, size, C_in, C_out)``, XLA's form against ``other``, alternated:
+  rows with ``xla_ms``, ``{other}_ms`` and the speed-up. ``gradient(form)``: what to time, a
+  jitted function of ``(x, w)``."""
+  import jax
+  runs = {}
+  for b, h, c_in, c_out in shapes[:1] if quick else shapes:
+    b = 4 if quick else b
+    x = jax.random.normal(jax.random.key(0), (b, h, h, c_in))
+    w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) / (3 * c_in ** 0.5)
+    for form in ("xla", other):
+      runs[(b, h, c_in, c_out, form)] = (lambda g, x=x, w=w: lambda: g(x, w))(gradient(form))
+  t = alternate(runs, rounds)
+  rows = []
+  for (b, h, c_in, c_out, form), secs in t.items():
+    if form == "xla":
+      rows.append({"batch": b, "size": h, "c_in": c_in, "c_out": c_out, "xla_ms": 1e3 * secs,
+                   f"{other}_ms": 1e3 * t[(b, h, c_in, c_out, other)],
+                   "speedup": secs / t[(b, h, c_in, c_out, other)]})
+  return rows
+
+
 def _lone_kernel_gradients(rounds, quick, report):
   """The kernel gradient alone (``jax.grad`` in the kernel) of lone convs, XLA's against the
   windows, alternated: the evidence for "auto"'s thresholds."""
   import jax
   import jax.numpy as jnp
   from eqnn import spatial
-  runs = {}
-  for b, h, c_in, c_out in LONE_CONVS[:1] if quick else LONE_CONVS:
-    b = 4 if quick else b
-    x = jax.random.normal(jax.random.key(0), (b, h, h, c_in))
-    w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
-    for mode in ("xla", "windows"):
-      g = jax.jit(jax.grad(lambda w, x, mode=mode: jnp.sum(
-          spatial.conv(x, w, weight_grad=mode) ** 2)))
-      runs[(b, h, c_in, c_out, mode)] = lambda g=g, w=w, x=x: g(w, x)
-  t = alternate(runs, rounds)
-  for (b, h, c_in, c_out, mode), secs in t.items():
-    if mode == "xla":
-      row = {"batch": b, "size": h, "c_in": c_in, "c_out": c_out, "xla_ms": 1e3 * secs,
-             "windows_ms": 1e3 * t[(b, h, c_in, c_out, "windows")]}
-      row["speedup"] = row["xla_ms"] / row["windows_ms"]
-      report["lone_kernel_gradients"].append(row)
-      print(f"  kernel gradient of a 3x3 conv {c_in}->{c_out} @{h}, batch {b}: XLA "
-            f"{row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} ms "
-            f"({row['speedup']:.2f}x)", flush=True)
+  gradient = lambda mode: jax.jit(jax.grad(lambda x, w: jnp.sum(
+      spatial.conv(x, w, weight_grad=mode) ** 2), 1))
+  for row in lone_conv_rows(LONE_CONVS, rounds, quick, "windows", gradient):
+    report["lone_kernel_gradients"].append(row)
+    print(f"  kernel gradient of a 3x3 conv {row['c_in']}->{row['c_out']} @{row['size']}, "
+          f"batch {row['batch']}: XLA {row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} "
+          f"ms ({row['speedup']:.2f}x)", flush=True)
 
 
 # XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:

@@ -16,6 +16,27 @@ def _rate(r, form: str) -> str:
           f"({100 * r[f'{form}_fraction_of_peak']:.0f}% of peak)")
 
 
+def _forms_table(rows, headers: list[str], forms=("xla", "auto")) -> list[str]:
+  """A train step in two or three forms: each form's rate, then auto's speed-up over XLA's."""
+  if not rows:
+    return []
+  out = ["", "| train step | batch | " + " | ".join(headers) + " | speed-up of auto |",
+         "| " + " | ".join(["---"] * (len(headers) + 3)) + " |"]
+  return out + [f"| {r['net']} | {_slices(r)} | " + " | ".join(_rate(r, f) for f in forms)
+                + f" | {r['speedup']:.2f}x |" for r in rows]
+
+
+def _lone_table(rows, title: str, other: str) -> list[str]:
+  """Lone convs timed in XLA's form and ``other`` (bench_steps.lone_conv_rows), as lines."""
+  if not rows:
+    return []
+  out = ["", f"| {title} | batch | XLA | {other.capitalize()} | speed-up |",
+         "| --- | --- | --- | --- | --- |"]
+  return out + [f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
+                f"{r['xla_ms']:.1f} ms | {r[f'{other}_ms']:.1f} ms | {r['speedup']:.2f}x |"
+                for r in rows]
+
+
 def markdown(report) -> str:
   """The run's tables, as `make bench` writes them to bench.md."""
   peak = report["matmul_peak_gflops"]
@@ -74,18 +95,16 @@ def markdown(report) -> str:
                              if r["microbatches"] > 1 else "")
       out.append(f"| {r['config']} | {b} | {r['two_programs_ms']:.0f} ms | "
                  f"{r['one_program_ms']:.0f} ms | {r['speedup']:.2f}x |")
-  if report.get("kernel_gradients"):
-    out += ["", "| train step | batch | kernel gradients from XLA | `weight_grad=\"auto\"` (the "
-            "default) | speed-up |", "| --- | --- | --- | --- | --- |"]
-    for r in report["kernel_gradients"]:
-      out.append(f"| {r['net']} | {_slices(r)} | {_rate(r, 'xla')} | {_rate(r, 'auto')} "
-                 f"| {r['speedup']:.2f}x |")
-  if report.get("lone_kernel_gradients"):
-    out += ["", "| kernel gradient of a lone 3x3 conv | batch | XLA | windows | speed-up |",
-            "| --- | --- | --- | --- | --- |"]
-    for r in report["lone_kernel_gradients"]:
-      out.append(f"| {r['c_in']} -> {r['c_out']} @{r['size']} | {r['batch']} | "
-                 f"{r['xla_ms']:.1f} ms | {r['windows_ms']:.1f} ms | {r['speedup']:.2f}x |")
+  out += _forms_table(report.get("kernel_gradients"), ["kernel gradients from XLA",
+                                                       "`weight_grad=\"auto\"` (the default)"])
+  out += _lone_table(report.get("lone_kernel_gradients"), "kernel gradient of a lone 3x3 conv",
+                     "windows")
+  out += _forms_table(report.get("conv_forms"), [
+      "XLA's convs (`form=\"xla\"`, the default)",
+      "`form=\"auto\"` (Winograd for the 3x3 convs of >= 128 channels)",
+      "Winograd for every 3x3 conv"], ("xla", "auto", "winograd"))
+  out += _lone_table(report.get("lone_conv_forms"), "lone 3x3 conv, forward and backward",
+                     "winograd")
   if report.get("lift_forms"):
     out += ["", "| train step, input lift as | batch | "
             + " | ".join(f"`\"{i}\"`" + (" (auto)" if i == "vmap" else "") for i in LIFT_FORMS)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eqnn import per_example
+from eqnn import per_example, spatial
 
 X = jax.random.normal(jax.random.key(0), (6, 8, 8, 2))
 W = jax.random.normal(jax.random.key(1), (8 * 8 * 2, 5)) / 8
@@ -53,6 +53,9 @@ PER_EXAMPLE = [
      lambda x: jnp.cumsum(jnp.roll(jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0))), 2, axis=1), 2), X),
     ("one-hot of the argmax", lambda x: jax.nn.one_hot(jnp.argmax(x.reshape(x.shape[0], -1), -1), 7), X),
     ("sort within an example", lambda x: jnp.sort(x.reshape(x.shape[0], -1), axis=-1), X),
+    ("a stack within an example", lambda x: jnp.stack([x, 2 * x], 2), X),
+    ("a Winograd conv (eqnn.spatial.conv)",
+     lambda x: spatial.conv(x, jnp.ones((3, 3, 2, 3)), form="winograd"), X),
     ("zeros of the batch's shape made in a jit",
      lambda x: jax.jit(lambda: jnp.ones(x.shape))() * x, X),
 ]
@@ -79,6 +82,8 @@ NOT_PROVED = [
      "mul: a value made from"),
     ("adds the row index", lambda x: x + jnp.arange(x.shape[0])[:, None, None, None], X, "add"),
     ("a sum over the batch", lambda x: x.sum(0), X, "reduce_sum"),
+    ("stacks along the batch", lambda x: jnp.stack([x, x]).reshape((-1,) + x.shape[1:]), X,
+     "stack"),
     ("rolls the batch", lambda x: jnp.roll(x, 1, axis=0), X, "slice"),
     ("cumsum along the batch", lambda x: jnp.cumsum(x, 0), X, "cumsum"),
     ("a dropout mask of the batch's shape",

@@ -121,7 +121,7 @@ def test_windowed_kernel_gradient_is_xlas(k, padding, shape):
 def test_auto_kernel_gradient_picks_windows_for_wide_convs_only():
   def uses_windows(c_in, c_out, **kw):
     x, w = jnp.zeros((1, 4, 4, c_in)), jnp.zeros((3, 3, c_in, c_out))
-    jaxpr = jax.make_jaxpr(lambda w: spatial.conv(x, w, **kw))(w)
+    jaxpr = jax.make_jaxpr(lambda w: spatial.conv(x, w, **{"form": "xla", **kw}))(w)
     return "custom_jvp_call" in str(jaxpr)
   on_cpu = jax.default_backend() == "cpu"
   assert uses_windows(spatial.WINDOWS_MIN_IN, spatial.WINDOWS_MIN_OUT) == on_cpu
@@ -153,6 +153,58 @@ def test_bad_kernel_gradient_forms_are_refused():
     assert spatial.conv(jnp.zeros((1, 4, 4, 4)), jnp.zeros((3, 3, 2, 4)),
                         feature_groups=2).shape == (1, 4, 4, 4)
     assert spatial.conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 2, 4))).shape == (1, 4, 4)
+
+
+# --- conv: Winograd's F(2 x 2, 3 x 3) ------------------------------------------------------
+
+@pytest.mark.parametrize("padding,shape", [("SAME", (2, 8, 8, 6)), ("SAME", (2, 7, 9, 3)),
+                                           ("VALID", (3, 8, 5, 4)), ("VALID", (1, 3, 3, 2))])
+def test_the_winograd_conv_is_xlas(padding, shape):
+  # The same function as XLA's conv, to float rounding, with its derivatives in both
+  # arguments, reverse and forward mode; odd sizes pad to whole tiles and crop.
+  x = jax.random.normal(jax.random.key(2), shape)
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, shape[-1], 5))
+  conv = lambda x, w, form: spatial.conv(x, w, padding, form=form)
+  want = conv(x, kernel, "xla")
+  np.testing.assert_allclose(conv(x, kernel, "winograd"), want, atol=1e-5, rtol=1e-5)
+  assert want.shape[1:3] == ((shape[1], shape[2]) if padding == "SAME"
+                             else (shape[1] - 2, shape[2] - 2))
+  loss = lambda x, w, form: jnp.sum(jnp.sin(conv(x, w, form)))
+  grads = [jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, form)
+           for form in ("winograd", "xla")]
+  for g, w in zip(*grads):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+  tangents = (x * 0.5, kernel * 0.3)
+  t = [jax.jvp(lambda a, b: conv(a, b, form), (x, kernel), tangents)[1]
+       for form in ("winograd", "xla")]
+  np.testing.assert_allclose(t[0], t[1], atol=1e-4, rtol=1e-4)
+
+
+def test_conv_forms_auto_picks_winograd_for_wide_3x3_convs_on_cpu_only():
+  def uses_winograd(c_in, c_out, k=3, **kw):
+    x, w = jnp.zeros((1, 6, 6, c_in)), jnp.zeros((k, k, c_in, c_out))
+    return "conv_general_dilated" not in str(jax.make_jaxpr(lambda w: spatial.conv(x, w, **kw))(w))
+  on_cpu = jax.default_backend() == "cpu"
+  assert not uses_winograd(256, 256)                             # the default: XLA's conv
+  wide = dict(form="auto")
+  assert uses_winograd(spatial.WINOGRAD_MIN_IN, spatial.WINOGRAD_MIN_OUT, **wide) == on_cpu
+  assert not uses_winograd(spatial.WINOGRAD_MIN_IN - 1, 256, **wide)
+  assert not uses_winograd(256, spatial.WINOGRAD_MIN_OUT - 1, **wide)
+  assert not uses_winograd(256, 256, k=5, **wide)
+  assert not uses_winograd(256, 256, weight_grad="windows", **wide)  # an explicit kernel gradient
+  assert uses_winograd(2, 3, form="winograd")
+  with spatial.conv_forms("auto"):
+    assert uses_winograd(256, 256) == on_cpu and not uses_winograd(2, 3)
+  with spatial.conv_forms("winograd"):
+    assert uses_winograd(2, 3) and not uses_winograd(2, 3, form="xla")
+    assert spatial.conv(jnp.zeros((1, 6, 6, 2)), jnp.zeros((5, 5, 2, 3))).shape == (1, 6, 6, 3)
+  assert not uses_winograd(256, 256)                 # the default is back after the block
+  with pytest.raises(ValueError, match="conv form 'fast'"):
+    spatial.conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 3)), form="fast")
+  with pytest.raises(ValueError, match="3 x 3 kernel"):
+    spatial.conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)), form="winograd")
+  with pytest.raises(ValueError, match="leaves no output"):
+    spatial.conv(jnp.zeros((1, 2, 4, 2)), jnp.zeros((3, 3, 2, 3)), "VALID", form="winograd")
 
 
 @pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],

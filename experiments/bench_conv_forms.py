@@ -1,0 +1,50 @@
+"""`make bench`'s section `conv_forms`: XLA's conv against Winograd's F(2 x 2, 3 x 3)
+(:func:`eqnn.spatial.conv`'s ``form``), on whole V1 train steps and on lone convs.
+
+    python -m experiments.bench --only=conv_forms
+"""
+
+from __future__ import annotations
+
+from experiments.bench_steps import lone_conv_rows, step_flops, v1_step_times
+
+# Lone 3x3 convs at V1's and the default network's shapes: (batch, size, C_in, C_out).
+LONE_CONVS = [(32, 28, 160, 160), (32, 28, 128, 128), (32, 28, 80, 80), (32, 28, 160, 64),
+              (32, 28, 80, 32), (32, 14, 256, 256), (32, 7, 256, 256)]
+
+
+def bench_conv_forms(rounds, quick, peak, report):
+  """The authors' V1 network's train step at batch 128 (as 4 x 32 and 8 x 16) with every conv
+  XLA's (``form="xla"``, the default; the kernel gradients by "auto"), with ``form="auto"``
+  (Winograd for its 160 -> 160 conv) and with Winograd for every 3x3 conv, alternated in one
+  run; then lone convs, forward and backward, in each form."""
+  from eqnn import spatial
+  b, slices = (8, (1,)) if quick else (128, (4, 8))
+  t, fwd = v1_step_times(b, slices, ("xla", "auto", "winograd"), spatial.conv_forms,
+                         rounds if quick else 3)
+  for micro in slices:
+    row = {"net": "paper_v1", "batch": b, "microbatches": micro,
+           "speedup": t[(micro, "xla")] / t[(micro, "auto")]}
+    for form in ("xla", "auto", "winograd"):
+      row[f"{form}_images_per_s"] = b / t[(micro, form)]
+      row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(micro, form)] / peak
+    report["conv_forms"].append(row)
+    print(f"  paper_v1 batch {b} ({micro} x {b // micro}): " + ", ".join(
+        f"{form} {row[f'{form}_images_per_s']:.1f} img/s "
+        f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)"
+        for form in ("xla", "auto", "winograd")) + f": auto {row['speedup']:.2f}x XLA's",
+        flush=True)
+  _lone_convs(rounds, quick, report)
+
+
+def _lone_convs(rounds, quick, report):
+  import jax
+  import jax.numpy as jnp
+  from eqnn import spatial
+  gradient = lambda form: jax.jit(jax.grad(lambda x, w: jnp.sum(
+      jnp.tanh(spatial.conv(x, w, form=form))), (0, 1)))
+  for row in lone_conv_rows(LONE_CONVS, rounds, quick, "winograd", gradient):
+    report["lone_conv_forms"].append(row)
+    print(f"  3x3 conv {row['c_in']}->{row['c_out']} @{row['size']}, batch {row['batch']}, "
+          f"forward and backward: XLA {row['xla_ms']:.1f} ms, Winograd "
+          f"{row['winograd_ms']:.1f} ms ({row['speedup']:.2f}x)", flush=True)
