@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqnn import actions as actions_lib
-from eqnn import image_actions
+from eqnn import image_actions, winograd
 
 def add_bias(y: jax.Array, bias: jax.Array | None, dtype: Any = jnp.float32) -> jax.Array:
   """``y + bias`` (broadcast over the last axis) in ``dtype``; ``y`` itself when there is none."""
@@ -99,7 +99,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   such convs with at least ``WINOGRAD_MIN_IN`` input and ``WINOGRAD_MIN_OUT`` output
   channels where the kernel's gradient is not asked for explicitly (``weight_grad`` "xla" or
   "windows" keep XLA's conv), else "xla". The default is "xla" (or :func:`conv_forms`'s):
-  alone, Winograd's form ran wide convs 1.3-1.5x faster forward and backward, but in the V1
+  alone, Winograd's form ran wide convs 1.3-1.6x faster forward and backward, but in the V1
   network's train step at the runner's fastest slices "auto" gained nothing, and Winograd
   for every 3 x 3 conv halved the step's speed (`python -m experiments.bench
   --only=conv_forms`; docs/performance.md).
@@ -129,7 +129,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
             and kernel.shape[2] >= WINOGRAD_MIN_IN and kernel.shape[3] >= WINOGRAD_MIN_OUT
             and jax.default_backend() == "cpu" else "xla")
   if form == "winograd":
-    return _winograd_conv(x, kernel, padding)
+    return winograd.conv3x3(x, kernel, _pads((3, 3), padding), padding)
   if weight_grad is None:        # the block's default (kernel_gradients), where it applies
     weight_grad = _weight_grad_default[-1] if windowable else "xla"
   if weight_grad == "auto":
@@ -145,49 +145,6 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
 WINDOWS_MIN_IN, WINDOWS_MIN_OUT = 80, 64
 # Channels from which form="auto" takes Winograd's form on CPU (see conv).
 WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 128, 128
-
-# F(2 x 2, 3 x 3): Y = A^T [(G k G^T) * (B^T d B)] A for a 4 x 4 input tile d and its 2 x 2
-# outputs Y. B^T and A^T are applied by adds (their entries are 0 and +-1), G by a product.
-_WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-
-
-def _winograd_in(d):
-  """B^T along one tile axis, the tile's four rows given as a list."""
-  return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-
-
-def _winograd_out(m):
-  """A^T along one tile axis: four transformed rows to the two outputs."""
-  return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-
-
-def _winograd_conv(x, kernel, padding):
-  """A 3 x 3 stride-1 conv of ``x [B, H, W, C]`` by F(2 x 2, 3 x 3), any output size (the
-  input padded to whole tiles, the output cropped). Every step keeps the batch as axis 0
-  (16 matmuls rather than one batched over the tile positions), so that
-  :func:`eqnn.per_example.prove` reads it as per-example."""
-  (lo_h, hi_h), (lo_w, hi_w) = _pads((3, 3), padding)
-  oh, ow = x.shape[1] + lo_h + hi_h - 2, x.shape[2] + lo_w + hi_w - 2
-  if oh < 1 or ow < 1:
-    raise ValueError(f"a 3 x 3 conv with padding {padding!r} on a {x.shape[1]} x "
-                     f"{x.shape[2]} map leaves no output")
-  th, tw = -(-oh // 2), -(-ow // 2)
-  xp = jnp.pad(x, ((0, 0), (lo_h, hi_h + 2 * th - oh), (lo_w, hi_w + 2 * tw - ow), (0, 0)))
-  # Row 2t + i of the padded map is row t + i // 2 of parity i % 2: plain slices of
-  # [B, th + 1, 2, tw + 1, 2, C] rather than strided ones.
-  xr = xp.reshape(x.shape[0], th + 1, 2, tw + 1, 2, x.shape[3])
-  d = [[xr[:, i // 2:i // 2 + th, i % 2, j // 2:j // 2 + tw, j % 2] for j in range(4)]
-       for i in range(4)]
-  cols = [_winograd_in([d[i][j] for i in range(4)]) for j in range(4)]     # cols[j][a]
-  v = [_winograd_in([cols[j][a] for j in range(4)]) for a in range(4)]      # v[a][b]
-  g = jnp.asarray(_WINOGRAD_G, kernel.dtype)
-  u = jnp.einsum("ai,ijco,bj->abco", g, kernel, g)                         # [4, 4, C, O]
-  m = [[v[a][b] @ u[a, b] for b in range(4)] for a in range(4)]            # [B, th, tw, O]
-  rows = [_winograd_out(m[a]) for a in range(4)]                           # rows[a][q]
-  y = [_winograd_out([rows[a][q] for a in range(4)]) for q in range(2)]    # y[q][p]
-  y = jnp.stack([jnp.stack([y[q][p] for q in range(2)], -2) for p in range(2)], 2)
-  return y.reshape(x.shape[0], 2 * th, 2 * tw, -1)[:, :oh, :ow]
-
 
 def _xla_conv(x, kernel, padding, feature_groups=1):
   spatial = kernel.ndim - 2
