@@ -129,7 +129,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
             and kernel.shape[2] >= WINOGRAD_MIN_IN and kernel.shape[3] >= WINOGRAD_MIN_OUT
             and jax.default_backend() == "cpu" else "xla")
   if form == "winograd":
-    return winograd.conv3x3(x, kernel, _pads((3, 3), padding), padding)
+    return winograd.conv3x3(x, kernel, _pads((3, 3), padding))
   if weight_grad is None:        # the block's default (kernel_gradients), where it applies
     weight_grad = _weight_grad_default[-1] if windowable else "xla"
   if weight_grad == "auto":

@@ -26,17 +26,17 @@ def _transform_out(m):
   return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
 
 
-def conv3x3(x, kernel, pads, padding: str = "given"):
+def conv3x3(x, kernel, pads):
   """A 3 x 3 stride-1 conv of ``x [B, H, W, C]`` with ``kernel [3, 3, C, O]`` by
   F(2 x 2, 3 x 3), ``pads`` ``((lo_h, hi_h), (lo_w, hi_w))`` as :func:`eqnn.spatial.conv`
-  gives them (``padding``: their name, for errors), any output size (the input padded to
+  gives them, any output size (the input padded to
   whole tiles, the output cropped). Every step keeps the batch as axis 0 (16 matmuls rather
   than one batched over the tile positions), so that :func:`eqnn.per_example.prove` reads it
   as per-example."""
   (lo_h, hi_h), (lo_w, hi_w) = pads
   oh, ow = x.shape[1] + lo_h + hi_h - 2, x.shape[2] + lo_w + hi_w - 2
   if oh < 1 or ow < 1:
-    raise ValueError(f"a 3 x 3 conv with padding {padding!r} on a {x.shape[1]} x "
+    raise ValueError(f"a 3 x 3 conv with pads {tuple(pads)} on a {x.shape[1]} x "
                      f"{x.shape[2]} map leaves no output")
   th, tw = -(-oh // 2), -(-ow // 2)
   xp = jnp.pad(x, ((0, 0), (lo_h, hi_h + 2 * th - oh), (lo_w, hi_w + 2 * tw - ow), (0, 0)))

@@ -46,7 +46,7 @@ def bench_lift_overhead(rounds, quick, report):
     compile_s = {"F": compile_stats(grad_f, params, x)[0]}
     # The lift's forms: the default ("auto": G folded into F's batch axis where F is proved
     # to map each image on its own, else the vmap; on CPU the fold split into calls that
-    # keep F's intermediates within eqnn.lift.FOLD_BYTES_CPU; the row's label says which,
+    # keep F's intermediates within eqnn.fold.FOLD_BYTES_CPU; the row's label says which,
     # from eqnn.lift.fold_plan), the fold as one call ("batch"), one vmap over G, one call
     # per element, and vmaps over chunks of elements that hold CHUNK_IMAGES images per call
     # (where that splits G).
@@ -64,8 +64,9 @@ def bench_lift_overhead(rounds, quick, report):
                  if 1 < CHUNK_IMAGES // b < n else {})}
     report["lift_bytes_per_example"] = eqnn.lift.folds(base.apply, acts["C2"], params, x,
                                                        argnum=1).bytes_per_example
+    form_of = {gname: forms(act.group.order, act) for gname, act in acts.items()}
     for gname, act in acts.items():
-      for how, vec in forms(act.group.order, act).items():
+      for how, vec in form_of[gname].items():
         key = (gname, how)
         lifted = eqnn.equivarify(base.apply, act, argnum=1, vectorize=vec)
         variants[key] = (lambda fh: lambda: fh(params, x))(jax.jit(lifted))
@@ -80,6 +81,7 @@ def bench_lift_overhead(rounds, quick, report):
       big = copies.reshape((-1,) + x.shape[1:])                   # [|G| B, 28, 28, 1]
       variants[key] = (lambda big: lambda: f(params, big))(big)
       grads[key] = (grads["F"], big)
+      compile_s[key] = compile_stats(grad_f, params, big)[0]
     # 5x the rounds: one forward of F at batch 32 takes a few milliseconds, and with 5
     # rounds the medians moved these ratios by up to 0.4 between runs. (Not repetitions
     # inside a timing: calls dispatched back to back overlap on the two cores.)
@@ -89,11 +91,11 @@ def bench_lift_overhead(rounds, quick, report):
                     for k, g in grads.items()}, 5 * rounds)
     for gname, act in acts.items():
       n = act.group.order
-      for how in [*forms(n, act), FOLDED]:
+      for how in [*form_of[gname], FOLDED]:
         key = (gname, how)
         row = {"group": gname, "order": n, "batch": b, "lift": how,
                "forward_ratio": t[key] / (n * t["F"]), "gradient_ratio": tg[key] / (n * tg["F"]),
-               "gradient_compile_s": compile_s.get(key, compile_s["F"])}
+               "gradient_compile_s": compile_s[key]}
         report["lift_overhead"].append(row)
         plain = how.replace("\\", "")
         print(f"  lift over {gname} (|G|={n}, {plain:8s}) batch {b:4d}: "

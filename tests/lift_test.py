@@ -148,8 +148,8 @@ def test_the_default_lift_splits_its_fold_by_a_byte_budget_on_cpu(monkeypatch):
   traced = lambda x: (sizes.append(x.shape[0]), f(x))[1]
   for budget, calls, per_call in ((3 * per_copy, 16, 3), (per_copy, 16, 1), (1, 2, 4),
                                   (8 * per_copy, 16, 8)):
-    monkeypatch.setattr(eqnn.lift, "FOLD_BYTES_CPU", budget)
-    monkeypatch.setattr(eqnn.lift, "FOLD_MAX_CALLS", calls)
+    monkeypatch.setattr(eqnn.fold, "FOLD_BYTES_CPU", budget)
+    monkeypatch.setattr(eqnn.fold, "FOLD_MAX_CALLS", calls)
     assert eqnn.lift.fold_calls(per_copy, 8, "cpu") == per_call
     sizes.clear()
     lifted = jax.jit(eqnn.equivarify(traced, act))
@@ -164,8 +164,8 @@ def test_the_default_lift_splits_its_fold_by_a_byte_budget_on_cpu(monkeypatch):
 
 def test_a_split_fold_is_proved_at_its_calls_sizes(monkeypatch):
   # The same program at B and |G| B but another at a call's size: not proved, so the vmap.
-  monkeypatch.setattr(eqnn.lift, "FOLD_BYTES_CPU", 1)                # one element per call
-  monkeypatch.setattr(eqnn.lift, "FOLD_MAX_CALLS", 4)                # D4: calls of 2 x B
+  monkeypatch.setattr(eqnn.fold, "FOLD_BYTES_CPU", 1)                # one element per call
+  monkeypatch.setattr(eqnn.fold, "FOLD_MAX_CALLS", 4)                # D4: calls of 2 x B
   act = actions.rotations_reflections()
   x = jax.random.normal(jax.random.key(10), (3, 4, 4, 1))
   f = lambda x: x * (3.0 if x.shape[0] == 6 else 2.0)
