@@ -125,9 +125,10 @@ def _start_and_wait_for_checkpoint(workdir, *overrides, min_step=1):
   raise AssertionError("no checkpoint appeared")
 
 
-LONG = ("--config.num_epochs=12", "--config.checkpoint_every_steps=8",
-        "--config.keep_checkpoints=3", "--config.eval_every_epochs=12")
-TOTAL = 12 * 8
+# 48 steps of 8 per epoch: the kill comes at a checkpoint of step 16 or later, well before the end.
+LONG = ("--config.num_epochs=6", "--config.checkpoint_every_steps=8",
+        "--config.keep_checkpoints=3", "--config.eval_every_epochs=6")
+TOTAL = 6 * 8
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
