@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from eqnn import actions as actions_lib
-from eqnn import image_actions, winograd
+from eqnn import image_actions
+from eqnn.conv_impls import DIMS, conv_windows_grad, winograd_conv, xla_conv
 
 def add_bias(y: jax.Array, bias: jax.Array | None, dtype: Any = jnp.float32) -> jax.Array:
   """``y + bias`` (broadcast over the last axis) in ``dtype``; ``y`` itself when there is none."""
@@ -34,13 +35,11 @@ def require_float(x, what: str) -> None:
                     f"images to [0, 1] first (eqnn.data.to_float)")
 
 
-_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
-
 
 WEIGHT_GRADS = ("auto", "xla", "windows")
 _weight_grad_default = ["auto"]
 CONV_FORMS = ("auto", "xla", "winograd")
-_form_default = ["xla"]
+_form_default = ["auto"]
 
 
 @contextlib.contextmanager
@@ -80,7 +79,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
 
   ``weight_grad``: how the kernel's gradient is computed (the same function either way;
   ``tests/spatial_test.py``). "xla": XLA's own; "windows": one matmul per kernel tap, the
-  tap's shifted input window against the output's cotangent (:func:`_conv_windows_grad`);
+  tap's shifted input window against the output's cotangent (:func:`conv_windows_grad`);
   "auto" (the default, or :func:`kernel_gradients`'s, which 1-D and grouped convs ignore):
   "windows" on CPU for 2-D convs without feature groups with at least ``WINDOWS_MIN_IN``
   input and ``WINDOWS_MIN_OUT`` output channels, else "xla" (on an accelerator XLA's conv
@@ -94,18 +93,18 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   filtering F(2 x 2, 3 x 3) (Lavin & Gray, 2016) for 3 x 3 kernels in 2-D without feature
   groups: each 4 x 4 input tile and the kernel transformed by fixed matrices of 0, +-1/2 and
   +-1, 16 matmuls over the channels (2.25x fewer multiplies than the conv), the product
-  transformed back to its 2 x 2 outputs; its derivatives are JAX's of those steps (the same
-  function to float rounding: ``tests/spatial_test.py``); "auto": "winograd" on CPU for
-  such convs with at least ``WINOGRAD_MIN_IN`` input and ``WINOGRAD_MIN_OUT`` output
-  channels where the kernel's gradient is not asked for explicitly (``weight_grad`` "xla" or
-  "windows" keep XLA's conv), else "xla". The default is "xla" (or :func:`conv_forms`'s):
-  alone, Winograd's form ran wide convs 1.3-1.6x faster forward and backward, but in the V1
-  network's train step at the runner's fastest slices "auto" gained nothing, and Winograd
-  for every 3 x 3 conv halved the step's speed (`python -m experiments.bench
-  --only=conv_forms`; docs/performance.md).
+  transformed back to its 2 x 2 outputs. Its input gradient is Winograd's conv of the
+  output's cotangent with the flipped kernel, its kernel gradient as ``weight_grad`` says
+  (:func:`winograd_conv`; the same function to float rounding, forward and reverse mode:
+  ``tests/spatial_test.py``). "auto" (the default, or :func:`conv_forms`'s): "winograd" on
+  CPU for such convs with at least ``WINOGRAD_MIN_IN`` input and ``WINOGRAD_MIN_OUT`` output
+  channels, else "xla". Of the project's networks only the authors' V1 has such convs: its
+  train step at batch 128 ran 1.01-1.05x (4 x 32) and 1.09-1.15x (8 x 16) as fast with them
+  as with XLA's (two runs of `python -m experiments.bench --only=conv_forms`, 2026-12-03,
+  2-core AMD EPYC; docs/performance.md).
   """
   spatial = kernel.ndim - 2
-  if spatial not in _DIMS or x.ndim != spatial + 2:
+  if spatial not in DIMS or x.ndim != spatial + 2:
     raise ValueError(f"a conv with kernel shape {kernel.shape} needs inputs "
                      f"[B, {'L' if spatial == 1 else 'H, W'}, C], got {x.shape}")
   if weight_grad is not None and weight_grad not in WEIGHT_GRADS:
@@ -125,67 +124,26 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
                      f"feature_groups=1, got kernel {kernel.shape} and "
                      f"feature_groups={feature_groups}")
   if form == "auto":
-    form = ("winograd" if winogradable and weight_grad in (None, "auto")
-            and kernel.shape[2] >= WINOGRAD_MIN_IN and kernel.shape[3] >= WINOGRAD_MIN_OUT
-            and jax.default_backend() == "cpu" else "xla")
-  if form == "winograd":
-    return winograd.conv3x3(x, kernel, _pads((3, 3), padding))
+    form = ("winograd" if winogradable and kernel.shape[2] >= WINOGRAD_MIN_IN
+            and kernel.shape[3] >= WINOGRAD_MIN_OUT and jax.default_backend() == "cpu"
+            else "xla")
   if weight_grad is None:        # the block's default (kernel_gradients), where it applies
     weight_grad = _weight_grad_default[-1] if windowable else "xla"
   if weight_grad == "auto":
     weight_grad = ("windows" if windowable and kernel.shape[-2] >= WINDOWS_MIN_IN
                    and kernel.shape[-1] >= WINDOWS_MIN_OUT
                    and jax.default_backend() == "cpu" else "xla")
+  if form == "winograd":
+    return winograd_conv(x, kernel, padding, weight_grad)
   if weight_grad == "windows":
-    return _conv_windows_grad(x, kernel, padding)
-  return _xla_conv(x, kernel, padding, feature_groups)
+    return conv_windows_grad(x, kernel, padding)
+  return xla_conv(x, kernel, padding, feature_groups)
 
 
 # Channels from which "auto" computes the kernel gradient by windows (see conv).
 WINDOWS_MIN_IN, WINDOWS_MIN_OUT = 80, 64
 # Channels from which form="auto" takes Winograd's form on CPU (see conv).
-WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 128, 128
-
-def _xla_conv(x, kernel, padding, feature_groups=1):
-  spatial = kernel.ndim - 2
-  return jax.lax.conv_general_dilated(x, kernel, (1,) * spatial, padding,
-                                      dimension_numbers=_DIMS[spatial],
-                                      feature_group_count=feature_groups)
-
-
-def _pads(kernel_shape, padding):
-  if padding == "SAME":
-    return [((k - 1) // 2, k // 2) for k in kernel_shape]
-  if padding == "VALID":
-    return [(0, 0) for _ in kernel_shape]
-  raise ValueError(f"padding {padding!r}: 'SAME' or 'VALID'")
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _conv_windows_grad(x, kernel, padding):
-  """XLA's 2-D conv, with a tangent in the kernel written as k^2 matmuls of shifted input
-  windows, ``sum_ij window_ij(x) @ dK[i, j]``: its transpose, the kernel gradient, is then
-  ``dK[i, j] = window_ij(x)^T @ dy`` over all ``B H' W'`` positions (k^2 large matmuls),
-  while the input's tangent and gradient stay XLA's convs. A custom JVP rather than a
-  custom VJP, so forward-mode derivatives work too."""
-  return _xla_conv(x, kernel, padding)
-
-
-@_conv_windows_grad.defjvp
-def _windows_jvp(padding, primals, tangents):
-  x, kernel = primals
-  dx, dk = tangents
-  y = _xla_conv(x, kernel, padding)
-  kh, kw, c_in, c_out = kernel.shape
-  (lo_h, hi_h), (lo_w, hi_w) = _pads((kh, kw), padding)
-  xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-  h, w = y.shape[1], y.shape[2]
-  dy = _xla_conv(dx, kernel, padding)
-  for i in range(kh):
-    for j in range(kw):
-      dy = dy + xp[:, i:i + h, j:j + w, :] @ dk[i, j]
-  return y, dy
-
+WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 80, 64
 
 
 def patches(x: jax.Array, k: int, spatial: int = 2, padding: str = "SAME") -> jax.Array:

@@ -15,9 +15,10 @@ LONE_CONVS = [(32, 28, 160, 160), (32, 28, 128, 128), (32, 28, 80, 80), (32, 28,
 
 def bench_conv_forms(rounds, quick, peak, report):
   """The authors' V1 network's train step at batch 128 (as 4 x 32 and 8 x 16) with every conv
-  XLA's (``form="xla"``, the default; the kernel gradients by "auto"), with ``form="auto"``
-  (Winograd for its 160 -> 160 conv) and with Winograd for every 3x3 conv, alternated in one
-  run; then lone convs, forward and backward, in each form."""
+  XLA's (``form="xla"``; the kernel gradients by "auto"), with ``form="auto"`` (the default:
+  Winograd for its convs of at least ``spatial.WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT``
+  out channels, 80 -> 80, 160 -> 160 and 160 -> 64) and with Winograd for every 3x3 conv,
+  alternated in one run; then lone convs, forward and backward, in each form."""
   from eqnn import spatial
   b, slices = (8, (1,)) if quick else (128, (4, 8))
   t, fwd = v1_step_times(b, slices, ("xla", "auto", "winograd"), spatial.conv_forms,

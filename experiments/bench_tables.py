@@ -99,9 +99,11 @@ def markdown(report) -> str:
                                                        "`weight_grad=\"auto\"` (the default)"])
   out += _lone_table(report.get("lone_kernel_gradients"), "kernel gradient of a lone 3x3 conv",
                      "windows")
+  from eqnn import spatial
   out += _forms_table(report.get("conv_forms"), [
-      "XLA's convs (`form=\"xla\"`, the default)",
-      "`form=\"auto\"` (Winograd for the 3x3 convs of >= 128 channels)",
+      "XLA's convs (`form=\"xla\"`)",
+      f"`form=\"auto\"` (the default: Winograd for the 3x3 convs of >= "
+      f"{spatial.WINOGRAD_MIN_IN} in and {spatial.WINOGRAD_MIN_OUT} out channels)",
       "Winograd for every 3x3 conv"], ("xla", "auto", "winograd"))
   out += _lone_table(report.get("lone_conv_forms"), "lone 3x3 conv, forward and backward",
                      "winograd")

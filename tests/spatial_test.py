@@ -185,26 +185,39 @@ def test_conv_forms_auto_picks_winograd_for_wide_3x3_convs_on_cpu_only():
     x, w = jnp.zeros((1, 6, 6, c_in)), jnp.zeros((k, k, c_in, c_out))
     return "conv_general_dilated" not in str(jax.make_jaxpr(lambda w: spatial.conv(x, w, **kw))(w))
   on_cpu = jax.default_backend() == "cpu"
-  assert not uses_winograd(256, 256)                             # the default: XLA's conv
-  wide = dict(form="auto")
-  assert uses_winograd(spatial.WINOGRAD_MIN_IN, spatial.WINOGRAD_MIN_OUT, **wide) == on_cpu
-  assert not uses_winograd(spatial.WINOGRAD_MIN_IN - 1, 256, **wide)
-  assert not uses_winograd(256, spatial.WINOGRAD_MIN_OUT - 1, **wide)
-  assert not uses_winograd(256, 256, k=5, **wide)
-  assert not uses_winograd(256, 256, weight_grad="windows", **wide)  # an explicit kernel gradient
+  assert uses_winograd(spatial.WINOGRAD_MIN_IN, spatial.WINOGRAD_MIN_OUT) == on_cpu  # "auto"
+  assert not uses_winograd(spatial.WINOGRAD_MIN_IN - 1, 256)
+  assert not uses_winograd(256, spatial.WINOGRAD_MIN_OUT - 1)
+  assert not uses_winograd(256, 256, k=5)
+  assert not uses_winograd(256, 256, form="xla")
   assert uses_winograd(2, 3, form="winograd")
-  with spatial.conv_forms("auto"):
-    assert uses_winograd(256, 256) == on_cpu and not uses_winograd(2, 3)
+  with spatial.conv_forms("xla"):
+    assert not uses_winograd(256, 256) and uses_winograd(2, 3, form="winograd")
   with spatial.conv_forms("winograd"):
     assert uses_winograd(2, 3) and not uses_winograd(2, 3, form="xla")
     assert spatial.conv(jnp.zeros((1, 6, 6, 2)), jnp.zeros((5, 5, 2, 3))).shape == (1, 6, 6, 3)
-  assert not uses_winograd(256, 256)                 # the default is back after the block
+  assert uses_winograd(256, 256) == on_cpu           # the default is back after the block
   with pytest.raises(ValueError, match="conv form 'fast'"):
     spatial.conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 3)), form="fast")
   with pytest.raises(ValueError, match="3 x 3 kernel"):
     spatial.conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)), form="winograd")
   with pytest.raises(ValueError, match="leaves no output"):
     spatial.conv(jnp.zeros((1, 2, 4, 2)), jnp.zeros((3, 3, 2, 3)), "VALID", form="winograd")
+
+
+def test_the_winograd_conv_takes_its_kernel_gradient_as_weight_grad_says():
+  # The input gradient is a Winograd conv (no XLA conv in the gradient's program); the
+  # kernel's is XLA's conv or the window matmuls, as weight_grad says.
+  x, w = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 5))
+  def grad_convs(weight_grad):
+    loss = lambda x, w: jnp.sum(spatial.conv(x, w, form="winograd", weight_grad=weight_grad) ** 2)
+    return str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, w)).count("conv_general_dilated")
+  assert grad_convs("windows") == 0
+  assert grad_convs("xla") == 1
+  g = [jax.grad(lambda w, wg=wg: jnp.sum(jnp.sin(spatial.conv(x, w, form="winograd",
+                                                             weight_grad=wg))))(w)
+       for wg in ("xla", "windows")]
+  np.testing.assert_allclose(g[0], g[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
