@@ -35,7 +35,6 @@ def require_float(x, what: str) -> None:
                     f"images to [0, 1] first (eqnn.data.to_float)")
 
 
-
 WEIGHT_GRADS = ("auto", "xla", "windows")
 _weight_grad_default = ["auto"]
 CONV_FORMS = ("auto", "xla", "winograd")
@@ -79,7 +78,8 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
 
   ``weight_grad``: how the kernel's gradient is computed (the same function either way;
   ``tests/spatial_test.py``). "xla": XLA's own; "windows": one matmul per kernel tap, the
-  tap's shifted input window against the output's cotangent (:func:`conv_windows_grad`);
+  tap's shifted input window against the output's cotangent
+  (:func:`eqnn.conv_impls.conv_windows_grad`);
   "auto" (the default, or :func:`kernel_gradients`'s, which 1-D and grouped convs ignore):
   "windows" on CPU for 2-D convs without feature groups with at least ``WINDOWS_MIN_IN``
   input and ``WINDOWS_MIN_OUT`` output channels, else "xla" (on an accelerator XLA's conv
@@ -95,7 +95,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   +-1, 16 matmuls over the channels (2.25x fewer multiplies than the conv), the product
   transformed back to its 2 x 2 outputs. Its input gradient is Winograd's conv of the
   output's cotangent with the flipped kernel, its kernel gradient as ``weight_grad`` says
-  (:func:`winograd_conv`; the same function to float rounding, forward and reverse mode:
+  (:func:`eqnn.conv_impls.winograd_conv`; the same function to float rounding, forward and reverse mode:
   ``tests/spatial_test.py``). "auto" (the default, or :func:`conv_forms`'s): "winograd" on
   CPU for such convs with at least ``WINOGRAD_MIN_IN`` input and ``WINOGRAD_MIN_OUT`` output
   channels, else "xla". Of the project's networks only the authors' V1 has such convs: its
