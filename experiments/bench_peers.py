@@ -9,8 +9,10 @@ sides alternated round by round: eqnn's step in this process, escnn's in a worke
 its own environment (escnn needs numpy < 2), which waits on its pipe while eqnn runs. Reported:
 images/s each, their ratio, and each side's executed GFLOP/s against this run's float32 matmul
 peak through JAX: eqnn executes the forms `impl="auto"` picks (the Fourier form for C4's group
-convs), escnn convolves with dense expanded filters. eqnn's step is the runner's, in the form the
-network's config asks for (micro-batches included).
+convs), escnn convolves with dense expanded filters. eqnn's count takes each Fourier unit as a
+direct conv; on CPU the wide 3x3 ones (V1's) run in Winograd's form, 2.25x fewer multiplies, so
+its figure there is conv-equivalent (the table says so). eqnn's step is the runner's, in the
+form the network's config asks for (micro-batches included).
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ def markdown(report) -> str:
                f"{r['escnn_images_per_s']:.1f} | {r['ratio']:.2f}x | {r['eqnn_gflops']:.0f} "
                f"({100 * r['eqnn_gflops'] / peak:.0f}%) | {r['escnn_gflops']:.0f} "
                f"({100 * r['escnn_gflops'] / peak:.0f}%) |")
+  out += ["", "eqnn's GFLOP/s count each Fourier unit's multiply-adds as a direct conv's; where a 3x3 "
+          "conv runs in Winograd's form (on CPU, the convs of at least "
+          "`eqnn.spatial.WINOGRAD_MIN_IN` in and `WINOGRAD_MIN_OUT` out channels: V1's) it "
+          "multiplies 2.25x fewer, so that figure is conv-equivalent, not executed."]
   return "\n".join(out) + "\n"
 
 
