@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from eqnn import winograd
 from eqnn.winograd import conv3x3
 
 DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
@@ -69,12 +70,12 @@ def _window_products(x, dk, padding, out_shape):
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def winograd_conv(x, kernel, padding, weight_grad):
   """Winograd's 3 x 3 conv (:func:`eqnn.winograd.conv3x3`) whose input gradient is a Winograd
-  conv too (of the output's cotangent, the kernel flipped) and whose tangent in the kernel is
-  XLA's conv of x or, for ``weight_grad="windows"``, the window matmuls of
-  :func:`conv_windows_grad`. Not JAX's derivative of the tiles in the kernel: its
-  transpose contracts each tile product over all B H W positions, and XLA's CPU backend
-  lays out every one of those operands afresh, a strided gather per tile, slower than the
-  whole conv (docs/performance.md)."""
+  conv too (of the output's cotangent, the kernel flipped) and whose kernel gradient is, by
+  ``weight_grad``: "tiles", from Winograd's own tiles (:func:`eqnn.winograd.kernel_grad`);
+  "windows", the window matmuls of :func:`conv_windows_grad`; "xla", XLA's conv. Not JAX's
+  derivatives of the tiles: its transpose of the 16 tile products contracts each over all
+  B H W positions, and XLA's CPU backend lays out every one of those operands afresh, a
+  strided gather per tile, slower than the whole conv (docs/performance.md)."""
   return conv3x3(x, kernel, _pads((3, 3), padding))
 
 
@@ -84,8 +85,13 @@ def _winograd_jvp(padding, weight_grad, primals, tangents):
   dx, dk = tangents
   pads = _pads((3, 3), padding)
   y = conv3x3(x, kernel, pads)
-  dk_part = (_window_products(x, dk, padding, y.shape) if weight_grad == "windows"
-             else xla_conv(x, dk, padding))
+  if weight_grad == "tiles":      # the tangent written as the transpose of the gradient
+    dk_part, = jax.linear_transpose(lambda ct: winograd.kernel_grad(x, ct, pads),
+                                    jax.ShapeDtypeStruct(y.shape, y.dtype))(dk)
+  elif weight_grad == "windows":
+    dk_part = _window_products(x, dk, padding, y.shape)
+  else:
+    dk_part = xla_conv(x, dk, padding)
   # The tangent in x, conv(dx, kernel), written as the transpose of its own adjoint: the
   # Winograd conv of the output's cotangent with the kernel flipped and its channels swapped
   # (pads 2 - lo, 2 - hi). Reverse mode transposes it back, so the input gradient is one

@@ -94,14 +94,15 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   groups: each 4 x 4 input tile and the kernel transformed by fixed matrices of 0, +-1/2 and
   +-1, 16 matmuls over the channels (2.25x fewer multiplies than the conv), the product
   transformed back to its 2 x 2 outputs. Its input gradient is Winograd's conv of the
-  output's cotangent with the flipped kernel, its kernel gradient as ``weight_grad`` says
+  output's cotangent with the flipped kernel, its kernel gradient from the same tiles
+  (``weight_grad`` "auto"), or by windows or XLA's conv where ``weight_grad`` says so
   (:func:`eqnn.conv_impls.winograd_conv`; the same function to float rounding, forward and reverse mode:
   ``tests/spatial_test.py``). "auto" (the default, or :func:`conv_forms`'s): "winograd" on
   CPU for such convs with at least ``WINOGRAD_MIN_IN`` input and ``WINOGRAD_MIN_OUT`` output
   channels, else "xla". Of the project's networks only the authors' V1 has such convs: its
-  train step at batch 128 ran 1.01-1.05x (4 x 32) and 1.09-1.15x (8 x 16) as fast with them
-  as with XLA's (two runs of `python -m experiments.bench --only=conv_forms`, 2026-12-03,
-  2-core AMD EPYC; docs/performance.md).
+  train step at batch 128 ran 1.22x (4 x 32) and 1.48x (8 x 16) as fast with them as with
+  XLA's (`python -m experiments.bench --only=conv_forms`, 2026-12-03, 2-core AMD EPYC;
+  docs/performance.md).
   """
   spatial = kernel.ndim - 2
   if spatial not in DIMS or x.ndim != spatial + 2:
@@ -129,12 +130,12 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
             else "xla")
   if weight_grad is None:        # the block's default (kernel_gradients), where it applies
     weight_grad = _weight_grad_default[-1] if windowable else "xla"
+  if form == "winograd":         # "auto": the kernel gradient from Winograd's own tiles
+    return winograd_conv(x, kernel, padding, "tiles" if weight_grad == "auto" else weight_grad)
   if weight_grad == "auto":
     weight_grad = ("windows" if windowable and kernel.shape[-2] >= WINDOWS_MIN_IN
                    and kernel.shape[-1] >= WINDOWS_MIN_OUT
                    and jax.default_backend() == "cpu" else "xla")
-  if form == "winograd":
-    return winograd_conv(x, kernel, padding, weight_grad)
   if weight_grad == "windows":
     return conv_windows_grad(x, kernel, padding)
   return xla_conv(x, kernel, padding, feature_groups)

@@ -207,17 +207,20 @@ def test_conv_forms_auto_picks_winograd_for_wide_3x3_convs_on_cpu_only():
 
 def test_the_winograd_conv_takes_its_kernel_gradient_as_weight_grad_says():
   # The input gradient is a Winograd conv (no XLA conv in the gradient's program); the
-  # kernel's is XLA's conv or the window matmuls, as weight_grad says.
-  x, w = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 5))
+  # kernel's comes from Winograd's own tiles ("auto"), the window matmuls or XLA's conv.
+  x = jax.random.normal(jax.random.key(4), (2, 7, 6, 4))
+  w = jax.random.normal(jax.random.key(5), (3, 3, 4, 5))
   def grad_convs(weight_grad):
     loss = lambda x, w: jnp.sum(spatial.conv(x, w, form="winograd", weight_grad=weight_grad) ** 2)
     return str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, w)).count("conv_general_dilated")
-  assert grad_convs("windows") == 0
+  assert grad_convs("auto") == grad_convs("windows") == 0
   assert grad_convs("xla") == 1
-  g = [jax.grad(lambda w, wg=wg: jnp.sum(jnp.sin(spatial.conv(x, w, form="winograd",
-                                                             weight_grad=wg))))(w)
-       for wg in ("xla", "windows")]
-  np.testing.assert_allclose(g[0], g[1], rtol=1e-4, atol=1e-4)
+  for padding in ("SAME", "VALID"):
+    g = [jax.grad(lambda w, wg=wg: jnp.sum(jnp.sin(spatial.conv(
+        x, w, padding, form="winograd" if wg else "xla", weight_grad=wg))))(w)
+         for wg in (None, "auto", "windows", "xla")]
+    for other in g[1:]:
+      np.testing.assert_allclose(other, g[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
