@@ -31,9 +31,10 @@ def _transform_out(m):
 def _tiles(x, pads, th, tw):
   """The transformed 4 x 4 input tiles ``v[a][b] = (B^T d B)[a, b]``, each ``[B, th, tw, C]``,
   of ``x`` padded by ``pads`` and to whole tiles."""
-  (lo_h, hi_h), (lo_w, hi_w) = pads
-  oh, ow = x.shape[1] + lo_h + hi_h - 2, x.shape[2] + lo_w + hi_w - 2
-  xp = jnp.pad(x, ((0, 0), (lo_h, hi_h + 2 * th - oh), (lo_w, hi_w + 2 * tw - ow), (0, 0)))
+  (lo_h, _), (lo_w, _) = pads
+  # 2 t + 2 rows and columns: whole tiles of stride 2 (the high pads and then some zeros).
+  xp = jnp.pad(x, ((0, 0), (lo_h, 2 * th + 2 - x.shape[1] - lo_h),
+                   (lo_w, 2 * tw + 2 - x.shape[2] - lo_w), (0, 0)))
   # Row 2t + i of the padded map is row t + i // 2 of parity i % 2: plain slices of
   # [B, th + 1, 2, tw + 1, 2, C] rather than strided ones.
   xr = xp.reshape(x.shape[0], th + 1, 2, tw + 1, 2, x.shape[3])

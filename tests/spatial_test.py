@@ -225,17 +225,19 @@ def test_the_winograd_conv_takes_its_kernel_gradient_as_weight_grad_says():
 
 @pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
                          ids=["C4", "D4"])
-def test_a_lifted_network_trains_alike_with_either_kernel_gradient(act):
+def test_a_lifted_network_trains_alike_with_any_conv_form_or_kernel_gradient(act):
   # Every conv of a small network (lift, group convs in C4's Fourier basis or D4's irreps, D4
-  # not abelian) with windows, against XLA.
+  # not abelian) with windows, or in Winograd's form (its own derivatives), against XLA.
   from eqnn import models
   model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,), norm=True)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
   params = model.init(jax.random.key(1), x)
 
-  def grads(how):
-    with spatial.kernel_gradients(how):
+  def grads(how, form="xla"):
+    with spatial.kernel_gradients(how), spatial.conv_forms(form):
       loss = lambda p: jnp.sum(model.apply(p, x, train=True, mutable=["batch_stats"])[0] ** 2)
       return jax.jit(jax.grad(loss))(params)
-  for g, w in zip(jax.tree.leaves(grads("windows")), jax.tree.leaves(grads("xla"))):
-    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+  want = jax.tree.leaves(grads("xla"))
+  for got in (grads("windows"), grads("auto", "winograd")):
+    for g, w in zip(jax.tree.leaves(got), want):
+      np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
