@@ -26,7 +26,7 @@ import numpy as np
 from eqnn import image_actions
 from eqnn.actions import Action, _gather
 from eqnn.groups import FiniteGroup
-from eqnn.spatial import add_bias, conv, require_float
+from eqnn.spatial import add_bias, conv, conv_relu_pool, require_float
 
 
 def kernel_turns(action, k: int) -> np.ndarray:
@@ -145,18 +145,26 @@ def _check_gcnn_kernel(kernel, padding, what):
 
 def gcnn_lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
                    action: Action, padding: str = "SAME",
-                   dtype: Any = jnp.float32) -> jax.Array:
+                   dtype: Any = jnp.float32, relu_pool: int = 0) -> jax.Array:
   """The G-CNN input lift: ``x [B, H, W, C_in] -> [B, H, W, |G|, F]``, slot g = ``conv(x, g . W)``
   (one conv with the |G| turned kernels side by side; G acts on the output by
   :func:`gcnn_action`). ``to_own_frames`` of it is :func:`eqnn.ops.lift_conv`'s
-  ``conv(g^-1 . x, W)`` wherever ``action`` is exact (quarter turns, mirrors)."""
+  ``conv(g^-1 . x, W)`` wherever ``action`` is exact (quarter turns, mirrors).
+  ``relu_pool`` >= 1: ReLU and max pooling of that window applied, the block run fused
+  (:func:`eqnn.spatial.conv_relu_pool`); equivariant under :func:`gcnn_action` where the
+  window tiles the map."""
   require_float(x, "gcnn_lift_conv")
   _check_gcnn_kernel(kernel, padding, "gcnn_lift_conv")
   x = action.prepare(x)
   k, _, c_in, f = kernel.shape
   n = action.group.order
   turned = turn_kernels(kernel, action)                                 # [G, k, k, C, F]
-  z = conv(x, jnp.moveaxis(turned, 0, -2).reshape(k, k, c_in, n * f), padding, dtype)
+  stacked = jnp.moveaxis(turned, 0, -2).reshape(k, k, c_in, n * f)
+  if relu_pool:
+    z = conv_relu_pool(x, stacked, None if bias is None else jnp.tile(bias, n), relu_pool,
+                       padding, dtype)
+    return z.reshape(z.shape[:-1] + (n, f))
+  z = conv(x, stacked, padding, dtype)
   return add_bias(z.reshape(z.shape[:-1] + (n, f)), bias, dtype)
 
 

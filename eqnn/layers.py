@@ -93,7 +93,9 @@ class LiftConv(ops.LiftsInput, nn.Module):
   sequences ``[B, L, C_in] -> [B, L, |G|, features]``.
 
   Slot g is ``conv(g^-1 . x)``, ``action`` moving the pixels (rotations need square images)
-  or the samples (``actions.shifts``, ``actions.shifts_reflections``).
+  or the samples (``actions.shifts``, ``actions.shifts_reflections``). ``relu_pool`` >= 1
+  applies ReLU and max pooling of that window too (the block fused where it pays:
+  :func:`eqnn.ops.lift_conv`).
   """
 
   action: actions_lib.Action
@@ -103,6 +105,7 @@ class LiftConv(ops.LiftsInput, nn.Module):
   use_bias: bool = True
   impl: str = "auto"
   dtype: Any = jnp.float32
+  relu_pool: int = 0
 
   @nn.compact
   def __call__(self, x):
@@ -110,7 +113,8 @@ class LiftConv(ops.LiftsInput, nn.Module):
     self.action.validate(x)
     kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
                                 name="conv")(x.shape[-1], x.ndim - 2)
-    return ops.lift_conv(x, kernel, bias, self.action, self.padding, self.dtype, self.impl)
+    return ops.lift_conv(x, kernel, bias, self.action, self.padding, self.dtype, self.impl,
+                         self.relu_pool)
 
 
 class GroupConv(ops.ActsOnBlocks, nn.Module):
@@ -172,14 +176,17 @@ class _GCNNLayer(nn.Module):
 class GCNNLiftConv(ops.LiftsToTurnedBlocks, _GCNNLayer):
   """The G-CNN input lift (Cohen & Welling): ``[B, H, W, C_in] -> [B, H, W, |G|, features]``,
   slot g = ``conv(x, g . W)``, every slot in the image's frame (:func:`eqnn.ops.gcnn_lift_conv`;
-  G acts on the output by :func:`eqnn.ops.gcnn_action`). Odd kernels."""
+  G acts on the output by :func:`eqnn.ops.gcnn_action`). Odd kernels. ``relu_pool`` >= 1
+  applies ReLU and max pooling of that window too, fused."""
+
+  relu_pool: int = 0
 
   @nn.compact
   def __call__(self, x):
     x = jnp.asarray(x)
     kernel, bias = _ConvWeights(self.features, self.kernel_size, self.use_bias,
                                 name="conv")(x.shape[-1])
-    return ops.gcnn_lift_conv(x, kernel, bias, self.action, "SAME", self.dtype)
+    return ops.gcnn_lift_conv(x, kernel, bias, self.action, "SAME", self.dtype, self.relu_pool)
 
 
 class GCNNConv(ops.ActsOnTurnedBlocks, _GCNNLayer):

@@ -94,13 +94,19 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     ks = kernel_sizes(self.kernel_size, len(self.conv_features))
     normed = lambda y: GroupBatchNorm(group)(y, train) if self.norm else y
     gcnn, last = self.hidden == "gcnn", len(self.conv_features)
+    # The first block max_pool . relu . lift runs as one fused op (eqnn.spatial.conv_relu_pool)
+    # unless a batch norm sits inside it, the G-CNN's turn into own frames does (one conv),
+    # or the equivariance report asks for the records of its full-resolution map.
+    fused = not (self.norm or (gcnn and last == 1)
+                 or self.is_mutable_collection("intermediates"))
+    first = self.pools[0] if fused else 0
     if gcnn:
       check_gcnn(ks, self.pools, x.shape[-3])
       y = GCNNLiftConv(self.action, self.conv_features[0], ks[0], dtype=self.dtype,
-                       use_bias=not self.norm)(x)
+                       use_bias=not self.norm, relu_pool=first)(x)
     else:
       y = LiftConv(self.action, self.conv_features[0], ks[0], impl=self.impl,
-                   dtype=self.dtype, use_bias=not self.norm)(x)
+                   dtype=self.dtype, use_bias=not self.norm, relu_pool=first)(x)
     for i, (feats, pool, k) in enumerate(zip(self.conv_features, self.pools, ks), 1):
       if i > 1 and gcnn:
         y = GCNNConv(self.action, feats, k, dtype=self.dtype, use_bias=not self.norm)(y)
@@ -109,7 +115,8 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
                       use_bias=not self.norm)(y)
       if gcnn and i == last:
         y = ToOwnFrames(self.action)(y)      # the paper's head reads slots in their own frames
-      y = relu_pool(self, normed(y), pool, i)
+      if i > 1 or not fused:
+        y = relu_pool(self, normed(y), pool, i)
     if self.head_pool != "none":                                         # [B, 1, 1, G, C]
       reduce = jnp.max if self.head_pool == "max" else jnp.mean
       y = reduce(y, axis=(1, 2), keepdims=True)

@@ -43,7 +43,8 @@ from eqnn import image_actions
 from eqnn import lift as lift_lib
 from eqnn.groups import FiniteGroup
 # The plain operations, re-exported: ops.conv, ops.max_pool, ... as before the split.
-from eqnn.spatial import blur_pool, conv, max_pool, patches, require_float, rotate  # noqa: F401
+from eqnn.spatial import (blur_pool, conv, conv_relu_pool, max_pool, patches,  # noqa: F401
+                           require_float, rotate)
 from eqnn.spatial import add_bias as _add_bias
 # The G-CNN layers (eqnn/gcnn.py), re-exported: ops.gcnn_conv, ops.to_own_frames, ...
 from eqnn.gcnn import (ActsOnTurnedBlocks, LiftsToTurnedBlocks, gcnn_action,  # noqa: F401
@@ -203,15 +204,26 @@ def _fourier_apply(x, kernel, group, linear):
 
 def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
               action: actions_lib.Action, padding: str = "SAME", dtype: Any = jnp.float32,
-              impl: str = "auto") -> jax.Array:
+              impl: str = "auto", relu_pool: int = 0) -> jax.Array:
   """The input lift of a conv: ``x [B, H, W, C_in] -> [B, H, W, |G|, F]``, slot g = ``conv(g^-1 . x)``.
 
   ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x. The
   same for sequences: ``x [B, L, C_in]``, ``kernel [k, C_in, F]`` -> ``[B, L, |G|, F]``.
+  ``relu_pool`` >= 1: ReLU and max pooling of that window applied to each slot (per channel,
+  so still the lift of a map, the block ``max_pool . relu . conv``); in the ``"vmap"`` form
+  on images that block runs fused over the |G| copies (:func:`eqnn.spatial.conv_relu_pool`).
   """
   impl = resolve_impl(impl, "lift_conv", action.group)
   require_float(x, "lift_conv")
   n = action.group.order
+  if relu_pool:
+    if impl == "vmap" and x.ndim == 4:
+      copies = lift_lib.lift_inputs(action, x)                        # [G, B, H, W, C]
+      y = conv_relu_pool(copies.reshape((-1,) + copies.shape[2:]), kernel, bias, relu_pool,
+                         padding, dtype)
+      return _slots_last(y.reshape(copies.shape[:2] + y.shape[1:]))
+    return max_pool(jax.nn.relu(lift_conv(x, kernel, bias, action, padding, dtype, impl)),
+                    relu_pool)
   if impl == "kernels":
     return _lift_conv_kernels(x, kernel, bias, action, padding, dtype)
   copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]

@@ -217,7 +217,7 @@ def main(argv):
                          lambda: bench_augmented_step(rounds, quick, report)),
       "kernel_gradients": ("V1 train step: conv kernel gradients from XLA or by windows",
                            lambda: bench_kernel_gradients(rounds, quick, peak, report)),
-      "conv_forms": ("V1 train step and lone convs: XLA's conv or Winograd's",
+      "conv_forms": ("train steps and lone convs: XLA's conv, Winograd's, the fused first block",
                      lambda: bench_conv_forms(rounds, quick, peak, report)),
       "lift_forms": ("train steps: the input lift turning images or kernels",
                      lambda: bench_lift_forms(rounds, quick, peak, report)),

@@ -1,5 +1,6 @@
 """`make bench`'s section `conv_forms`: XLA's conv against Winograd's F(2 x 2, 3 x 3)
-(:func:`eqnn.spatial.conv`'s ``form``), on whole V1 train steps and on lone convs.
+(:func:`eqnn.spatial.conv`'s ``form``) and the fused first block (:func:`eqnn.spatial.
+conv_relu_pool`'s "taps"), on whole train steps and on lone convs.
 
     python -m experiments.bench --only=conv_forms
 """
@@ -35,7 +36,29 @@ def bench_conv_forms(rounds, quick, peak, report):
         f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)"
         for form in ("xla", "auto", "winograd")) + f": auto {row['speedup']:.2f}x XLA's",
         flush=True)
+  _small_networks(rounds, quick, peak, report)
   _lone_convs(rounds, quick, report)
+
+
+def _small_networks(rounds, quick, peak, report):
+  """The default (stacked) network at batch 128 and make train's G-CNN network (128 as the
+  runner's 8 x 16), every conv XLA's and the first block composed (``form="xla"``) against
+  the default ``"auto"`` (there: the first block fused in the taps form), alternated."""
+  from eqnn import spatial
+  for net, b, micro in ([("default", 8, 1)] if quick else
+                        [("default", 128, 1), ("gcnn", 128, 8)]):
+    t, fwd = v1_step_times(b, (micro,), ("xla", "auto"), spatial.conv_forms,
+                           rounds if quick else 5, net=net)
+    row = {"net": net, "batch": b, "microbatches": micro,
+           "speedup": t[(micro, "xla")] / t[(micro, "auto")]}
+    for form in ("xla", "auto"):
+      row[f"{form}_images_per_s"] = b / t[(micro, form)]
+      row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(micro, form)] / peak
+    report["conv_forms"].append(row)
+    print(f"  {net} batch {b} ({micro} x {b // micro}): " + ", ".join(
+        f"{form} {row[f'{form}_images_per_s']:.1f} img/s "
+        f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)" for form in ("xla", "auto"))
+        + f": auto {row['speedup']:.2f}x XLA's", flush=True)
 
 
 def _lone_convs(rounds, quick, report):

@@ -17,17 +17,22 @@ def step_flops(forward_macs: int, batch: int) -> int:
   return 6 * forward_macs * batch
 
 
+def networks() -> dict:
+  """``{name: ((conv_features, pools, dense_features), hidden)}`` of the benched networks."""
+  from experiments.configs import default, paper
+  return {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden)
+          for name, c in (("default", default.get_config("stacked")),
+                          ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
+
+
 def bench_networks(rounds, quick, peak, report):
   """The networks' train step and inference at several batch sizes: "default", the paper's
   stacking with 16-32-64 filters (``default.py:stacked``, make train's network until
   2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
   network now (G-CNN hidden layers, 8-16-32, the batch as 8 x 16), and the authors' V1."""
   from eqnn import actions, models
-  from experiments.configs import default, paper
   act = actions.rotations()
-  nets = {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden)
-          for name, c in (("default", default.get_config("stacked")),
-                          ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
+  nets = networks()
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
   batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
              "gcnn": [(128, 8)] if quick else [(128, 1), (128, 8)],
@@ -84,25 +89,24 @@ def bench_augmented_step(rounds, quick, report):
         f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
 
 
-def v1_step_times(b, slices, modes, context, rounds):
-  """``({(slices, mode): seconds per step}, forward multiply-adds per image)`` of the authors'
-  V1 network's train step at batch b, each traced inside ``context(mode)`` (a form's block
-  default, which acts when the step is traced: its first call), all alternated."""
+def v1_step_times(b, slices, modes, context, rounds, net="paper_v1"):
+  """``({(slices, mode): seconds per step}, forward multiply-adds per image)`` of a benched
+  network's train step (:func:`networks`, the authors' V1 by default) at batch b, each traced
+  inside ``context(mode)`` (a form's block default, which acts when the step is traced: its
+  first call), all alternated."""
   from eqnn import actions, models
-  from experiments.configs import paper
-  c = paper.get_config()
-  cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+  cfg, hidden = networks()[net]
   runs = {}
   for micro in slices:
     for mode in modes:
-      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg), b, 40,
-                                      micro)
+      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg,
+                                                            hidden=hidden), b, 40, micro)
 
       def run(train=train, mode=mode):
         with context(mode):
           return train()
       runs[(micro, mode)] = run
-  return alternate(runs, rounds), conv_macs(cfg, True)
+  return alternate(runs, rounds), conv_macs(cfg, True, hidden=hidden)
 
 
 def bench_kernel_gradients(rounds, quick, peak, report):

@@ -12,6 +12,8 @@ def _slices(r) -> str:
 
 def _rate(r, form: str) -> str:
   """A form's images/s and share of the run's matmul peak: "54.6 img/s (44% of peak)"."""
+  if f"{form}_images_per_s" not in r:
+    return "not timed"
   return (f"{r[f'{form}_images_per_s']:.1f} img/s "
           f"({100 * r[f'{form}_fraction_of_peak']:.0f}% of peak)")
 
@@ -101,9 +103,10 @@ def markdown(report) -> str:
                      "windows")
   from eqnn import spatial
   out += _forms_table(report.get("conv_forms"), [
-      "XLA's convs (`form=\"xla\"`)",
+      "XLA's convs, first block composed (`form=\"xla\"`)",
       f"`form=\"auto\"` (the default: Winograd for the 3x3 convs of >= "
-      f"{spatial.WINOGRAD_MIN_IN} in and {spatial.WINOGRAD_MIN_OUT} out channels)",
+      f"{spatial.WINOGRAD_MIN_IN} in and {spatial.WINOGRAD_MIN_OUT} out channels, the first "
+      f"block fused in the taps form)",
       "Winograd for every 3x3 conv"], ("xla", "auto", "winograd"))
   out += _lone_table(report.get("lone_conv_forms"), "lone 3x3 conv, forward and backward",
                      "winograd")

@@ -53,6 +53,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images
   (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling)."""
   from eqnn import ops
+  from eqnn import spatial as spatial_lib
   from experiments import timing
   key = jax.random.key(0) if key is None else key
   keys = iter(jax.random.split(key, 64))
@@ -66,9 +67,17 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   f0 = conv_features[0]
   gcnn = hidden == "gcnn"
   lift_impl = "G-CNN" if gcnn else ops.resolve_impl(impl, "lift_conv", group)
-  lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action)) if gcnn else
-          (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl)))
-  parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size} ({lift_impl})",
+  # As EquivariantCNN: the first block max_pool . relu . lift as one op unless batch norm
+  # sits inside it or a G-CNN turns into own frames there (eqnn.spatial.conv_relu_pool).
+  fused = not (norm or (gcnn and len(conv_features) == 1))
+  first = pools[0] if fused else 0
+  lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action, relu_pool=first)) if gcnn else
+          (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl, relu_pool=first)))
+  taps = (jax.default_backend() == "cpu" and k * k <= spatial_lib.TAPS_MAX
+          and (gcnn or lift_impl == "vmap"))
+  label = (f" + ReLU + {first}x{first} max pool ({lift_impl}, {'taps, ' if taps else ''}fused)"
+           if fused else f" ({lift_impl})")
+  parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size}{label}",
                     _vjp_runner(lift, (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
                     2 * 2 * batch * size * size * k * k * f0 * n))
   h, cin = size, f0
@@ -87,7 +96,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                       _vjp_runner(lambda y: ops.max_pool(jax.nn.relu(ops.to_channels(y)), pool),
                                   (y,), (0,)), 0))
 
-  relu_pool_part(1, h, cin, pools[0])
+  if not fused:
+    relu_pool_part(1, h, cin, pools[0])
   h //= max(pools[0], 1)
   conv = ((lambda w, b, y: ops.gcnn_conv(y, w, b, action)) if gcnn else
           (lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl)))

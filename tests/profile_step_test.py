@@ -15,7 +15,8 @@ def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
   c.norm = True
   rows = profile_step.profile_config(c, 16, 1, timing.alternate)
   names = [r["part"] for r in rows]
-  assert names[0].startswith("input lift 1->4 x |G|=4 @28")
+  assert names[0] == "input lift 1->4 x |G|=4 @28 (vmap)"      # batch norm: not fused
+  assert any(n.startswith("ReLU + 2x2 max pool 1") for n in names)
   assert any(n.startswith("group conv 2: 4->8 per element @14 (fourier)") for n in names)
   assert any(n.startswith("batch norm 2") for n in names)
   assert any(n.startswith("lifted dense") for n in names)
@@ -38,7 +39,9 @@ def test_the_profile_of_a_gcnn_network_times_its_own_layers():
   c = default.get_config("smoke")
   c.hidden = "gcnn"
   names = [r["part"] for r in profile_step.profile_config(c, 16, 1, timing.alternate)]
-  assert names[0].startswith("input lift 1->4 x |G|=4 @28 (G-CNN)")
+  assert names[0].startswith("input lift 1->4 x |G|=4 @28 + ReLU + 2x2 max pool (G-CNN, "
+                             "taps, fused)")
+  assert not any(n.startswith("ReLU + 2x2 max pool 1") for n in names)   # inside the first
   assert any(n.startswith("G-CNN conv 2: 4->8 per element @14 (expanded)") for n in names)
   assert any(n.startswith("to own frames (14x14") for n in names)
   assert not any(n.startswith("group conv") for n in names)
