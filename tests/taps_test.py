@@ -16,6 +16,12 @@ def _block(form, window, padding):
   return lambda x, w, b: spatial.conv_relu_pool(x, w, b, window, padding, form=form)
 
 
+def _everything(f, args, ct, tangents):
+  """Values, the VJP of ``ct`` (x, kernel, bias) and the JVP of ``tangents``, one program."""
+  return jax.jit(lambda a, c, t: (f(*a), jax.vjp(f, *a)[1](c), jax.jvp(f, a, t)[1]))(
+      args, ct, tangents)
+
+
 @pytest.mark.parametrize("shape,k,cin,cout,window,padding", CASES,
                          ids=["lift", "rgb-ragged", "5x5-valid-pool3", "no-pool"])
 def test_the_fused_block_is_the_composition_in_values_and_derivatives(shape, k, cin, cout,
@@ -23,27 +29,26 @@ def test_the_fused_block_is_the_composition_in_values_and_derivatives(shape, k, 
   keys = jax.random.split(jax.random.key(0), 8)
   args = (jax.random.normal(keys[0], shape), 0.3 * jax.random.normal(keys[1], (k, k, cin, cout)),
           0.1 * jax.random.normal(keys[2], (cout,)))
-  fused, composed = _block("taps", window, padding), _block("xla", window, padding)
-  want = composed(*args)
-  np.testing.assert_allclose(jax.jit(fused)(*args), want, rtol=1e-5, atol=1e-5)
-  ct = jax.random.normal(keys[3], want.shape)
-  got = jax.jit(lambda *a: jax.vjp(fused, *a)[1](ct))(*args)
-  for g, w in zip(got, jax.vjp(composed, *args)[1](ct)):       # x, kernel and bias
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.abs(w).max()))
+  out = jax.eval_shape(_block("xla", window, padding), *args)
+  ct = jax.random.normal(keys[3], out.shape)
   tangents = tuple(jax.random.normal(kk, a.shape) for kk, a in zip(keys[4:], args))
-  np.testing.assert_allclose(jax.jvp(fused, args, tangents)[1],
-                             jax.jvp(composed, args, tangents)[1], rtol=1e-4, atol=1e-4)
+  got = _everything(_block("taps", window, padding), args, ct, tangents)
+  want = _everything(_block("xla", window, padding), args, ct, tangents)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+  for g, w in zip(got[1], want[1]):                           # x, kernel and bias
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.abs(w).max()))
+  np.testing.assert_allclose(got[2], want[2], rtol=1e-4, atol=1e-4)
 
 
 def test_the_fused_block_gradient_goes_to_each_windows_first_maximum_as_max_pools():
   # A 1 x 1 kernel on a constant image: all four entries of every window tie (and are > 0).
   x, w, b = jnp.ones((1, 4, 4, 1)), jnp.ones((1, 1, 1, 1)), jnp.zeros((1,))
   for form in ("taps", "xla"):
-    g = jax.grad(lambda x: spatial.conv_relu_pool(x, w, b, 2, form=form).sum())(x)
+    g = jax.jit(jax.grad(lambda x: spatial.conv_relu_pool(x, w, b, 2, form=form).sum()))(x)
     np.testing.assert_array_equal(g[0, :, :, 0], [[1, 0, 1, 0], [0, 0, 0, 0],
                                                   [1, 0, 1, 0], [0, 0, 0, 0]])
   # Windows whose max is not positive pass no gradient (ReLU's), in either form.
-  g = jax.grad(lambda b: spatial.conv_relu_pool(x, w, b, 2, form="taps").sum())(-2.0 + b)
+  g = jax.jit(jax.grad(lambda b: spatial.conv_relu_pool(x, w, b, 2, form="taps").sum()))(b - 2)
   np.testing.assert_array_equal(g, [0.0])
 
 
@@ -96,11 +101,11 @@ def test_bad_fused_blocks_are_refused():
 def test_a_lift_with_relu_pool_is_the_pooled_lift(act, impl):
   x = jax.random.normal(jax.random.key(0), (2, 12, 12, 1))
   w, b = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)), jnp.arange(4.0) / 8
-  got = lambda w, b: ops.lift_conv(x, w, b, act, impl=impl, relu_pool=2)
-  want = lambda w, b: spatial.max_pool(jax.nn.relu(ops.lift_conv(x, w, b, act, impl=impl)), 2)
-  np.testing.assert_allclose(jax.jit(got)(w, b), want(w, b), rtol=1e-5, atol=1e-5)
-  for g, v in zip(jax.grad(lambda *a: jnp.sum(got(*a) ** 2), (0, 1))(w, b),
-                  jax.grad(lambda *a: jnp.sum(want(*a) ** 2), (0, 1))(w, b)):
+  fused = lambda w, b: ops.lift_conv(x, w, b, act, impl=impl, relu_pool=2)
+  composed = lambda w, b: spatial.max_pool(jax.nn.relu(ops.lift_conv(x, w, b, act, impl=impl)), 2)
+  both = lambda f: jax.jit(lambda w, b: (f(w, b), jax.grad(lambda *a: jnp.sum(f(*a) ** 2),
+                                                            (0, 1))(w, b)))(w, b)
+  for g, v in zip(jax.tree.leaves(both(fused)), jax.tree.leaves(both(composed))):
     np.testing.assert_allclose(g, v, rtol=1e-4, atol=1e-4)
 
 
@@ -123,8 +128,8 @@ def test_a_network_with_its_first_block_fused_is_the_same_function(hidden):
   params = model.init(jax.random.key(1), x)
   fused = lambda p: model.apply(p, x)
   composed = lambda p: model.apply(p, x, mutable=["intermediates"])[0]
-  np.testing.assert_allclose(jax.jit(fused)(params), composed(params), rtol=1e-5, atol=1e-5)
-  assert "conv1" in model.apply(params, x, mutable=["intermediates"])[1]["intermediates"]
-  loss = lambda f: jax.jit(jax.grad(lambda p: jnp.sum(f(p) ** 2)))(params)
-  for g, w in zip(jax.tree.leaves(loss(fused)), jax.tree.leaves(loss(composed))):
+  both = lambda f: jax.jit(lambda p: (f(p), jax.grad(lambda p: jnp.sum(f(p) ** 2))(p)))(params)
+  for g, w in zip(jax.tree.leaves(both(fused)), jax.tree.leaves(both(composed))):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  assert "conv1" in jax.eval_shape(lambda p: model.apply(p, x, mutable=["intermediates"])[1],
+                                   params)["intermediates"]
