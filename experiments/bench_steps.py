@@ -42,11 +42,13 @@ def bench_networks(rounds, quick, peak, report):
       model = models.EquivariantCNN(act, *cfg, hidden=hidden)
       train, infer, _ = train_step_runner(model, b, 40, micro)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
-      fwd = conv_macs(cfg, True, hidden=hidden)
+      fwd = conv_macs(cfg, True, hidden=hidden, executed=True)
+      equivalent = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
       row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
              "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
       row["executed_gflops"] = step_flops(fwd, b) / t["train"] / 1e9
+      row["conv_equivalent_gflops"] = step_flops(equivalent, b) / t["train"] / 1e9
       row["dense_equivalent_gflops"] = step_flops(dense_fwd, b) / t["train"] / 1e9
       row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
       report["networks"].append(row)
@@ -165,7 +167,7 @@ def bench_lift_forms(rounds, quick, peak, report):
       runs[(name, impl)] = train_step_runner(model, b, 10 * act.group.order, micro)[0]
   t = alternate(runs, rounds if quick else 5)
   for name, cfg, act, b, micro in nets:
-    flops = step_flops(conv_macs(cfg, True, act.group), b)
+    flops = step_flops(conv_macs(cfg, True, act.group, executed=True), b)
     row = {"net": name, "batch": b, "microbatches": micro}
     for impl in forms(act):
       row[f"{impl}_images_per_s"] = b / t[(name, impl)]
@@ -270,7 +272,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
         continue
       runs[label] = train
     t = alternate(runs, 3 if name == "paper_v1" else rounds)
-    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden)
+    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden, executed=True)
     for label, secs in t.items():
       row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
              "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,

@@ -18,6 +18,11 @@ def _rate(r, form: str) -> str:
           f"({100 * r[f'{form}_fraction_of_peak']:.0f}% of peak)")
 
 
+def _equivalent(r, key: str, peak: float) -> str:
+  """A GFLOP/s field and its share of the peak ("n/a" in reports written before it)."""
+  return f"{r[key]:.0f} ({100 * r[key] / peak:.0f}%)" if key in r else "n/a"
+
+
 def _forms_table(rows, headers: list[str], forms=("xla", "auto")) -> list[str]:
   """A train step in two or three forms: each form's rate, then auto's speed-up over XLA's."""
   if not rows:
@@ -48,13 +53,19 @@ def markdown(report) -> str:
   # A section that did not run (``--only``) has no rows and gets no table.
   if report.get("networks"):
     out += ["", "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of "
-            "peak) | dense-equivalent GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
+            "peak) | conv-equivalent GFLOP/s (% of peak) | dense-equivalent GFLOP/s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
   for r in report.get("networks", []):
     b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
                            if r["microbatches"] > 1 else "")
     out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
-               f"({100 * r['fraction_of_matmul_peak']:.0f}%) | {r['dense_equivalent_gflops']:.0f} |")
+               f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
+               f"{_equivalent(r, 'conv_equivalent_gflops', peak)} | "
+               f"{r['dense_equivalent_gflops']:.0f} |")
+  if report.get("networks"):
+    out += ["", "Executed: Winograd's convs (on CPU, V1's wide ones) at their 16 products per "
+            "2 x 2 output tile; conv-equivalent: every conv counted as a direct conv."]
   if report.get("lift_overhead"):
     out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
             "forward | gradient | gradient's compile |", "| --- | --- | --- | --- | --- | --- |"]
@@ -108,6 +119,9 @@ def markdown(report) -> str:
       f"{spatial.WINOGRAD_MIN_IN} in and {spatial.WINOGRAD_MIN_OUT} out channels, the first "
       f"block fused in the taps form)",
       "Winograd for every 3x3 conv"], ("xla", "auto", "winograd"))
+  if report.get("conv_forms"):
+    out += ["", "The shares of peak above count every conv as a direct conv (conv-equivalent, "
+            "one scale for all forms): Winograd's convs execute 2.25x fewer multiplies."]
   out += _lone_table(report.get("lone_conv_forms"), "lone 3x3 conv, forward and backward",
                      "winograd")
   if report.get("lift_forms"):

@@ -107,8 +107,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                       f"@{h} ({conv_impl})",
                       _vjp_runner(conv, (rnd((k, k, n * cin, f)), rnd((f,)),
                                          rnd((batch, h, h, n, cin))), (0, 1, 2)),
-                      3 * 2 * batch * h * h * k * k
-                      * timing.layer_units(group, cin, f, conv_impl)))
+                      3 * 2 * batch * sum(timing.conv_executed_macs(h, k, *u) for u in
+                                          timing.unit_convs(group, cin, f, conv_impl))))
     if gcnn and i == len(conv_features):
       parts.append(Part(f"to own frames ({h}x{h}, {n}x{f} channels)",
                         _vjp_runner(lambda y: ops.to_own_frames(y, action),

@@ -95,38 +95,68 @@ def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, d
   return min(t, key=t.get), t
 
 
-def layer_units(group, cin: int, cout: int, impl: str) -> int:
-  """Multiply-adds per position of a layer lifted over the regular action of ``group``
-  (``cin`` and ``cout`` per element) in form ``impl``: the irreps basis's, or the expanded
-  block-circulant weights' ``|G| cin |G| cout``."""
+def unit_convs(group, cin: int, cout: int, impl: str) -> list[tuple[int, int, int]]:
+  """The plain maps (convs or matmuls) a layer lifted over the regular action of ``group``
+  (``cin`` and ``cout`` per element) runs in form ``impl``, as ``(rows, C_in, C_out)``: each
+  map's channels and how many times its input is the lifted input's size (an irrep of
+  dimension d folds its d rows into the batch). C_n's Fourier basis: one ``cin -> cout`` map
+  per real frequency and one ``2 cin -> 2 cout`` per complex one; D_n's irreps:
+  ``(d, d cin, d cout)`` each; the expanded form one ``|G| cin -> |G| cout`` map."""
   from eqnn import fourier
   n = group.order
   if impl == "fourier":
     if fourier.is_cyclic_in_order(group):
-      return fourier.multiply_adds(n, cin, cout)[0]
-    return fourier.irrep_multiply_adds(fourier.dihedral_irreps(n // 2), cin, cout)
-  return n * cin * n * cout
+      real, cplx = fourier._frequencies(n)
+      return [(1, cin, cout)] * len(real) + [(1, 2 * cin, 2 * cout)] * len(cplx)
+    return [(r.shape[-1], r.shape[-1] * cin, r.shape[-1] * cout)
+            for r in fourier.dihedral_irreps(n // 2)]
+  return [(1, n * cin, n * cout)]
 
 
-def conv_macs(model_cfg, fourier_form: bool, group=None, hidden: str = "stacked") -> int:
+def layer_units(group, cin: int, cout: int, impl: str) -> int:
+  """Multiply-adds per position of a layer lifted over the regular action of ``group``
+  (``cin`` and ``cout`` per element) in form ``impl``: the irreps basis's, or the expanded
+  block-circulant weights' ``|G| cin |G| cout``."""
+  return sum(rows * a * b for rows, a, b in unit_convs(group, cin, cout, impl))
+
+
+def conv_executed_macs(size: int, k: int, rows: int, cin: int, cout: int) -> int:
+  """Multiply-adds of one stride-1 SAME ``k x k`` conv at ``size x size`` as
+  :func:`eqnn.spatial.conv`'s default form runs it here: in Winograd's form (on CPU, 3 x 3
+  convs of at least ``WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT`` out channels) 16 per
+  2 x 2 output tile and channel pair (its transforms are additions, not counted), else
+  ``k^2`` per output and channel pair."""
+  import jax
+  from eqnn import spatial
+  if (k == 3 and cin >= spatial.WINOGRAD_MIN_IN and cout >= spatial.WINOGRAD_MIN_OUT
+      and jax.default_backend() == "cpu"):
+    return rows * (-(-size // 2)) ** 2 * 16 * cin * cout
+  return rows * size * size * k * k * cin * cout
+
+
+def conv_macs(model_cfg, fourier_form: bool, group=None, hidden: str = "stacked",
+              executed: bool = False) -> int:
   """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs over ``group``
-  (default C4).
+  (default C4), its convs 3 x 3.
 
-  ``fourier_form``: count what ``impl="auto"`` executes (the group convs, and the lifted dense
-  layer where auto picks it, in the Fourier basis); else the dense expanded weights'.
-  ``hidden="gcnn"``: the G-CNN convs, which run their expanded turned weights either way."""
+  ``fourier_form``: count what ``impl="auto"`` computes (the group convs, and the lifted
+  dense layer where auto picks it, in the Fourier basis); else the dense expanded weights'.
+  ``hidden="gcnn"``: the G-CNN convs, which run their expanded turned weights either way.
+  ``executed``: each conv as its default form runs it on this backend
+  (:func:`conv_executed_macs`: Winograd's products for the wide convs on CPU); else as a
+  direct conv ("conv-equivalent")."""
   from eqnn import groups, ops
   c4 = group if group is not None else groups.cyclic(4)
   form = lambda kind: ("expanded" if not fourier_form or (hidden == "gcnn" and kind == "group_conv")
                        else ops.resolve_impl("auto", kind, c4))
   feats, pools, dense = model_cfg
   h = 28
-  k2 = 9
-  macs = h * h * k2 * 1 * feats[0] * c4.order               # input lift, |G| copies
+  macs = h * h * 9 * 1 * feats[0] * c4.order               # input lift, |G| copies
   h //= pools[0]
   cin = feats[0]
   for f, p in zip(feats[1:], pools[1:]):
-    macs += h * h * k2 * layer_units(c4, cin, f, form("group_conv"))
+    macs += sum(conv_executed_macs(h, 3, *u) if executed else h * h * 9 * u[0] * u[1] * u[2]
+                for u in unit_convs(c4, cin, f, form("group_conv")))
     h //= p
     cin = f
   widths = list(dense) + [10]

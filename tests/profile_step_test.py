@@ -5,7 +5,7 @@ import json
 import jax
 import pytest
 
-from eqnn import actions
+from eqnn import actions, groups
 from experiments import bench_peers, profile_step, timing
 from experiments.configs import default
 
@@ -66,9 +66,11 @@ def test_peer_benchmark_says_what_is_missing_and_writes_its_table(tmp_path):
                         "threads": 2},
             "rows": [{"net": "paper_v1", "batch": 128, "eqnn_microbatches": 4,
                       "eqnn_images_per_s": 90.0, "escnn_images_per_s": 60.0, "ratio": 1.5,
-                      "eqnn_gflops": 120.0, "escnn_gflops": 150.0}]}
+                      "eqnn_gflops": 120.0, "eqnn_conv_equivalent_gflops": 234.0,
+                      "escnn_gflops": 150.0}]}
   md = bench_peers.markdown(json.loads(json.dumps(report)))
-  assert "| paper_v1 | 128 (4 x 32) | 90.0 | 60.0 | 1.50x | 120 (60%) | 150 (75%) |" in md
+  assert ("| paper_v1 | 128 (4 x 32) | 90.0 | 60.0 | 1.50x | 120 (60%) | 234 (117%) | "
+          "150 (75%) |") in md
 
 
 def test_the_bench_counts_the_forms_that_run():
@@ -76,6 +78,19 @@ def test_the_bench_counts_the_forms_that_run():
   executed, dense = timing.conv_macs(cfg, True), timing.conv_macs(cfg, False)
   # C4's group convs in the Fourier basis: 6 units of work instead of 16.
   assert dense > executed > 6 / 16 * dense
+  assert timing.conv_macs(cfg, True, executed=True) == executed      # no conv wide enough
+  # V1's shape: its 80 -> 80 units (and 160 -> 160, 160 -> 64) run in Winograd's form on
+  # CPU, 16 products per 2 x 2 tile instead of 36; its 80 -> 32 units and the lift directly.
+  v1 = ((80, 80, 32), (1, 1, 4), (256,))
+  lift = 28 * 28 * 9 * 80 * 4
+  conv2 = 14 * 14 * 16 * (2 * 80 * 80 + 160 * 160)
+  conv3 = 28 * 28 * 9 * 2 * 80 * 32 + 14 * 14 * 16 * 160 * 64
+  head = timing.conv_macs(v1, True) - lift - 28 * 28 * 9 * (
+      2 * 80 * 80 + 160 * 160 + 2 * 80 * 32 + 160 * 64)
+  assert timing.conv_macs(v1, True, executed=True) == lift + conv2 + conv3 + head
+  assert timing.unit_convs(groups.cyclic(4), 3, 5, "fourier") == [(1, 3, 5), (1, 3, 5),
+                                                                  (1, 6, 10)]
+  assert timing.layer_units(groups.dihedral(4), 1, 1, "fourier") == 12     # D4: 4 x 1 + 8
 
 
 def test_bench_tables_show_only_the_sections_that_ran():
