@@ -61,20 +61,23 @@ class Equivarified(nnx.Module):
 
 class LiftConv(ops.LiftsInput, nnx.Module):
   """The input lift of a conv: ``[B, H, W, C_in] -> [B, H, W, |G|, features]``, slot g =
-  ``conv(g^-1 . x)``."""
+  ``conv(g^-1 . x)``; ``relu_pool`` >= 1 applies ReLU and max pooling of that window too
+  (fused where it pays, :func:`eqnn.ops.lift_conv`)."""
 
   def __init__(self, action: actions_lib.Action, in_features: int, features: int,
                kernel_size: int = 3, *, padding: str = "SAME", use_bias: bool = True,
-               impl: str = "auto", dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               impl: str = "auto", dtype: Any = jnp.float32, relu_pool: int = 0,
+               rngs: nnx.Rngs):
     ops.resolve_impl(impl, "lift_conv", action.group)
     self.action, self.padding, self.impl, self.dtype = action, padding, impl, dtype
+    self.relu_pool = relu_pool
     k = kernel_size
     self.kernel = nnx.Param(_init(rngs.params(), (k, k, in_features, features), jnp.float32))
     self.bias = _bias(features, use_bias)
 
   def __call__(self, x):
     return ops.lift_conv(jnp.asarray(x), self.kernel[...], _value(self.bias), self.action,
-                         self.padding, self.dtype, self.impl)
+                         self.padding, self.dtype, self.impl, self.relu_pool)
 
 
 class GroupConv(ops.ActsOnBlocks, nnx.Module):
@@ -98,19 +101,20 @@ class GroupConv(ops.ActsOnBlocks, nnx.Module):
 
 class GCNNLiftConv(ops.LiftsToTurnedBlocks, nnx.Module):
   """The G-CNN input lift (see :class:`eqnn.layers.GCNNLiftConv`): ``[B, H, W, C_in] ->
-  [B, H, W, |G|, features]``, slot g = ``conv(x, g . W)``, every slot in the image's frame."""
+  [B, H, W, |G|, features]``, slot g = ``conv(x, g . W)``, every slot in the image's frame;
+  ``relu_pool`` >= 1 applies ReLU and max pooling of that window too, fused."""
 
   def __init__(self, action: actions_lib.Action, in_features: int, features: int,
                kernel_size: int = 3, *, use_bias: bool = True, dtype: Any = jnp.float32,
-               rngs: nnx.Rngs):
-    self.action, self.dtype = action, dtype
+               relu_pool: int = 0, rngs: nnx.Rngs):
+    self.action, self.dtype, self.relu_pool = action, dtype, relu_pool
     k = kernel_size
     self.kernel = nnx.Param(_init(rngs.params(), (k, k, in_features, features), jnp.float32))
     self.bias = _bias(features, use_bias)
 
   def __call__(self, x):
     return ops.gcnn_lift_conv(jnp.asarray(x), self.kernel[...], _value(self.bias), self.action,
-                              "SAME", self.dtype)
+                              "SAME", self.dtype, self.relu_pool)
 
 
 class GCNNConv(ops.ActsOnTurnedBlocks, nnx.Module):
@@ -166,11 +170,17 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
     self.action, self.pools, self.hidden = action, tuple(pools), hidden
     group = action.group
     h, w, c = input_shape
+    # The first block max_pool . relu . lift as one op (as the linen model; a single G-CNN
+    # conv turns into own frames before its pool, so there it stays composed).
+    self.fused = not (hidden == "gcnn" and len(pools) == 1)
+    first = pools[0] if self.fused else 0
     if hidden == "gcnn":
       models.check_gcnn((kernel_size,) * len(conv_features), tuple(pools), h)
-      self.lift = GCNNLiftConv(action, c, conv_features[0], kernel_size, rngs=rngs)
+      self.lift = GCNNLiftConv(action, c, conv_features[0], kernel_size, relu_pool=first,
+                               rngs=rngs)
     else:
-      self.lift = LiftConv(action, c, conv_features[0], kernel_size, impl=impl, rngs=rngs)
+      self.lift = LiftConv(action, c, conv_features[0], kernel_size, impl=impl,
+                           relu_pool=first, rngs=rngs)
     h, w = h // max(pools[0], 1), w // max(pools[0], 1)
     convs = []
     for cin, cout, pool in zip(conv_features, conv_features[1:], pools[1:]):
@@ -190,7 +200,8 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
         y = self.convs[i - 2](y)
       if self.hidden == "gcnn" and i == last:
         y = ops.to_own_frames(y, self.action)   # the head reads slots in their own frames
-      y = ops.max_pool(jax.nn.relu(y), pool)
+      if i > 1 or not self.fused:
+        y = ops.max_pool(jax.nn.relu(y), pool)
     h = self.group_dense(y)                                          # [B, G, w0]
     for layer in self.dense:
       h = layer(jax.nn.relu(h))                                      # shared over G
