@@ -162,10 +162,10 @@ def conv_relu_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, wind
   the kernel's gradient one matmul); "xla" or "winograd", the composition with :func:`conv`
   in that form; "auto" (the default, or :func:`conv_forms`'s): "taps" on CPU for 2-D convs
   with ``k^2 C_in <= TAPS_MAX`` and a window of at most 11, else the composition with
-  :func:`conv`'s own choice. The same function either way (``tests/spatial_test.py``). On a
-  2-core AMD EPYC (2026-12-03) an input lift 1 -> 16 with ReLU and 2 x 2 pooling over C4's
-  copies at batch 128 took 33 ms forward and backward fused against 50-66 ms composed
-  (docs/performance.md).
+  :func:`conv`'s own choice. The same function either way (``tests/taps_test.py``). With
+  the first block fused, whole train steps at batch 128 ran 1.14x (the paper's stacking)
+  and 1.22x (make train's network) as fast as with it composed on XLA's conv (`python -m
+  experiments.bench --only=conv_forms`, 2026-12-03, 2-core AMD EPYC; docs/performance.md).
   """
   if form is not None and form not in CONV_FORMS + ("taps",):
     raise ValueError(f"conv form {form!r}: choose one of {CONV_FORMS + ('taps',)}")

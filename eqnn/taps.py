@@ -1,8 +1,8 @@
 """A CNN's first block, ``max_pool(relu(conv(x, W) + b), p)``, fused for inputs of few channels.
 
-XLA's CPU conv runs a conv of one or a few input channels far below matmul speed (an input
-lift 1 -> 16 at 28 x 28: 22 ms forward for 512 images where the same sums as k^2 C_in
-broadcast multiply-adds take 2.4 ms), and the ReLU and max pool after it pass over the
+XLA's CPU conv runs a conv of one or a few input channels far below matmul speed (`make
+profile` put the default network's input lift 1 -> 16 at 2% of the matmul peak, a third of
+its step with the pooling after it), and the ReLU and max pool after it pass over the
 block's full-resolution output, the largest tensor of such a network, several times more
 (the pool's argmax, its one-hot, the scattered cotangent). Here the block is one function:
 
@@ -17,7 +17,7 @@ block's full-resolution output, the largest tensor of such a network, several ti
 
 The same function as the composition with XLA's conv, to float rounding, in forward and
 reverse mode; the derivative goes to each window's first maximal entry, as
-:func:`eqnn.spatial.max_pool`'s does (``tests/spatial_test.py``). :func:`eqnn.spatial.
+:func:`eqnn.spatial.max_pool`'s does (``tests/taps_test.py``). :func:`eqnn.spatial.
 conv_relu_pool` chooses this form (``form="taps"``) on CPU.
 """
 
@@ -83,7 +83,7 @@ def _forward(x, kernel, bias, window, padding):
 def _kept(fn, kernel, *args):
   """``fn(*args)``, computed once and kept. XLA's CPU backend drops optimization barriers and
   would fuse the forward's window comparisons into each consumer in the backward pass,
-  recomputing the conv there (3-4x the forward's cost, measured); no fusion crosses a
+  recomputing the conv there (seen in profiler traces, docs/performance.md); no fusion crosses a
   conditional. Both branches are ``fn``, so the predicate (opaque to XLA: whether the kernel
   has no NaN) changes nothing but where XLA may fuse."""
   return jax.lax.cond(jnp.all(kernel == kernel), fn, fn, *args)

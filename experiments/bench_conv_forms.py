@@ -7,7 +7,7 @@ conv_relu_pool`'s "taps"), on whole train steps and on lone convs.
 
 from __future__ import annotations
 
-from experiments.bench_steps import lone_conv_rows, step_flops, v1_step_times
+from experiments.bench_steps import form_step_times, lone_conv_rows, step_flops
 
 # Lone 3x3 convs at V1's and the default network's shapes: (batch, size, C_in, C_out).
 LONE_CONVS = [(32, 28, 160, 160), (32, 28, 128, 128), (32, 28, 80, 80), (32, 28, 160, 64),
@@ -22,7 +22,7 @@ def bench_conv_forms(rounds, quick, peak, report):
   alternated in one run; then lone convs, forward and backward, in each form."""
   from eqnn import spatial
   b, slices = (8, (1,)) if quick else (128, (4, 8))
-  t, fwd = v1_step_times(b, slices, ("xla", "auto", "winograd"), spatial.conv_forms,
+  t, fwd = form_step_times(b, slices, ("xla", "auto", "winograd"), spatial.conv_forms,
                          rounds if quick else 3)
   for micro in slices:
     row = {"net": "paper_v1", "batch": b, "microbatches": micro,
@@ -47,7 +47,7 @@ def _small_networks(rounds, quick, peak, report):
   from eqnn import spatial
   for net, b, micro in ([("default", 8, 1)] if quick else
                         [("default", 128, 1), ("gcnn", 128, 8)]):
-    t, fwd = v1_step_times(b, (micro,), ("xla", "auto"), spatial.conv_forms,
+    t, fwd = form_step_times(b, (micro,), ("xla", "auto"), spatial.conv_forms,
                            rounds if quick else 5, net=net)
     row = {"net": net, "batch": b, "microbatches": micro,
            "speedup": t[(micro, "xla")] / t[(micro, "auto")]}

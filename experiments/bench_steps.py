@@ -91,7 +91,7 @@ def bench_augmented_step(rounds, quick, report):
         f"one program {row['one_program_ms']:.0f} ms ({row['speedup']:.2f}x)", flush=True)
 
 
-def v1_step_times(b, slices, modes, context, rounds, net="paper_v1"):
+def form_step_times(b, slices, modes, context, rounds, net="paper_v1"):
   """``({(slices, mode): seconds per step}, forward multiply-adds per image)`` of a benched
   network's train step (:func:`networks`, the authors' V1 by default) at batch b, each traced
   inside ``context(mode)`` (a form's block default, which acts when the step is traced: its
@@ -118,7 +118,7 @@ def bench_kernel_gradients(rounds, quick, peak, report):
   :func:`eqnn.spatial.conv`), all alternated in one run."""
   from eqnn import spatial
   b, slices = (8, (1,)) if quick else (128, (8, 4, 2))
-  t, fwd = v1_step_times(b, slices, ("xla", "auto"), spatial.kernel_gradients,
+  t, fwd = form_step_times(b, slices, ("xla", "auto"), spatial.kernel_gradients,
                          rounds if quick else 3)
   _lone_kernel_gradients(rounds, quick, report)
   for micro in slices:

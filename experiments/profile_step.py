@@ -75,7 +75,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
           (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl, relu_pool=first)))
   taps = (jax.default_backend() == "cpu" and k * k <= spatial_lib.TAPS_MAX
           and (gcnn or lift_impl == "vmap"))
-  label = (f" + ReLU + {first}x{first} max pool ({lift_impl}, {'taps, ' if taps else ''}fused)"
+  label = (f" + ReLU + {first}x{first} max pool ({lift_impl}{', taps, fused' if taps else ''})"
            if fused else f" ({lift_impl})")
   parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size}{label}",
                     _vjp_runner(lift, (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
