@@ -9,6 +9,7 @@ the same function, to float rounding, in forward and reverse mode (``tests/spati
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,20 @@ def _pads(kernel_shape, padding):
   raise ValueError(f"padding {padding!r}: 'SAME' or 'VALID'")
 
 
+def shifted_views(x, kernel_shape, padding):
+  """The shifted windows of a stride-1 conv with a kernel of spatial shape ``kernel_shape``
+  over axes ``1 .. d`` of ``x [B, *spatial, ...]``, padded as ``padding`` says: one view of
+  the output's spatial size per kernel tap, in the kernel's order, so that a 2-D conv is
+  ``sum_ij views[i * kw + j] @ kernel[i, j]``. Shared by :func:`eqnn.spatial.patches`, the
+  kernel gradient by windows and the fused first block (:mod:`eqnn.taps`)."""
+  d = len(kernel_shape)
+  pads = _pads(kernel_shape, padding)
+  xp = jnp.pad(x, [(0, 0)] + pads + [(0, 0)] * (x.ndim - 1 - d))
+  out = [n + lo + hi - k + 1 for n, (lo, hi), k in zip(x.shape[1:1 + d], pads, kernel_shape)]
+  return [xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, out))]
+          for offset in itertools.product(*map(range, kernel_shape))]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def conv_windows_grad(x, kernel, padding):
   """XLA's 2-D conv, with a tangent in the kernel written as k^2 matmuls of shifted input
@@ -50,21 +65,14 @@ def _windows_jvp(padding, primals, tangents):
   x, kernel = primals
   dx, dk = tangents
   y = xla_conv(x, kernel, padding)
-  return y, xla_conv(dx, kernel, padding) + _window_products(x, dk, padding, y.shape)
+  return y, xla_conv(dx, kernel, padding) + _window_products(x, dk, padding)
 
 
-def _window_products(x, dk, padding, out_shape):
+def _window_products(x, dk, padding):
   """``sum_ij window_ij(x) @ dk[i, j]``: the conv of x with dk as k^2 matmuls of shifted
   windows (whose transpose in dk is the kernel gradient by windows)."""
-  kh, kw = dk.shape[:2]
-  (lo_h, hi_h), (lo_w, hi_w) = _pads((kh, kw), padding)
-  xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-  h, w = out_shape[1], out_shape[2]
-  dy = 0.0
-  for i in range(kh):
-    for j in range(kw):
-      dy = dy + xp[:, i:i + h, j:j + w, :] @ dk[i, j]
-  return dy
+  taps = dk.reshape((-1,) + dk.shape[2:])
+  return sum(v @ t for v, t in zip(shifted_views(x, dk.shape[:2], padding), taps))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -89,7 +97,7 @@ def _winograd_jvp(padding, weight_grad, primals, tangents):
     dk_part, = jax.linear_transpose(lambda ct: winograd.kernel_grad(x, ct, pads),
                                     jax.ShapeDtypeStruct(y.shape, y.dtype))(dk)
   elif weight_grad == "windows":
-    dk_part = _window_products(x, dk, padding, y.shape)
+    dk_part = _window_products(x, dk, padding)
   else:
     dk_part = xla_conv(x, dk, padding)
   # The tangent in x, conv(dx, kernel), written as the transpose of its own adjoint: the

@@ -94,11 +94,10 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     ks = kernel_sizes(self.kernel_size, len(self.conv_features))
     normed = lambda y: GroupBatchNorm(group)(y, train) if self.norm else y
     gcnn, last = self.hidden == "gcnn", len(self.conv_features)
-    # The first block max_pool . relu . lift runs as one fused op (eqnn.spatial.conv_relu_pool)
-    # unless a batch norm sits inside it, the G-CNN's turn into own frames does (one conv),
-    # or the equivariance report asks for the records of its full-resolution map.
-    fused = not (self.norm or (gcnn and last == 1)
-                 or self.is_mutable_collection("intermediates"))
+    # Unfused too where the equivariance report asks for the records of the first block's
+    # full-resolution map.
+    fused = (first_block_fused(self.norm, self.hidden, last)
+             and not self.is_mutable_collection("intermediates"))
     first = self.pools[0] if fused else 0
     if gcnn:
       check_gcnn(ks, self.pools, x.shape[-3])
@@ -129,6 +128,13 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
         h = GroupDropout(group, self.dropout)(h, deterministic=not train)
       h = nn.Dense(w, dtype=self.dtype)(h)                                   # shared over G
     return h.astype(jnp.float32)
+
+
+def first_block_fused(norm: bool, hidden: str, convs: int) -> bool:
+  """Whether :class:`EquivariantCNN` (linen and NNX) runs its first block ``max_pool . relu .
+  lift`` as one op (:func:`eqnn.spatial.conv_relu_pool`): not where a batch norm sits inside
+  it, nor where a G-CNN network's only conv turns into own frames before its pool."""
+  return not (norm or (hidden == "gcnn" and convs == 1))
 
 
 def check_gcnn(kernel_sizes_, pools=(), size=None):

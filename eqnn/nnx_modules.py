@@ -170,9 +170,7 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
     self.action, self.pools, self.hidden = action, tuple(pools), hidden
     group = action.group
     h, w, c = input_shape
-    # The first block max_pool . relu . lift as one op (as the linen model; a single G-CNN
-    # conv turns into own frames before its pool, so there it stays composed).
-    self.fused = not (hidden == "gcnn" and len(pools) == 1)
+    self.fused = models.first_block_fused(False, hidden, len(conv_features))
     first = pools[0] if self.fused else 0
     if hidden == "gcnn":
       models.check_gcnn((kernel_size,) * len(conv_features), tuple(pools), h)

@@ -16,12 +16,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from eqnn import actions as actions_lib
 from eqnn import image_actions
 from eqnn import taps
-from eqnn.conv_impls import DIMS, _pads, conv_windows_grad, winograd_conv, xla_conv
+from eqnn.conv_impls import (DIMS, _pads, conv_windows_grad, shifted_views, winograd_conv,
+                              xla_conv)
 
 
 def add_bias(y: jax.Array, bias: jax.Array | None, dtype: Any = jnp.float32) -> jax.Array:
@@ -151,6 +151,14 @@ WINOGRAD_MIN_IN, WINOGRAD_MIN_OUT = 80, 64
 TAPS_MAX = 32
 
 
+def taps_fit(kernel_shape, window: int) -> bool:
+  """Whether :func:`conv_relu_pool`'s "taps" form takes a conv of this kernel shape and this
+  pool window: a 2-D kernel ``[k, k, C_in, C_out]`` with ``k^2 C_in <= TAPS_MAX`` and a
+  window of 1 to 11 (its picks are int8)."""
+  return (len(kernel_shape) == 4 and 1 <= window <= 11
+          and kernel_shape[0] * kernel_shape[1] * kernel_shape[2] <= TAPS_MAX)
+
+
 def conv_relu_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, window: int,
                    padding: str = "SAME", dtype: Any = jnp.float32,
                    form: str | None = None) -> jax.Array:
@@ -171,8 +179,7 @@ def conv_relu_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, wind
     raise ValueError(f"conv form {form!r}: choose one of {CONV_FORMS + ('taps',)}")
   if window < 1:
     raise ValueError(f"max pool window {window}: needs at least 1 (1 for no pooling)")
-  fusable = (kernel.ndim == 4 and x.ndim == 4 and 1 <= window <= 11
-             and kernel.shape[0] * kernel.shape[1] * kernel.shape[2] <= TAPS_MAX)
+  fusable = x.ndim == 4 and taps_fit(kernel.shape, window)
   chosen = _form_default[-1] if form is None else form
   if chosen == "auto" and fusable and jax.default_backend() == "cpu":
     chosen = "taps"
@@ -198,19 +205,7 @@ def patches(x: jax.Array, k: int, spatial: int = 2, padding: str = "SAME") -> ja
   ``patches(x, k).reshape(B, H, W, -1) @ kernel.reshape(-1, C_out) == conv(x, kernel)``.
   Cheap where ``k^d C`` is small (the input lift's one or few channels), where XLA's conv
   runs far below matmul speed."""
-  shape = x.shape[1:1 + spatial]
-  if padding == "SAME":
-    pads = [((k - 1) // 2, k // 2)] * spatial
-  elif padding == "VALID":
-    pads = [(0, 0)] * spatial
-  else:
-    raise ValueError(f"padding {padding!r}: 'SAME' or 'VALID'")
-  xp = jnp.pad(x, [(0, 0)] + pads + [(0, 0)] * (x.ndim - 1 - spatial))
-  out = [s + lo + hi - k + 1 for s, (lo, hi) in zip(shape, pads)]
-  offsets = np.stack(np.meshgrid(*[np.arange(k)] * spatial, indexing="ij"), -1)
-  windows = [xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(off, out))]
-             for off in offsets.reshape(-1, spatial)]
-  return jnp.stack(windows, -2)
+  return jnp.stack(shifted_views(x, (k,) * spatial, padding), -2)
 
 
 def max_pool(x: jax.Array, window: int) -> jax.Array:

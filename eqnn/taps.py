@@ -28,21 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from eqnn.conv_impls import _pads
-
-
-def _geometry(x, kshape, padding, window):
-  """The padded input and the conv's (H, W) and the pooled (H2, W2) output sizes."""
-  (lh, hh), (lw, hw) = _pads(kshape, padding)
-  h = x.shape[1] + lh + hh - kshape[0] + 1
-  w = x.shape[2] + lw + hw - kshape[1] + 1
-  xp = jnp.pad(x, ((0, 0), (lh, hh), (lw, hw), (0, 0)))
-  return xp, h, w, h // window, w // window
-
-
-def _views(xp, kshape, h, w):
-  """The ``k^2`` shifted ``[N, H, W, C]`` views of the padded input, in the kernel's order."""
-  return [xp[:, i:i + h, j:j + w, :] for i in range(kshape[0]) for j in range(kshape[1])]
+from eqnn.conv_impls import shifted_views
 
 
 def _conv(views, kernel, bias):
@@ -56,10 +42,11 @@ def _conv(views, kernel, bias):
   return y
 
 
-def _window_entries(y, window, h2, w2):
+def _window_entries(y, window):
   """``[N, H, W, F]`` -> the ``window^2`` entries of each pooling window, each ``[N, H2, W2, F]``
   (row-major in the window; a ragged edge dropped)."""
-  n, f = y.shape[0], y.shape[-1]
+  n, h, w, f = y.shape
+  h2, w2 = h // window, w // window
   y = y[:, :h2 * window, :w2 * window].reshape(n, h2, window, w2, window, f)
   return [y[:, :, a, :, b] for a in range(window) for b in range(window)]
 
@@ -74,9 +61,8 @@ def _first_max(entries):
 
 
 def _forward(x, kernel, bias, window, padding):
-  xp, h, w, h2, w2 = _geometry(x, kernel.shape[:2], padding, window)
-  m, idx = _first_max(_window_entries(_conv(_views(xp, kernel.shape[:2], h, w), kernel, bias),
-                                      window, h2, w2))
+  y = _conv(shifted_views(x, kernel.shape[:2], padding), kernel, bias)
+  m, idx = _first_max(_window_entries(y, window))
   return jax.nn.relu(m), idx
 
 
@@ -112,7 +98,8 @@ def _jvp(window, padding, primals, tangents):
   x, kernel, bias = primals
   dx, dk, db = tangents
   kshape = kernel.shape[:2]
-  xp, h, w, h2, w2 = _geometry(x, kshape, padding, window)
+  views = shifted_views(x, kshape, padding)
+  h, w = views[0].shape[1:3]
   out, idx = _kept(lambda a, k, b: _forward(a, k, b, window, padding), kernel, x, kernel, bias)
   live = out > 0
 
@@ -120,16 +107,15 @@ def _jvp(window, padding, primals, tangents):
     """(dK, db) of ``<out, ct>``: one matmul of the shifted views and a row of ones (the
     bias) against the scattered cotangent, over all N H W positions."""
     s = _scatter(ct, idx, live, window, h, w)
-    rows = [v[..., c] for v in _views(xp, kshape, h, w) for c in range(x.shape[-1])]
-    views = jnp.stack(rows + [jnp.ones_like(rows[0])]).reshape(len(rows) + 1, -1)
-    g = views @ s.reshape(-1, s.shape[-1])
+    rows = [v[..., c] for v in views for c in range(x.shape[-1])]
+    stacked = jnp.stack(rows + [jnp.ones_like(rows[0])]).reshape(len(rows) + 1, -1)
+    g = stacked @ s.reshape(-1, s.shape[-1])
     return g[:-1].reshape(kernel.shape), g[-1]
 
   # The tangent in (kernel, bias) written as the transpose of their gradients, so that
   # reverse mode runs ``gradients`` itself (as eqnn.conv_impls does for Winograd's).
   dkb, = jax.linear_transpose(gradients, jax.ShapeDtypeStruct(out.shape, out.dtype))((dk, db))
   # The tangent in x: each window's picked entry of the conv of dx (no bias), where live.
-  dxp = _geometry(dx, kshape, padding, window)[0]
-  entries = _window_entries(_conv(_views(dxp, kshape, h, w), kernel, 0.0), window, h2, w2)
+  entries = _window_entries(_conv(shifted_views(dx, kshape, padding), kernel, 0.0), window)
   dxt = sum(jnp.where(live & (idx == i), e, 0.0) for i, e in enumerate(entries))
   return out, dkb + dxt

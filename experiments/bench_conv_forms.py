@@ -15,50 +15,33 @@ LONE_CONVS = [(32, 28, 160, 160), (32, 28, 128, 128), (32, 28, 80, 80), (32, 28,
 
 
 def bench_conv_forms(rounds, quick, peak, report):
-  """The authors' V1 network's train step at batch 128 (as 4 x 32 and 8 x 16) with every conv
-  XLA's (``form="xla"``; the kernel gradients by "auto"), with ``form="auto"`` (the default:
-  Winograd for its convs of at least ``spatial.WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT``
-  out channels, 80 -> 80, 160 -> 160 and 160 -> 64) and with Winograd for every 3x3 conv,
-  alternated in one run; then lone convs, forward and backward, in each form."""
+  """Whole train steps with every conv XLA's and the first block composed (``form="xla"``;
+  the kernel gradients by "auto") against ``form="auto"`` (the default: Winograd for the
+  convs of at least ``spatial.WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT`` out channels, in
+  V1 80 -> 80, 160 -> 160 and 160 -> 64; the first block fused in the taps form), each
+  network's forms alternated in one run: the authors' V1 at batch 128 (as 4 x 32 and
+  8 x 16, also with Winograd for every 3x3 conv), the default (stacked) network at 128 and
+  make train's G-CNN network (128 as the runner's 8 x 16); then lone convs, forward and
+  backward, in each form."""
   from eqnn import spatial
-  b, slices = (8, (1,)) if quick else (128, (4, 8))
-  t, fwd = form_step_times(b, slices, ("xla", "auto", "winograd"), spatial.conv_forms,
-                         rounds if quick else 3)
-  for micro in slices:
-    row = {"net": "paper_v1", "batch": b, "microbatches": micro,
-           "speedup": t[(micro, "xla")] / t[(micro, "auto")]}
-    for form in ("xla", "auto", "winograd"):
-      row[f"{form}_images_per_s"] = b / t[(micro, form)]
-      row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(micro, form)] / peak
-    report["conv_forms"].append(row)
-    print(f"  paper_v1 batch {b} ({micro} x {b // micro}): " + ", ".join(
-        f"{form} {row[f'{form}_images_per_s']:.1f} img/s "
-        f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)"
-        for form in ("xla", "auto", "winograd")) + f": auto {row['speedup']:.2f}x XLA's",
-        flush=True)
-  _small_networks(rounds, quick, peak, report)
+  all_forms, two = ("xla", "auto", "winograd"), ("xla", "auto")
+  cases = ([("paper_v1", 8, (1,), all_forms, rounds), ("default", 8, (1,), two, rounds)]
+           if quick else [("paper_v1", 128, (4, 8), all_forms, 3),
+                          ("default", 128, (1,), two, 5), ("gcnn", 128, (8,), two, 5)])
+  for net, b, slices, forms, net_rounds in cases:
+    t, fwd = form_step_times(b, slices, forms, spatial.conv_forms, net_rounds, net=net)
+    for micro in slices:
+      row = {"net": net, "batch": b, "microbatches": micro,
+             "speedup": t[(micro, "xla")] / t[(micro, "auto")]}
+      for form in forms:
+        row[f"{form}_images_per_s"] = b / t[(micro, form)]
+        row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(micro, form)] / peak
+      report["conv_forms"].append(row)
+      print(f"  {net} batch {b} ({micro} x {b // micro}): " + ", ".join(
+          f"{form} {row[f'{form}_images_per_s']:.1f} img/s "
+          f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)" for form in forms)
+          + f": auto {row['speedup']:.2f}x XLA's", flush=True)
   _lone_convs(rounds, quick, report)
-
-
-def _small_networks(rounds, quick, peak, report):
-  """The default (stacked) network at batch 128 and make train's G-CNN network (128 as the
-  runner's 8 x 16), every conv XLA's and the first block composed (``form="xla"``) against
-  the default ``"auto"`` (there: the first block fused in the taps form), alternated."""
-  from eqnn import spatial
-  for net, b, micro in ([("default", 8, 1)] if quick else
-                        [("default", 128, 1), ("gcnn", 128, 8)]):
-    t, fwd = form_step_times(b, (micro,), ("xla", "auto"), spatial.conv_forms,
-                           rounds if quick else 5, net=net)
-    row = {"net": net, "batch": b, "microbatches": micro,
-           "speedup": t[(micro, "xla")] / t[(micro, "auto")]}
-    for form in ("xla", "auto"):
-      row[f"{form}_images_per_s"] = b / t[(micro, form)]
-      row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(micro, form)] / peak
-    report["conv_forms"].append(row)
-    print(f"  {net} batch {b} ({micro} x {b // micro}): " + ", ".join(
-        f"{form} {row[f'{form}_images_per_s']:.1f} img/s "
-        f"({100 * row[f'{form}_fraction_of_peak']:.0f}% of peak)" for form in ("xla", "auto"))
-        + f": auto {row['speedup']:.2f}x XLA's", flush=True)
 
 
 def _lone_convs(rounds, quick, report):

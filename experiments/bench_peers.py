@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from experiments.bench_tables import gflops_cell
+
 FLAGS = flags.FLAGS
 
 
@@ -126,9 +128,6 @@ def main(argv):
 
 def markdown(report) -> str:
   peak = report["matmul_peak_gflops"]
-  equivalent = lambda r: (f"{r['eqnn_conv_equivalent_gflops']:.0f} "
-                          f"({100 * r['eqnn_conv_equivalent_gflops'] / peak:.0f}%)"
-                          if "eqnn_conv_equivalent_gflops" in r else "n/a")
   m = report["machine"]
   out = [f"float32 matmul peak through JAX, same run: **{peak:.0f} GFLOP/s** ({m['cpus']} CPUs; "
          f"jax {m['jax']}; escnn {m['escnn']} on torch {m['torch']}, {m['threads']} threads; huge "
@@ -140,10 +139,10 @@ def markdown(report) -> str:
   for r in report["rows"]:
     mb = f" ({r['eqnn_microbatches']} x {r['batch'] // r['eqnn_microbatches']})" \
         if r["eqnn_microbatches"] > 1 else ""
+    cells = [gflops_cell(r, key, peak)
+             for key in ("eqnn_gflops", "eqnn_conv_equivalent_gflops", "escnn_gflops")]
     out.append(f"| {r['net']} | {r['batch']}{mb} | {r['eqnn_images_per_s']:.1f} | "
-               f"{r['escnn_images_per_s']:.1f} | {r['ratio']:.2f}x | {r['eqnn_gflops']:.0f} "
-               f"({100 * r['eqnn_gflops'] / peak:.0f}%) | {equivalent(r)} | {r['escnn_gflops']:.0f} "
-               f"({100 * r['escnn_gflops'] / peak:.0f}%) |")
+               f"{r['escnn_images_per_s']:.1f} | {r['ratio']:.2f}x | " + " | ".join(cells) + " |")
   out += ["", "eqnn's executed GFLOP/s count each Fourier unit's multiply-adds, a 3x3 conv in "
           "Winograd's form (on CPU, the convs of at least `eqnn.spatial.WINOGRAD_MIN_IN` in and "
           "`WINOGRAD_MIN_OUT` out channels: V1's) at its 16 products per 2 x 2 output tile; "

@@ -18,8 +18,9 @@ def _rate(r, form: str) -> str:
           f"({100 * r[f'{form}_fraction_of_peak']:.0f}% of peak)")
 
 
-def _equivalent(r, key: str, peak: float) -> str:
-  """A GFLOP/s field and its share of the peak ("n/a" in reports written before it)."""
+def gflops_cell(r, key: str, peak: float) -> str:
+  """A row's GFLOP/s field and its share of the peak, "120 (60%)" ("n/a" in reports written
+  before the field was)."""
   return f"{r[key]:.0f} ({100 * r[key] / peak:.0f}%)" if key in r else "n/a"
 
 
@@ -61,7 +62,7 @@ def markdown(report) -> str:
     out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
-               f"{_equivalent(r, 'conv_equivalent_gflops', peak)} | "
+               f"{gflops_cell(r, 'conv_equivalent_gflops', peak)} | "
                f"{r['dense_equivalent_gflops']:.0f} |")
   if report.get("networks"):
     out += ["", "Executed: Winograd's convs (on CPU, V1's wide ones) at their 16 products per "

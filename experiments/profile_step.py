@@ -67,13 +67,11 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   f0 = conv_features[0]
   gcnn = hidden == "gcnn"
   lift_impl = "G-CNN" if gcnn else ops.resolve_impl(impl, "lift_conv", group)
-  # As EquivariantCNN: the first block max_pool . relu . lift as one op unless batch norm
-  # sits inside it or a G-CNN turns into own frames there (eqnn.spatial.conv_relu_pool).
-  fused = not (norm or (gcnn and len(conv_features) == 1))
+  fused = models.first_block_fused(norm, hidden, len(conv_features))   # as EquivariantCNN
   first = pools[0] if fused else 0
   lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action, relu_pool=first)) if gcnn else
           (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl, relu_pool=first)))
-  taps = (jax.default_backend() == "cpu" and k * k <= spatial_lib.TAPS_MAX
+  taps = (jax.default_backend() == "cpu" and spatial_lib.taps_fit((k, k, 1, f0), first)
           and (gcnn or lift_impl == "vmap"))
   label = (f" + ReLU + {first}x{first} max pool ({lift_impl}{', taps, fused' if taps else ''})"
            if fused else f" ({lift_impl})")

@@ -105,17 +105,20 @@ def test_rotate_on_the_device_is_turn_images_on_the_host(interpolation):
 def test_windowed_kernel_gradient_is_xlas(k, padding, shape):
   x = jax.random.normal(jax.random.key(0), shape)
   kernel = jax.random.normal(jax.random.key(1), (k, k, shape[-1], 5))
-  loss = lambda x, w, how: jnp.sum(jnp.sin(spatial.conv(x, w, padding, weight_grad=how)))
-  np.testing.assert_allclose(loss(x, kernel, "windows"), loss(x, kernel, "xla"), rtol=1e-6)
-  want = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, "xla")
-  got = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, "windows")
+  conv = lambda x, w, how: spatial.conv(x, w, padding, weight_grad=how)
+  loss = lambda x, w, how: jnp.sum(jnp.sin(conv(x, w, how)))
+  # The loss, both gradients and forward-mode tangents (a custom JVP) in the input and in
+  # the kernel, of each form, one program each.
+  run = lambda how: jax.jit(lambda x, w: (
+      loss(x, w, how), jax.grad(loss, (0, 1))(x, w, how),
+      [jax.jvp(lambda a, b: conv(a, b, how), (x, w), t)[1]
+       for t in ((x * 0.5, w * 0.0), (x * 0.0, w * 0.3))]))(x, kernel)
+  (got_loss, got, got_t), (want_loss, want, want_t) = run("windows"), run("xla")
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
-  # Forward mode too (a custom JVP), in the kernel and in the input.
-  for tangents in ((x * 0.5, kernel * 0.0), (x * 0.0, kernel * 0.3)):
-    t = [jax.jvp(lambda a, b: spatial.conv(a, b, padding, weight_grad=how), (x, kernel),
-                 tangents)[1] for how in ("windows", "xla")]
-    np.testing.assert_allclose(t[0], t[1], atol=1e-4, rtol=1e-4)
+  for g, w in zip(got_t, want_t):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
 
 
 def test_auto_kernel_gradient_picks_windows_for_wide_convs_only():
@@ -165,19 +168,18 @@ def test_the_winograd_conv_is_xlas(padding, shape):
   x = jax.random.normal(jax.random.key(2), shape)
   kernel = jax.random.normal(jax.random.key(3), (3, 3, shape[-1], 5))
   conv = lambda x, w, form: spatial.conv(x, w, padding, form=form)
-  want = conv(x, kernel, "xla")
-  np.testing.assert_allclose(conv(x, kernel, "winograd"), want, atol=1e-5, rtol=1e-5)
+  loss = lambda x, w, form: jnp.sum(jnp.sin(conv(x, w, form)))
+  # Values, both gradients and the forward-mode tangent of each form, one program each.
+  run = lambda form: jax.jit(lambda x, w: (
+      conv(x, w, form), jax.grad(loss, (0, 1))(x, w, form),
+      jax.jvp(lambda a, b: conv(a, b, form), (x, w), (x * 0.5, w * 0.3))[1]))(x, kernel)
+  (got, got_grads, got_t), (want, want_grads, want_t) = run("winograd"), run("xla")
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   assert want.shape[1:3] == ((shape[1], shape[2]) if padding == "SAME"
                              else (shape[1] - 2, shape[2] - 2))
-  loss = lambda x, w, form: jnp.sum(jnp.sin(conv(x, w, form)))
-  grads = [jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(x, kernel, form)
-           for form in ("winograd", "xla")]
-  for g, w in zip(*grads):
+  for g, w in zip(got_grads, want_grads):
     np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
-  tangents = (x * 0.5, kernel * 0.3)
-  t = [jax.jvp(lambda a, b: conv(a, b, form), (x, kernel), tangents)[1]
-       for form in ("winograd", "xla")]
-  np.testing.assert_allclose(t[0], t[1], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(got_t, want_t, atol=1e-4, rtol=1e-4)
 
 
 def test_conv_forms_auto_picks_winograd_for_wide_3x3_convs_on_cpu_only():
@@ -216,8 +218,8 @@ def test_the_winograd_conv_takes_its_kernel_gradient_as_weight_grad_says():
   assert grad_convs("auto") == grad_convs("windows") == 0
   assert grad_convs("xla") == 1
   for padding in ("SAME", "VALID"):
-    g = [jax.grad(lambda w, wg=wg: jnp.sum(jnp.sin(spatial.conv(
-        x, w, padding, form="winograd" if wg else "xla", weight_grad=wg))))(w)
+    g = [jax.jit(jax.grad(lambda w, wg=wg: jnp.sum(jnp.sin(spatial.conv(
+        x, w, padding, form="winograd" if wg else "xla", weight_grad=wg)))))(w)
          for wg in (None, "auto", "windows", "xla")]
     for other in g[1:]:
       np.testing.assert_allclose(other, g[0], rtol=1e-4, atol=1e-4)

@@ -76,6 +76,8 @@ def test_auto_fuses_on_cpu_for_few_input_channels_only():
   assert "convolution(" not in fused and "conditional(" in fused
   assert "convolution(" in _program(_block("xla", 2, "SAME"), *one)
   assert "convolution(" in _program(_block("auto", 2, "SAME"), *wide)
+  assert spatial.taps_fit((5, 5, 1, 8), 11) and not spatial.taps_fit((5, 5, 2, 8), 2)
+  assert not spatial.taps_fit((3, 3, 1, 8), 12) and not spatial.taps_fit((3, 1, 8), 2)
   with spatial.conv_forms("xla"):         # the block default turns the fusion off, as make bench does
     assert "convolution(" in _program(_block(None, 2, "SAME"), *one)
 
@@ -119,11 +121,14 @@ def test_a_gcnn_lift_with_relu_pool_is_the_pooled_gcnn_lift():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("hidden", ["stacked", "gcnn"])
-def test_a_network_with_its_first_block_fused_is_the_same_function(hidden):
+@pytest.mark.parametrize("act,hidden", [(actions.rotations(), "stacked"),
+                                        (actions.rotations_reflections(), "gcnn")],
+                         ids=["C4-stacked", "D4-gcnn"])
+def test_a_network_with_its_first_block_fused_is_the_same_function(act, hidden):
   # Asking for the equivariance report's records runs the first block composed, recording
-  # its full-resolution map; the plain call runs it fused: the same logits and gradients.
-  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), hidden=hidden)
+  # its full-resolution map; the plain call runs it fused: the same logits and gradients
+  # (D4 not abelian; its G-CNN lift fuses over the eight turned kernels side by side).
+  model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,), hidden=hidden)
   x = jax.random.normal(jax.random.key(0), (3, 12, 12, 1))
   params = model.init(jax.random.key(1), x)
   fused = lambda p: model.apply(p, x)
@@ -131,5 +136,8 @@ def test_a_network_with_its_first_block_fused_is_the_same_function(hidden):
   both = lambda f: jax.jit(lambda p: (f(p), jax.grad(lambda p: jnp.sum(f(p) ** 2))(p)))(params)
   for g, w in zip(jax.tree.leaves(both(fused)), jax.tree.leaves(both(composed))):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  # Two different programs: the fused block's gradient keeps its picks behind a conditional.
+  program = lambda f: str(jax.make_jaxpr(jax.grad(lambda p: jnp.sum(f(p) ** 2)))(params))
+  assert " cond[" in program(fused) and " cond[" not in program(composed)
   assert "conv1" in jax.eval_shape(lambda p: model.apply(p, x, mutable=["intermediates"])[1],
                                    params)["intermediates"]
