@@ -22,13 +22,14 @@ def test_batch_norm_shares_statistics_over_the_slots(name):
   g = GROUPS[name]
   y = _y(g)
   bn = layers.GroupBatchNorm(g)
-  variables = bn.init(jax.random.key(1), y)
+  variables = jax.jit(bn.init)(jax.random.key(1), y)
   train = jax.jit(lambda y: bn.apply(variables, y, train=True, mutable=["batch_stats"])[0])
   testing.assert_equivariant(train, ops.block_action(g), ops.block_action(g), y, atol=1e-4)
   # Reference: plain BatchNorm on the copies folded into the batch axis, per channel.
   plain = nn.BatchNorm(use_running_average=False)
   folded = jnp.moveaxis(y, -2, 1).reshape((-1,) + y.shape[1:3] + y.shape[-1:])
-  want, _ = plain.apply(plain.init(jax.random.key(1), folded), folded, mutable=["batch_stats"])
+  want, _ = plain.apply(jax.jit(plain.init)(jax.random.key(1), folded), folded,
+                        mutable=["batch_stats"])
   want = jnp.moveaxis(want.reshape((4, g.order) + y.shape[1:3] + y.shape[-1:]), 1, -2)
   np.testing.assert_allclose(train(y), want, atol=1e-5)
   assert jax.tree.map(jnp.shape, variables["params"])["BatchNorm_0"]["scale"] == (3,)
@@ -55,7 +56,7 @@ def test_layer_norm_pooling_dropout_and_residual_blocks_are_equivariant(name):
   blocks = ops.block_action(g)
   y = _y(g, 1)
   ln = layers.GroupLayerNorm(g)
-  testing.assert_equivariant(ln.bind(ln.init(jax.random.key(0), y)), y, atol=1e-4)
+  testing.assert_equivariant(ln.bind(jax.jit(ln.init)(jax.random.key(0), y)), y, atol=1e-4)
   # Group pooling: invariant, and equal to the max over the slots.
   testing.assert_invariant(ops.group_pool, blocks, y)
   np.testing.assert_array_equal(ops.group_pool(y), jnp.max(y, axis=-2))
@@ -73,7 +74,7 @@ def test_layer_norm_pooling_dropout_and_residual_blocks_are_equivariant(name):
   np.testing.assert_array_equal(drop.apply({}, y), y)                # evaluation: identity
   # Residual block: equivariant in training and evaluation.
   block = layers.GroupResidualBlock(g)
-  v = block.init(jax.random.key(4), y)
+  v = jax.jit(block.init)(jax.random.key(4), y)
   testing.assert_equivariant(jax.jit(lambda y: block.apply(v, y)), blocks, blocks, y, atol=1e-4)
   testing.assert_equivariant(
       jax.jit(lambda y: block.apply(v, y, train=True, mutable=["batch_stats"])[0]),

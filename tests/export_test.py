@@ -36,7 +36,7 @@ def _run_loader(tmp_path, script, model_file, x):
 def test_exported_model_runs_without_eqnn(tmp_path):
   model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
   x = jax.random.normal(jax.random.key(0), (5, 28, 28, 1))
-  params = model.init(jax.random.key(1), x[:1])
+  params = jax.jit(model.init)(jax.random.key(1), x[:1])
   blob = export.export_model(model.apply, params, (28, 28, 1))
   (tmp_path / "model.jax").write_bytes(blob)
   _run_loader(tmp_path, LOADER, "model.jax", x)
@@ -66,7 +66,7 @@ def test_onnx_export_runs_in_onnxruntime_and_stays_equivariant(tmp_path):
   another order than XLA's."""
   model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
   x = jax.random.uniform(jax.random.key(0), (5, 28, 28, 1))
-  params = model.init(jax.random.key(1), x[:1])
+  params = jax.jit(model.init)(jax.random.key(1), x[:1])
   export.export_onnx(model.apply, params, (28, 28, 1), path=str(tmp_path / "model.onnx"))
   _run_loader(tmp_path, ONNX_LOADER, "model.onnx", x)
   want = np.asarray(model.apply(params, x))

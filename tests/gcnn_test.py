@@ -89,10 +89,10 @@ def test_gcnn_layers_are_equivariant_where_the_turns_are_exact(name):
     return
   # The layers declare these actions themselves.
   lift = layers.GCNNLiftConv(act, 2)
-  params = lift.init(jax.random.key(4), x)
+  params = jax.jit(lift.init)(jax.random.key(4), x)
   testing.assert_equivariant(lift.bind(params), x, elements=exact)
   conv = layers.GCNNConv(act, 3)
-  testing.assert_equivariant(conv.bind(conv.init(jax.random.key(5), y)), y, elements=exact)
+  testing.assert_equivariant(conv.bind(jax.jit(conv.init)(jax.random.key(5), y)), y, elements=exact)
 
 
 @pytest.mark.parametrize("name", ["C4", "D4"])
@@ -164,8 +164,8 @@ def test_a_gcnn_network_is_equivariant(name):
   kw = dict(conv_features=(3, 4, 5), pools=(2, 2, 2), dense_features=(8,), norm=True)
   x = _disk(jax.random.normal(jax.random.key(0), (2, 16, 16, 1)))
   model = models.EquivariantCNN(act, hidden="gcnn", **kw)
-  params = model.init(jax.random.key(1), x)
-  stacked = models.EquivariantCNN(act, **kw).init(jax.random.key(1), x)
+  params = jax.jit(model.init)(jax.random.key(1), x)
+  stacked = jax.eval_shape(models.EquivariantCNN(act, **kw).init, jax.random.key(1), x)
   shapes = lambda v: sorted(p.shape for p in jax.tree.leaves(v["params"]))
   assert shapes(params) == shapes(stacked)
   testing.assert_equivariant(model.bind(params), x, elements=tuple(EXACT[name]))

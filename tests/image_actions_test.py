@@ -43,7 +43,7 @@ def test_a_c8_network_is_exact_on_quarter_turns_and_measured_elsewhere():
   act = actions.rotations(8)
   model = models.EquivariantCNN(act, (4, 6), (2, 2), (8,))
   x = jnp.stack([_digit_like(s) for s in range(3)])
-  bound = model.bind(model.init(jax.random.key(0), x[:1]))
+  bound = model.bind(jax.jit(model.init)(jax.random.key(0), x[:1]))
   quarters = testing.assert_equivariant(bound, x, elements=[0, 2, 4, 6], atol=1e-5)
   eighth = testing.equivariance_error(bound, x, elements=[1, 3, 5, 7])
   assert quarters.max_rel < 1e-5 < eighth.max_rel          # approximate off the grid's symmetry

@@ -15,7 +15,7 @@ IMAGE_ACTIONS = {"C4": actions.rotations(), "D4": actions.rotations_reflections(
 
 
 def _bound(module, x, seed=0):
-  return module.bind(module.init(jax.random.key(seed), x))
+  return module.bind(jax.jit(module.init)(jax.random.key(seed), x))
 
 
 def _inputs(act, seed=0):
@@ -67,12 +67,13 @@ def test_implementations_agree_and_share_parameters(gname):
   for make, inp in [(lambda impl: layers.LiftConv(act, 4, impl=impl), x),
                     (lambda impl: layers.GroupConv(g, 4, impl=impl), y),
                     (lambda impl: layers.GroupDense(g, 6, impl=impl), y)]:
-    params = make("expanded").init(jax.random.key(2), inp)
-    vparams = make("vmap").init(jax.random.key(2), inp)
+    params = jax.jit(make("expanded").init)(jax.random.key(2), inp)
+    vparams = jax.eval_shape(make("vmap").init, jax.random.key(2), inp)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, vparams)
-    want = make("expanded").apply(params, inp)
+    want = jax.jit(make("expanded").apply)(params, inp)
     for impl in ("vmap", "auto"):
-      np.testing.assert_allclose(make(impl).apply(params, inp), want, atol=2e-5, rtol=1e-5)
+      np.testing.assert_allclose(jax.jit(make(impl).apply)(params, inp), want, atol=2e-5,
+                                 rtol=1e-5)
 
 
 def test_bad_inputs_are_named():
@@ -103,7 +104,7 @@ def test_equivarified_takes_any_linen_module_with_state_and_randomness():
   act = actions.rotations_reflections()
   net = _BNDropNet()
   x = jax.random.normal(jax.random.key(0), (3, 6, 6, 1))
-  variables = net.init(jax.random.key(1), x)
+  variables = jax.jit(net.init)(jax.random.key(1), x)
   lifted = layers.Equivarified(net, act)
   # The plain module's variables, as they are; slot e is the plain module. (Not bit for bit:
   # the lift runs the conv on a batch of |G| B, and XLA's CPU conv may block a batch of 24
@@ -124,7 +125,7 @@ def test_equivarified_takes_any_linen_module_with_state_and_randomness():
                                    mutable=["batch_stats"])[0]
   assert not np.allclose(no_drop(x), lifted.apply(variables, x))     # dropout was active
   bn_only = layers.Equivarified(models.MLP((8,), 3), act)
-  v = bn_only.init(jax.random.key(3), x)
+  v = jax.jit(bn_only.init)(jax.random.key(3), x)
   testing.assert_equivariant(bn_only.bind(v), x)
 
 
@@ -156,9 +157,9 @@ def test_sequence_layers_are_equivariant_under_dihedral_shifts(impl):
   act = actions.shifts_reflections(32)
   x = jax.random.normal(jax.random.key(0), (2, 32, 3))
   lift = layers.LiftConv(act, 4, 5, impl=impl)
-  bound = lift.bind(lift.init(jax.random.key(1), x))
+  bound = lift.bind(jax.jit(lift.init)(jax.random.key(1), x))
   y = bound(x)
   assert y.shape == (2, 32, 64, 4)
   testing.assert_equivariant(bound, x)
   conv = layers.GroupConv(act.group, 3, 3, impl=impl)
-  testing.assert_equivariant(conv.bind(conv.init(jax.random.key(2), y)), y)
+  testing.assert_equivariant(conv.bind(jax.jit(conv.init)(jax.random.key(2), y)), y)

@@ -38,7 +38,7 @@ class _ConvNet(nn.Module):
 
 def _convnet(shape, seed=1):
   model = _ConvNet()
-  params = model.init(jax.random.key(seed), jnp.zeros(shape))
+  params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros(shape))
   return lambda x: model.apply(params, x)
 
 
@@ -262,7 +262,7 @@ def test_extra_arguments_pass_through():
   model = _ConvNet()
   act = actions.rotations()
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
-  params = model.init(jax.random.key(1), x)
+  params = jax.jit(model.init)(jax.random.key(1), x)
   f_hat = eqnn.equivarify(model.apply, act, argnum=1)
   out = f_hat(params, x)
   np.testing.assert_allclose(out[0], model.apply(params, x), atol=1e-6)
@@ -297,10 +297,10 @@ def test_flax_module_shares_one_parameter_set():
   inner = _ConvNet()
   lifted = layers.Equivarified(inner, act)
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
-  params = lifted.init(jax.random.key(1), x)
+  params = jax.jit(lifted.init)(jax.random.key(1), x)
   # The lift's parameters are the plain module's, keyed the same way (no "inner" level).
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-      jnp.shape, inner.init(jax.random.key(1), x))
+      jnp.shape, jax.jit(inner.init)(jax.random.key(1), x))
   out = lifted.apply(params, x)
   np.testing.assert_allclose(eqnn.project(out), inner.apply(params, x), atol=1e-6)
   testing.assert_equivariant(lambda x: lifted.apply(params, x), act, actions.regular(act.group), x)

@@ -15,14 +15,14 @@ def test_lifted_cnn_is_equivariant_and_its_readout_invariant(gname):
   act = IMAGE_ACTIONS[gname]
   model = models.EquivariantCNN(act, (4, 6, 6), (2, 2, 1), (8,))
   x = jax.random.normal(jax.random.key(0), (3, 12, 12, 1))
-  bound = model.bind(model.init(jax.random.key(1), x))
+  bound = model.bind(jax.jit(model.init)(jax.random.key(1), x))
   assert bound(x).shape == (3, act.group.order, 10)
   testing.assert_equivariant(bound, x)              # from its declared actions, in one line
   fast = jax.jit(bound.__call__)
   testing.assert_invariant(lambda x: readouts.class_logits(fast(x)), act, x)
   # Negative control: the plain CNN is not rotation-invariant.
   plain = models.PlainCNN((4, 6, 6), (2, 2, 1), (8,))
-  pbound = plain.bind(plain.init(jax.random.key(1), x))
+  pbound = plain.bind(jax.jit(plain.init)(jax.random.key(1), x))
   with pytest.raises(AssertionError):
     testing.assert_invariant(pbound, act, x)
 
@@ -34,7 +34,7 @@ def test_a_network_with_turned_kernels_is_the_same_function(gname):
   act = IMAGE_ACTIONS[gname]
   x = jax.random.normal(jax.random.key(0), (3, 12, 12, 1))
   ref = models.EquivariantCNN(act, (4, 6), (2, 2), (8,))
-  params = ref.init(jax.random.key(1), x)
+  params = jax.jit(ref.init)(jax.random.key(1), x)
   turned = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), impl="lift_conv=kernels")
   assert jnp.allclose(turned.apply(params, x), ref.apply(params, x), atol=1e-4)
 
@@ -44,12 +44,12 @@ def test_lifted_mlp_over_s4_is_equivariant():
   act = actions.permute_points(s4, perms)
   model = models.EquivariantMLP(act, (8,), 5)
   x = jax.random.normal(jax.random.key(0), (3, 4, 2))
-  bound = model.bind(model.init(jax.random.key(1), x))
+  bound = model.bind(jax.jit(model.init)(jax.random.key(1), x))
   assert bound(x).shape == (3, 24, 5)
   testing.assert_equivariant(bound, x)
   with pytest.raises(AssertionError):        # the plain MLP is not permutation-invariant
     plain = models.MLP((8,), 5)
-    testing.assert_invariant(plain.bind(plain.init(jax.random.key(1), x)), act, x)
+    testing.assert_invariant(plain.bind(jax.jit(plain.init)(jax.random.key(1), x)), act, x)
 
 
 def test_pools_must_match_convs():
@@ -68,7 +68,7 @@ def test_batch_norm_and_dropout_keep_training_mode_equivariant(gname):
   model = models.EquivariantCNN(act, (4, 6), (2, 2), (8,), norm=True, dropout=0.5,
                                 head_pool=head_pool)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1)) * actions.disk_mask(12, 12)[..., None]
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   assert set(variables) == {"params", "batch_stats"}
 
   def train_mode(x):
@@ -93,7 +93,8 @@ def test_kernel_size_per_conv():
   for model in (models.EquivariantCNN(actions.rotations(4), (2, 3), (2, 2), (8,),
                                       kernel_size=(5, 3)),
                 models.PlainCNN((2, 3), (2, 2), (8,), kernel_size=(5, 3))):
-    shapes = [v.shape for v in jax.tree.leaves(model.init(jax.random.key(0), x)) if v.ndim == 4]
+    shapes = [v.shape for v in jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0), x))
+              if v.ndim == 4]
     # The first conv reads the 1-channel image; the second reads the first's output.
     assert sorted((s[2] == 1, s[:2]) for s in shapes) == [(False, (3, 3)), (True, (5, 5))]
     with pytest.raises(ValueError, match="one size per conv"):

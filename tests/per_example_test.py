@@ -33,7 +33,7 @@ class _BatchNorm(nn.Module):
 
 
 def _flax(module):
-  variables = module.init(jax.random.key(2), X)
+  variables = jax.jit(module.init)(jax.random.key(2), X)
   return lambda x: module.apply(variables, x, mutable=False) if not isinstance(
       module, _BatchNorm) or not module.train else module.apply(
           variables, x, mutable=["batch_stats"])[0]

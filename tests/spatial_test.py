@@ -47,7 +47,7 @@ def test_batch_norm_then_pool_has_a_finite_gradient_under_jit():
   x = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
   k = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)) * 0.3
   bn = nn.BatchNorm(use_running_average=False, axis=-1)
-  v = bn.init(jax.random.key(3), ops.lift_conv(x, k, None, act))
+  v = jax.jit(bn.init)(jax.random.key(3), ops.lift_conv(x, k, None, act))
 
   def f(params, k):
     y, _ = bn.apply({"params": params, "batch_stats": v["batch_stats"]},
@@ -233,7 +233,7 @@ def test_a_lifted_network_trains_alike_with_any_conv_form_or_kernel_gradient(act
   from eqnn import models
   model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,), norm=True)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
-  params = model.init(jax.random.key(1), x)
+  params = jax.jit(model.init)(jax.random.key(1), x)
 
   def grads(how, form="xla"):
     with spatial.kernel_gradients(how), spatial.conv_forms(form):

@@ -15,7 +15,7 @@ def _state(model, x, lr=0.1):
   # Plain SGD: the update is lr * gradient, so equal gradients give equal parameters up to
   # float32 rounding. (Adam divides by |g| + eps, which turns the rounding noise of
   # gradients near zero, ~1e-12, into visible differences of the update.)
-  params = model.init(jax.random.key(0), x[:1])
+  params = jax.jit(model.init)(jax.random.key(0), x[:1])
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(lr))
 
 
@@ -66,8 +66,10 @@ def test_batch_statistics_come_from_the_forward_pass_not_the_optimiser(mnist_dir
   state = steps.create_train_state(task, c, jax.random.key(0), 10)
   key = jax.random.key(5)
   new, loss = jax.jit(lambda s: steps.update(s, x, m, flat=task.flat_logits, train_key=key))(state)
-  _, want = model.apply(state.params, x, train=True, mutable=["batch_stats"],
-                        rngs={"dropout": jax.random.split(key, 1)[0]})
+  # The forward passes in training mode, compiled (op by op they took 20 s of the suite).
+  forward = jax.jit(lambda p, x, k: model.apply(p, x, train=True, mutable=["batch_stats"],
+                                                rngs={"dropout": k})[1])
+  want = forward(state.params, x, jax.random.split(key, 1)[0])
   # Running averages are what the forward pass wrote (no Adam step, no weight decay on them).
   assert _max_diff(new.params["batch_stats"], want["batch_stats"]) < 1e-6
   assert _max_diff(new.params["batch_stats"], state.params["batch_stats"]) > 1e-4
@@ -75,10 +77,8 @@ def test_batch_statistics_come_from_the_forward_pass_not_the_optimiser(mnist_dir
   # Micro-batches: the statistics advance once per slice, in order.
   two, _ = jax.jit(lambda s: steps.update(s, x, m, 2, task.flat_logits, key))(state)
   k1, k2 = jax.random.split(key, 2)
-  _, s1 = model.apply(state.params, x[:16], train=True, mutable=["batch_stats"],
-                      rngs={"dropout": k1})
-  _, s2 = model.apply({**state.params, **s1}, x[16:], train=True, mutable=["batch_stats"],
-                      rngs={"dropout": k2})
+  s1 = forward(state.params, x[:16], k1)
+  s2 = forward({**state.params, **s1}, x[16:], k2)
   assert _max_diff(two.params["batch_stats"], s2["batch_stats"]) < 1e-6
 
 

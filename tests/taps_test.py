@@ -130,7 +130,7 @@ def test_a_network_with_its_first_block_fused_is_the_same_function(act, hidden):
   # (D4 not abelian; its G-CNN lift fuses over the eight turned kernels side by side).
   model = models.EquivariantCNN(act, (4, 8), (2, 2), (16,), hidden=hidden)
   x = jax.random.normal(jax.random.key(0), (3, 12, 12, 1))
-  params = model.init(jax.random.key(1), x)
+  params = jax.jit(model.init)(jax.random.key(1), x)
   fused = lambda p: model.apply(p, x)
   composed = lambda p: model.apply(p, x, mutable=["intermediates"])[0]
   both = lambda f: jax.jit(lambda p: (f(p), jax.grad(lambda p: jnp.sum(f(p) ** 2))(p)))(params)

@@ -86,7 +86,7 @@ def test_other_groups_run_through_the_same_entry_point(tmp_path, mnist_dir, modu
   # The model is exactly equivariant to its group on real test inputs, from its declared actions.
   ds = input_pipeline.load_dataset(c)
   x = jnp.asarray(data.as_inputs(ds.test.inputs[:3]))
-  testing.assert_equivariant(task.model.bind(task.model.init(jax.random.key(0), x[:1])), x)
+  testing.assert_equivariant(task.model.bind(jax.jit(task.model.init)(jax.random.key(0), x[:1])), x)
 
 
 def test_make_trains_network_runs_with_gcnn_hidden_layers_in_slices(tmp_path, mnist_dir):
@@ -99,7 +99,7 @@ def test_make_trains_network_runs_with_gcnn_hidden_layers_in_slices(tmp_path, mn
   assert 0.0 <= results["test_joint_accuracy"] <= 1.0
   task = tasks.build_task(c)
   x = jnp.asarray(data.as_inputs(input_pipeline.load_dataset(c).test.inputs[:3]))
-  testing.assert_equivariant(task.model.bind(task.model.init(jax.random.key(0), x[:1])), x)
+  testing.assert_equivariant(task.model.bind(jax.jit(task.model.init)(jax.random.key(0), x[:1])), x)
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path):
