@@ -67,7 +67,7 @@ def _config(net: str):
 
 def main(argv):
   del argv
-  from experiments import logs, timing
+  from experiments import logs, steps, timing
   logs.quiet()
   import jax
   from eqnn import actions, models
@@ -93,7 +93,9 @@ def main(argv):
       micro, tried = timing.fastest_microbatches(model, b, 40)
       print(f"  {net}: micro-batches measured as the runner does: {micro} ("
             + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
-    eqnn_step, _, _ = timing.train_step_runner(model, b, 40, micro)
+    fusions = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro, net)   # likewise
+    eqnn_step, _, _ = timing.train_step_runner(model, b, 40, micro,
+                                               steps.compiler_options(fusions))
     built = worker.ask(cmd="build", net=net, batch=b)
     timing.ready(eqnn_step())                                   # compile, first touch
     ours, theirs = [], []
@@ -106,7 +108,7 @@ def main(argv):
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
     macs_ours, macs_dense = timing.conv_macs(cfg, True, executed=True), timing.conv_macs(cfg, False)
     macs_equivalent = timing.conv_macs(cfg, True)
-    row = {"net": net, "batch": b, "eqnn_microbatches": micro,
+    row = {"net": net, "batch": b, "eqnn_microbatches": micro, "eqnn_cpu_fusions": fusions,
            "eqnn_images_per_s": b / t_ours, "escnn_images_per_s": b / t_theirs,
            "ratio": t_theirs / t_ours,
            "eqnn_gflops": 6 * macs_ours * b / t_ours / 1e9,
@@ -139,6 +141,8 @@ def markdown(report) -> str:
   for r in report["rows"]:
     mb = f" ({r['eqnn_microbatches']} x {r['batch'] // r['eqnn_microbatches']})" \
         if r["eqnn_microbatches"] > 1 else ""
+    if r.get("eqnn_cpu_fusions") == "no_ynnpack":
+      mb += ", eqnn without YNNPACK"
     cells = [gflops_cell(r, key, peak)
              for key in ("eqnn_gflops", "eqnn_conv_equivalent_gflops", "escnn_gflops")]
     out.append(f"| {r['net']} | {r['batch']}{mb} | {r['eqnn_images_per_s']:.1f} | "
@@ -146,7 +150,9 @@ def markdown(report) -> str:
   out += ["", "eqnn's executed GFLOP/s count each Fourier unit's multiply-adds, a 3x3 conv in "
           "Winograd's form (on CPU, the convs of at least `eqnn.spatial.WINOGRAD_MIN_IN` in and "
           "`WINOGRAD_MIN_OUT` out channels: V1's) at its 16 products per 2 x 2 output tile; "
-          "conv-equivalent counts every conv as a direct conv, as escnn's are."]
+          "conv-equivalent counts every conv as a direct conv, as escnn's are. eqnn's step is "
+          "compiled as its config says: \"without YNNPACK\" where `cpu_fusions = \"auto\"` "
+          "measured XLA CPU's YNNPACK fusions slower, as the runner does."]
   return "\n".join(out) + "\n"
 
 

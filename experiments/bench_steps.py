@@ -7,7 +7,7 @@ beside the layer-level sections.
 
 from __future__ import annotations
 
-from experiments.timing import alternate, conv_macs, train_step_runner
+from experiments.timing import alternate, conv_macs, runner_cpu_fusions, train_step_runner
 
 
 def step_flops(forward_macs: int, batch: int) -> int:
@@ -18,9 +18,11 @@ def step_flops(forward_macs: int, batch: int) -> int:
 
 
 def networks() -> dict:
-  """``{name: ((conv_features, pools, dense_features), hidden)}`` of the benched networks."""
+  """``{name: ((conv_features, pools, dense_features), hidden, cpu_fusions)}`` of the benched
+  networks, as their configs say."""
   from experiments.configs import default, paper
-  return {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden)
+  return {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden,
+                 c.cpu_fusions)
           for name, c in (("default", default.get_config("stacked")),
                           ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
 
@@ -31,28 +33,32 @@ def bench_networks(rounds, quick, peak, report):
   2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
   network now (G-CNN hidden layers, 8-16-32, the batch as 8 x 16), and the authors' V1."""
   from eqnn import actions, models
+  from experiments import steps
   act = actions.rotations()
   nets = networks()
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
   batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
              "gcnn": [(128, 8)] if quick else [(128, 1), (128, 8)],
              "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
-  for name, (cfg, hidden) in nets.items():
+  for name, (cfg, hidden, fusions) in nets.items():
     for b, micro in batches[name]:
       model = models.EquivariantCNN(act, *cfg, hidden=hidden)
-      train, infer, _ = train_step_runner(model, b, 40, micro)
+      chosen = runner_cpu_fusions(fusions, model, b, 40, micro, name)
+      train, infer, _ = train_step_runner(model, b, 40, micro, steps.compiler_options(chosen))
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
       fwd = conv_macs(cfg, True, hidden=hidden, executed=True)
       equivalent = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
-      row = {"net": name, "batch": b, "microbatches": micro, "train_images_per_s": b / t["train"],
+      row = {"net": name, "batch": b, "microbatches": micro, "cpu_fusions": chosen,
+             "train_images_per_s": b / t["train"],
              "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
       row["executed_gflops"] = step_flops(fwd, b) / t["train"] / 1e9
       row["conv_equivalent_gflops"] = step_flops(equivalent, b) / t["train"] / 1e9
       row["dense_equivalent_gflops"] = step_flops(dense_fwd, b) / t["train"] / 1e9
       row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
       report["networks"].append(row)
-      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}: train {row['train_images_per_s']:8.1f} img/s, "
+      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}"
+            f"{', no YNNPACK' if chosen == 'no_ynnpack' else ''}: train {row['train_images_per_s']:8.1f} img/s, "
             f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
             f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
             f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
@@ -97,7 +103,7 @@ def form_step_times(b, slices, modes, context, rounds, net="paper_v1"):
   inside ``context(mode)`` (a form's block default, which acts when the step is traced: its
   first call), all alternated."""
   from eqnn import actions, models
-  cfg, hidden = networks()[net]
+  cfg, hidden, _ = networks()[net]
   runs = {}
   for micro in slices:
     for mode in modes:

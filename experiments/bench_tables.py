@@ -59,6 +59,8 @@ def markdown(report) -> str:
   for r in report.get("networks", []):
     b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
                            if r["microbatches"] > 1 else "")
+    if r.get("cpu_fusions") == "no_ynnpack":
+      b += ", no YNNPACK"
     out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
@@ -66,7 +68,10 @@ def markdown(report) -> str:
                f"{r['dense_equivalent_gflops']:.0f} |")
   if report.get("networks"):
     out += ["", "Executed: Winograd's convs (on CPU, V1's wide ones) at their 16 products per "
-            "2 x 2 output tile; conv-equivalent: every conv counted as a direct conv."]
+            "2 x 2 output tile; conv-equivalent: every conv counted as a direct conv. Each step "
+            "compiled as its config says (\"no YNNPACK\": without XLA CPU's YNNPACK fusions, "
+            "where a config's `cpu_fusions = \"auto\"` measured that faster, as the runner "
+            "does)."]
   if report.get("lift_overhead"):
     out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "
             "forward | gradient | gradient's compile |", "| --- | --- | --- | --- | --- | --- |"]

@@ -30,14 +30,15 @@ class Part:
   repeat: int = 1                  # times per step (once per micro-batch)
 
 
-def _vjp_runner(f, args, wrt):
+def _vjp_runner(f, args, wrt, compiler_options=None):
   """A jitted forward pass of ``f(*args)`` and its gradients with respect to the positions
   ``wrt``, as in a train step: the output is consumed (``<f(...), c>`` with a fixed random
-  cotangent c, so that XLA can drop neither the forward pass nor the backward one)."""
+  cotangent c, so that XLA can drop neither the forward pass nor the backward one).
+  ``compiler_options``: ``jax.jit``'s, as the step's (XLA CPU's fusions)."""
   out = jax.eval_shape(f, *args)
   cot = jax.tree.map(lambda o: jax.random.normal(jax.random.key(7), o.shape, o.dtype), out)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiler_options)
   def fwd_bwd(cot, *a):
     def loss(*moving):
       full = list(a)
@@ -49,9 +50,12 @@ def _vjp_runner(f, args, wrt):
 
 
 def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
-              norm, batch, impl="auto", size=28, key=None, hidden="stacked") -> list[Part]:
+              norm, batch, impl="auto", size=28, key=None, hidden="stacked",
+              compiler_options=None) -> list[Part]:
   """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images
-  (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling)."""
+  (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling), each
+  compiled with ``compiler_options`` (the step's XLA CPU fusions)."""
+  runner = functools.partial(_vjp_runner, compiler_options=compiler_options)
   from eqnn import ops
   from eqnn import spatial as spatial_lib
   from experiments import timing
@@ -76,7 +80,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   label = (f" + ReLU + {first}x{first} max pool ({lift_impl}{', taps, fused' if taps else ''})"
            if fused else f" ({lift_impl})")
   parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size}{label}",
-                    _vjp_runner(lift, (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
+                    runner(lift, (rnd((k, k, 1, f0)), rnd((f0,)), x), (0, 1)),
                     2 * 2 * batch * size * size * k * k * f0 * n))
   h, cin = size, f0
 
@@ -87,12 +91,12 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
       bn = layers.GroupBatchNorm(group)
       v = bn.init(next(keys), y)
       parts.append(Part(f"batch norm {i} ({h}x{h}, {n}x{c} channels)",
-                        _vjp_runner(lambda p, y: bn.apply({**v, "params": p}, y, train=True,
-                                                          mutable=["batch_stats"])[0],
-                                    (v["params"], y), (0, 1)), 0))
+                        runner(lambda p, y: bn.apply({**v, "params": p}, y, train=True,
+                                                     mutable=["batch_stats"])[0],
+                               (v["params"], y), (0, 1)), 0))
     parts.append(Part(f"ReLU + {pool}x{pool} max pool {i} ({h}x{h})",
-                      _vjp_runner(lambda y: ops.max_pool(jax.nn.relu(ops.to_channels(y)), pool),
-                                  (y,), (0,)), 0))
+                      runner(lambda y: ops.max_pool(jax.nn.relu(ops.to_channels(y)), pool),
+                             (y,), (0,)), 0))
 
   if not fused:
     relu_pool_part(1, h, cin, pools[0])
@@ -103,14 +107,14 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
     conv_impl = "expanded" if gcnn else ops.resolve_impl(impl, "group_conv", group)
     parts.append(Part(f"{'G-CNN' if gcnn else 'group'} conv {i}: {cin}->{f} per element "
                       f"@{h} ({conv_impl})",
-                      _vjp_runner(conv, (rnd((k, k, n * cin, f)), rnd((f,)),
-                                         rnd((batch, h, h, n, cin))), (0, 1, 2)),
+                      runner(conv, (rnd((k, k, n * cin, f)), rnd((f,)),
+                                    rnd((batch, h, h, n, cin))), (0, 1, 2)),
                       3 * 2 * batch * sum(timing.conv_executed_macs(h, k, *u) for u in
                                           timing.unit_convs(group, cin, f, conv_impl))))
     if gcnn and i == len(conv_features):
       parts.append(Part(f"to own frames ({h}x{h}, {n}x{f} channels)",
-                        _vjp_runner(lambda y: ops.to_own_frames(y, action),
-                                    (rnd((batch, h, h, n, f)),), (0,)), 0))
+                        runner(lambda y: ops.to_own_frames(y, action),
+                               (rnd((batch, h, h, n, f)),), (0,)), 0))
     relu_pool_part(i, h, f, pool)
     h //= max(pool, 1)
     cin = f
@@ -118,9 +122,9 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   dense_impl = ops.resolve_impl(impl, "group_dense", group)
   s = h * h
   parts.append(Part(f"lifted dense {s}x{n}x{cin}->{widths[0]} ({dense_impl})",
-                    _vjp_runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
-                                (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
-                                 rnd((batch, h, h, n, cin))), (0, 1, 2)),
+                    runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
+                           (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
+                            rnd((batch, h, h, n, cin))), (0, 1, 2)),
                     3 * 2 * batch * s * timing.layer_units(group, cin, widths[0], dense_impl)))
 
   def head(ws, hid, labels):
@@ -131,8 +135,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   ws = [(rnd((a, b)) * 0.1, rnd((b,))) for a, b in zip(widths[:-1], widths[1:])]
   head_macs = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * n
   parts.append(Part("shared dense layers + loss",
-                    _vjp_runner(head, (ws, rnd((batch, n, widths[0])),
-                                       jnp.zeros((batch,), jnp.int32)), (0, 1)),
+                    runner(head, (ws, rnd((batch, n, widths[0])),
+                                  jnp.zeros((batch,), jnp.int32)), (0, 1)),
                     3 * 2 * batch * head_macs))
   return parts
 
@@ -176,15 +180,18 @@ def profile(parts: list[Part], whole: Callable[[], object], whole_flops: float, 
 def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   """The profile of config ``c``'s EquivariantCNN train step at ``batch``."""
   from flax.training import train_state
-  from experiments import steps, tasks
+  from experiments import steps, tasks, timing
   task = tasks.build_task(c)
   m = task.model
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
-    from experiments import timing
     micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
+  # XLA CPU's fusions: "auto" is measured by the runner, here likewise.
+  options = steps.compiler_options(
+      timing.runner_cpu_fusions(c.cpu_fusions, m, batch, m.num_classes, micro))
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
-                    m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden)
+                    m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden,
+                    compiler_options=options)
   for p in parts:
     p.repeat = micro
   x = jax.random.normal(jax.random.key(1), (batch,) + task.input_shape)
@@ -197,7 +204,8 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   state = train_state.TrainState.create(apply_fn=m.apply, params=variables, tx=tx)
   key = jax.random.key(3) if steps.takes_train_flag(m) else None
   step = jax.jit(functools.partial(steps.update, microbatches=micro,
-                                   flat=task.flat_logits, train_key=key), donate_argnums=0)
+                                   flat=task.flat_logits, train_key=key), donate_argnums=0,
+                 compiler_options=options)
   holder = [state]
 
   def whole():

@@ -46,16 +46,31 @@ def compile_stats(fn, *args):
 
 
 def matmul_peak(rounds: int) -> float:
-  """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds)."""
+  """float32 matmul FLOP/s through JAX on this machine (2048^2 x 2048^2, best of rounds).
+
+  On CPU the best of the matmul compiled both ways the runner can compile a step (XLA's
+  default and without its YNNPACK fusions, ``experiments.steps.compiler_options``), alternated:
+  the two ran 192 and 204 GFLOP/s in one scratch run (2026-12-03, 2-core AMD EPYC), and a
+  share of the lower would flatter the steps compiled the faster way."""
   import jax
+  from experiments import steps
   a = jax.random.normal(jax.random.key(0), (2048, 2048))
-  f = jax.jit(lambda a: a @ a)
-  ready(f(a))
+  compiled = [jax.jit(lambda a: a @ a).lower(a).compile()]
+  if jax.default_backend() == "cpu":
+    try:
+      compiled.append(jax.jit(lambda a: a @ a).lower(a).compile(
+          steps.compiler_options("no_ynnpack")))
+    except Exception as e:  # a jaxlib that no longer knows the (experimental) option
+      if "ynn" not in str(e):
+        raise
+  for f in compiled:
+    ready(f(a))
   best = float("inf")
   for _ in range(max(rounds, 3)):
-    t = time.perf_counter()
-    ready(f(a))
-    best = min(best, time.perf_counter() - t)
+    for f in compiled:
+      t = time.perf_counter()
+      ready(f(a))
+      best = min(best, time.perf_counter() - t)
   return 2 * 2048 ** 3 / best
 
 
@@ -93,6 +108,36 @@ def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, d
           for m in budget.microbatch_candidates(batch)}
   t = alternate(runs, rounds)
   return min(t, key=t.get), t
+
+
+def fastest_cpu_fusions(model, batch, classes, microbatches=1,
+                        rounds: int = 2) -> tuple[str, dict]:
+  """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
+  the faster of the train step compiled with XLA's default and without its YNNPACK fusions
+  (``experiments.steps.CPU_FUSIONS``), here timed alternately; ``(choice, {choice: seconds per
+  step})``. Off the CPU ``("default", {})``, as the runner."""
+  import jax
+  from experiments import steps
+  if jax.default_backend() != "cpu":
+    return "default", {}
+  runs = {f: train_step_runner(model, batch, classes, microbatches,
+                               steps.compiler_options(f))[0] for f in steps.CPU_FUSIONS[:2]}
+  t = alternate(runs, rounds)
+  return min(t, key=t.get), t
+
+
+def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1,
+                       label: str = "") -> str:
+  """The XLA CPU fusions the runner compiles a config's step with: ``fusions`` (the config's
+  ``cpu_fusions``), or for "auto" :func:`fastest_cpu_fusions`' choice, printed with what it
+  measured (how the benches and the profile compile a config's step)."""
+  if fusions != "auto":
+    return fusions
+  fusions, tried = fastest_cpu_fusions(model, batch, classes, microbatches)
+  print(f"  {label + ': ' if label else ''}XLA CPU fusions measured as the runner does: "
+        f"{fusions} (" + ", ".join(f"{f}: {batch / t:.1f} img/s" for f, t in tried.items())
+        + ")", flush=True)
+  return fusions
 
 
 def unit_convs(group, cin: int, cout: int, impl: str) -> list[tuple[int, int, int]]:

@@ -33,12 +33,17 @@ def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
   assert table.count("\n") == len(rows) + 2 and "% of peak" in table
 
 
-def test_the_profile_of_a_gcnn_network_times_its_own_layers():
+def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys):
   """make train's network (hidden="gcnn"): its G-CNN lift and convs, and the turn into own
-  frames, not the stacked network's layers."""
+  frames, not the stacked network's layers; with ``cpu_fusions = "auto"`` XLA CPU's fusions
+  measured first, as the runner does, and said."""
   c = default.get_config("smoke")
   c.hidden = "gcnn"
+  c.cpu_fusions = "auto"
   names = [r["part"] for r in profile_step.profile_config(c, 16, 1, timing.alternate)]
+  said = capsys.readouterr().out
+  assert "XLA CPU fusions measured as the runner does: " in said
+  assert "default: " in said and "no_ynnpack: " in said
   assert names[0].startswith("input lift 1->4 x |G|=4 @28 + ReLU + 2x2 max pool (G-CNN, "
                              "taps, fused)")
   assert not any(n.startswith("ReLU + 2x2 max pool 1") for n in names)   # inside the first

@@ -2,8 +2,9 @@
 rotated, with G-CNN hidden layers (every slot's map in the image's frame, kernels turned).
 
 Variants: ``--config=experiments/configs/default.py:stacked`` is the paper's Figure 3 stacking
-(each slot in its own frame, 16-32-64 filters; the default until 2026-12-02, and the
-"default" network that ``make bench`` and ``make bench-peers`` time);
+(each slot in its own frame, 16-32-64 filters, XLA CPU's fusions chosen by measuring; the
+default until 2026-12-02, and the "default" network that ``make bench`` and ``make
+bench-peers`` time);
 ``--config=experiments/configs/default.py:smoke`` trains a shrunken model on a few hundred
 images in seconds (what the tests use). Override any field on the command line, e.g.
 ``--config.num_epochs=2``.
@@ -118,6 +119,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.hidden = "gcnn"
     c.conv_features = (8, 16, 32)
     c.microbatches = 8
+  if variant == "stacked":
+    # XLA CPU's YNNPACK fusions or not, measured before training (experiments/budget.py): the
+    # stacking's convs (16 -> 32 and 32 -> 64 channels per element in C4's Fourier basis) ran
+    # its step 1.43x faster without them on a 2-core AMD EPYC (2026-12-03) and 1.27x on an
+    # Intel one (`python -m experiments.bench --only=cpu_fusions`); make train's G-CNN network
+    # the same either way (0.99-1.01x), so it does not pay for the measurement.
+    c.cpu_fusions = "auto"
   if variant == "smoke":
     c = smoke(c)
   return c
