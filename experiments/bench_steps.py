@@ -57,8 +57,9 @@ def bench_networks(rounds, quick, peak, report):
       row["dense_equivalent_gflops"] = step_flops(dense_fwd, b) / t["train"] / 1e9
       row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
       report["networks"].append(row)
-      print(f"  {name:9s} batch {b:4d}{f' ({micro} x {b // micro})' if micro > 1 else '':10s}"
-            f"{', no YNNPACK' if chosen == 'no_ynnpack' else ''}: train {row['train_images_per_s']:8.1f} img/s, "
+      slices = f" ({micro} x {b // micro})" if micro > 1 else ""
+      slices += ", no YNNPACK" if chosen == "no_ynnpack" else ""
+      print(f"  {name:9s} batch {b:4d}{slices:10s}: train {row['train_images_per_s']:8.1f} img/s, "
             f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
             f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
             f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
