@@ -144,10 +144,10 @@ def all_finite(loss, params) -> jax.Array:
 
 # XLA CPU's fusions of the update program: the compiler's default, or without its fusions
 # into YNNPACK (XNNPACK's successor), which on a 2-core AVX-512 machine ran the paper's stacked
-# network's step 1.27-1.28x faster and the authors' V1 network's 0.79-0.80x as fast (`make
-# bench`'s section cpu_fusions), and MNIST-rot's own step 0.39x as fast (`make rotmnist` with
-# --config.cpu_fusions=auto, its plan.json; docs/performance.md); "auto" measures both before
-# training (experiments/budget.py).
+# network's step 1.27-1.28x faster (1.43x on an AMD EPYC; its config sets "auto") and the
+# authors' V1 network's 0.79-0.85x as fast (`make bench`'s section cpu_fusions), and MNIST-rot's
+# own step 0.39x as fast (`make rotmnist` with --config.cpu_fusions=auto, its plan.json;
+# docs/performance.md); "auto" measures both before training (experiments/budget.py).
 CPU_FUSIONS = ("default", "no_ynnpack", "auto")
 # XLA's DebugOptions field naming the kinds of op fused into YNNPACK ("" for none).
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
