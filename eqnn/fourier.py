@@ -97,10 +97,17 @@ def circulant_apply(x: jnp.ndarray, kernel: jnp.ndarray, n: int,
   return jnp.stack(blocks)
 
 
+def circulant_maps(n: int, cin: int, cout: int) -> list[tuple[int, int, int]]:
+  """The plain maps :func:`circulant_apply` runs, as ``(rows, C_in, C_out)``: one ``cin ->
+  cout`` map per real frequency and one ``2 cin -> 2 cout`` per complex one, each on the
+  input's size (rows 1)."""
+  real, cplx = _frequencies(n)
+  return [(1, cin, cout)] * len(real) + [(1, 2 * cin, 2 * cout)] * len(cplx)
+
+
 def multiply_adds(n: int, cin: int, cout: int) -> tuple[int, int]:
   """Per output position: (multiply-adds in the Fourier form, in the expanded form)."""
-  real, cplx = _frequencies(n)
-  return len(real) * cin * cout + len(cplx) * 4 * cin * cout, n * cin * n * cout
+  return (sum(r * a * b for r, a, b in circulant_maps(n, cin, cout)), n * cin * n * cout)
 
 
 def is_dihedral_in_order(group: FiniteGroup) -> bool:
@@ -154,6 +161,13 @@ def irrep_apply(x: jnp.ndarray, kernel: jnp.ndarray, irreps: list[np.ndarray],
   return out
 
 
+def irrep_maps(irreps: list[np.ndarray], cin: int, cout: int) -> list[tuple[int, int, int]]:
+  """The plain maps :func:`irrep_apply` runs, as ``(rows, C_in, C_out)``: per irrep of
+  dimension d one ``d cin -> d cout`` map whose input holds d times the input's rows (each
+  row of the irrep's block folded into the batch)."""
+  return [(r.shape[-1], r.shape[-1] * cin, r.shape[-1] * cout) for r in irreps]
+
+
 def irrep_multiply_adds(irreps: list[np.ndarray], cin: int, cout: int) -> int:
   """Per output position, the multiply-adds of :func:`irrep_apply`'s maps."""
-  return sum(r.shape[-1] ** 3 for r in irreps) * cin * cout
+  return sum(r * a * b for r, a, b in irrep_maps(irreps, cin, cout))

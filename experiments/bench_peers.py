@@ -67,7 +67,7 @@ def _config(net: str):
 
 def main(argv):
   del argv
-  from experiments import logs, steps, timing
+  from experiments import logs, timing
   logs.quiet()
   import jax
   from eqnn import actions, models
@@ -93,9 +93,9 @@ def main(argv):
       micro, tried = timing.fastest_microbatches(model, b, 40)
       print(f"  {net}: micro-batches measured as the runner does: {micro} ("
             + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
-    fusions = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro, net)   # likewise
-    eqnn_step, _, _ = timing.train_step_runner(model, b, 40, micro,
-                                               steps.compiler_options(fusions))
+    # Its XLA CPU fusions likewise.
+    fusions, (eqnn_step, _, _) = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro,
+                                                           net)
     built = worker.ask(cmd="build", net=net, batch=b)
     timing.ready(eqnn_step())                                   # compile, first touch
     ours, theirs = [], []

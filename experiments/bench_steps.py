@@ -33,7 +33,6 @@ def bench_networks(rounds, quick, peak, report):
   2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
   network now (G-CNN hidden layers, 8-16-32, the batch as 8 x 16), and the authors' V1."""
   from eqnn import actions, models
-  from experiments import steps
   act = actions.rotations()
   nets = networks()
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
@@ -43,8 +42,7 @@ def bench_networks(rounds, quick, peak, report):
   for name, (cfg, hidden, fusions) in nets.items():
     for b, micro in batches[name]:
       model = models.EquivariantCNN(act, *cfg, hidden=hidden)
-      chosen = runner_cpu_fusions(fusions, model, b, 40, micro, name)
-      train, infer, _ = train_step_runner(model, b, 40, micro, steps.compiler_options(chosen))
+      chosen, (train, infer, _) = runner_cpu_fusions(fusions, model, b, 40, micro, name)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
       fwd = conv_macs(cfg, True, hidden=hidden, executed=True)
       equivalent = conv_macs(cfg, True, hidden=hidden)

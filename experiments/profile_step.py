@@ -186,9 +186,12 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
     micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
-  # XLA CPU's fusions: "auto" is measured by the runner, here likewise.
-  options = steps.compiler_options(
-      timing.runner_cpu_fusions(c.cpu_fusions, m, batch, m.num_classes, micro))
+  # XLA CPU's fusions: "auto" is measured by the runner, here likewise (the profile builds
+  # the config's own step below, so only the choice is kept).
+  fusions = c.cpu_fusions
+  if fusions == "auto":
+    fusions, _ = timing.runner_cpu_fusions(fusions, m, batch, m.num_classes, micro)
+  options = steps.compiler_options(fusions)
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
                     m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden,
                     compiler_options=options)

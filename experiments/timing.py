@@ -110,51 +110,51 @@ def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, d
   return min(t, key=t.get), t
 
 
-def fastest_cpu_fusions(model, batch, classes, microbatches=1,
-                        rounds: int = 2) -> tuple[str, dict]:
+def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int = 2):
   """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
   the faster of the train step compiled with XLA's default and without its YNNPACK fusions
   (``experiments.steps.CPU_FUSIONS``), here timed alternately; ``(choice, {choice: seconds per
-  step})``. Off the CPU ``("default", {})``, as the runner."""
+  step}, the chosen step's train_step_runner)``. Off the CPU ``("default", {}, None)``, as the
+  runner."""
   import jax
   from experiments import steps
   if jax.default_backend() != "cpu":
-    return "default", {}
-  runs = {f: train_step_runner(model, batch, classes, microbatches,
-                               steps.compiler_options(f))[0] for f in steps.CPU_FUSIONS[:2]}
-  t = alternate(runs, rounds)
-  return min(t, key=t.get), t
+    return "default", {}, None
+  built = {f: train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f))
+           for f in steps.CPU_FUSIONS[:2]}
+  t = alternate({f: b[0] for f, b in built.items()}, rounds)
+  choice = min(t, key=t.get)
+  return choice, t, built[choice]
 
 
-def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1,
-                       label: str = "") -> str:
-  """The XLA CPU fusions the runner compiles a config's step with: ``fusions`` (the config's
-  ``cpu_fusions``), or for "auto" :func:`fastest_cpu_fusions`' choice, printed with what it
-  measured (how the benches and the profile compile a config's step)."""
-  if fusions != "auto":
-    return fusions
-  fusions, tried = fastest_cpu_fusions(model, batch, classes, microbatches)
-  print(f"  {label + ': ' if label else ''}XLA CPU fusions measured as the runner does: "
-        f"{fusions} (" + ", ".join(f"{f}: {batch / t:.1f} img/s" for f, t in tried.items())
-        + ")", flush=True)
-  return fusions
+def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, label: str = ""):
+  """``(fusions, step)``: the XLA CPU fusions the runner compiles a config's step with, the
+  config's ``cpu_fusions`` or for "auto" :func:`fastest_cpu_fusions`' choice (printed with what
+  it measured), and :func:`train_step_runner`'s step compiled so (compiled once: the
+  measurement's own where it made one)."""
+  from experiments import steps
+  built = None
+  if fusions == "auto":
+    fusions, tried, built = fastest_cpu_fusions(model, batch, classes, microbatches)
+    print(f"  {label + ': ' if label else ''}XLA CPU fusions measured as the runner does: "
+          f"{fusions} (" + ", ".join(f"{f}: {batch / t:.1f} img/s" for f, t in tried.items())
+          + ")", flush=True)
+  return fusions, built or train_step_runner(model, batch, classes, microbatches,
+                                             steps.compiler_options(fusions))
 
 
 def unit_convs(group, cin: int, cout: int, impl: str) -> list[tuple[int, int, int]]:
   """The plain maps (convs or matmuls) a layer lifted over the regular action of ``group``
   (``cin`` and ``cout`` per element) runs in form ``impl``, as ``(rows, C_in, C_out)``: each
-  map's channels and how many times its input is the lifted input's size (an irrep of
-  dimension d folds its d rows into the batch). C_n's Fourier basis: one ``cin -> cout`` map
-  per real frequency and one ``2 cin -> 2 cout`` per complex one; D_n's irreps:
-  ``(d, d cin, d cout)`` each; the expanded form one ``|G| cin -> |G| cout`` map."""
+  map's channels and how many times its input is the lifted input's size: C_n's Fourier
+  basis :func:`eqnn.fourier.circulant_maps`, D_n's irreps :func:`eqnn.fourier.irrep_maps`,
+  the expanded form one ``|G| cin -> |G| cout`` map."""
   from eqnn import fourier
   n = group.order
   if impl == "fourier":
     if fourier.is_cyclic_in_order(group):
-      real, cplx = fourier._frequencies(n)
-      return [(1, cin, cout)] * len(real) + [(1, 2 * cin, 2 * cout)] * len(cplx)
-    return [(r.shape[-1], r.shape[-1] * cin, r.shape[-1] * cout)
-            for r in fourier.dihedral_irreps(n // 2)]
+      return fourier.circulant_maps(n, cin, cout)
+    return fourier.irrep_maps(fourier.dihedral_irreps(n // 2), cin, cout)
   return [(1, n * cin, n * cout)]
 
 

@@ -36,6 +36,29 @@ def test_work_shrinks():
   assert fourier.multiply_adds(5, 1, 1) == (1 + 2 * 4, 25)
 
 
+@pytest.mark.parametrize("n", [4, 5])
+def test_the_counted_maps_are_the_maps_that_run(n):
+  """circulant_maps and irrep_maps (what the benches count) list exactly the maps
+  circulant_apply and irrep_apply call: (rows relative to the input, C_in, C_out) recorded
+  from the calls themselves, for C_n and for D_n (not abelian, 2-dimensional irreps)."""
+  b, cin, cout = 6, 3, 5
+
+  def recorder(calls):
+    def linear(a, w):
+      calls.append((a.shape[0] // b, w.shape[-2], w.shape[-1]))
+      return a @ w
+    return linear
+  calls = []
+  fourier.circulant_apply(jnp.ones((n, b, cin)), jnp.ones((n, cin, cout)), n, recorder(calls))
+  assert sorted(calls) == sorted(fourier.circulant_maps(n, cin, cout))
+  irreps = fourier.dihedral_irreps(n)
+  calls = []
+  fourier.irrep_apply(jnp.ones((2 * n, b, cin)), jnp.ones((2 * n, cin, cout)), irreps,
+                      recorder(calls))
+  assert sorted(calls) == sorted(fourier.irrep_maps(irreps, cin, cout))
+  assert any(rows == 2 for rows, _, _ in calls)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
 def test_dihedral_irreps_are_a_complete_set_of_representations(n):
   group = groups.dihedral(n)
