@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -40,9 +41,12 @@ class Transform:
   crop: Callable[[str, jnp.ndarray], jnp.ndarray] | None = None
 
 
-def _rel(a, b, ref) -> float:
-  den = float(jnp.linalg.norm(ref.reshape(-1)))
-  return float(jnp.linalg.norm((a - b).reshape(-1))) / den if den > 0 else float("nan")
+def _rel(a, b, ref):
+  """||a - b|| / ||ref|| over the whole batch (a traced scalar), -1 where ``ref`` is 0 (NaN
+  once read back: no NaN inside the program, which jax_debug_nans would stop)."""
+  den = jnp.linalg.norm(ref.reshape(-1))
+  ok = den > 0
+  return jnp.where(ok, jnp.linalg.norm((a - b).reshape(-1)) / jnp.where(ok, den, 1.0), -1.0)
 
 
 def layer_errors(features: Callable[[jnp.ndarray], Mapping[str, jnp.ndarray]], x,
@@ -50,18 +54,29 @@ def layer_errors(features: Callable[[jnp.ndarray], Mapping[str, jnp.ndarray]], x
   """Rows ``{transform, size, layer, equivariance, invariance}`` for every layer and transform.
 
   ``features(x)`` returns the named features of every layer, in order (e.g. captured
-  intermediates of a Flax model, output included).
+  intermediates of a Flax model, output included). Each transform's errors of every layer
+  are one compiled program (``expected`` and ``crop`` traced with jax.numpy), read back once.
   """
   base = features(x)
   rows = []
   for t in transforms:
     moved = features(t.apply(x))
-    for name, f in base.items():
-      fg = moved[name]
-      want = t.expected(name, f)
-      crop = (lambda a: t.crop(name, a)) if t.crop else (lambda a: a)
-      eq = _rel(crop(fg), crop(want), crop(f)) if want is not None else float("nan")
-      inv = _rel(crop(fg), crop(f), crop(f)) if fg.shape == f.shape else float("nan")
+    crop = t.crop or (lambda name, a: a)
+
+    @jax.jit
+    def errors(base, moved, t=t, crop=crop):
+      out = {}
+      for name, f in base.items():
+        fg, want = moved[name], t.expected(name, f)     # None: no action expected
+        cf, cg = crop(name, f), crop(name, fg)
+        # -1: not defined (no expected action; a layer whose shape the transform changed).
+        eq = _rel(cg, crop(name, want), cf) if want is not None else jnp.float32(-1)
+        inv = _rel(cg, cf, cf) if fg.shape == f.shape else jnp.float32(-1)
+        out[name] = jnp.stack([eq, inv]).astype(jnp.float32)
+      return out
+    errs = jax.device_get(errors(base, moved))
+    for name in base:
+      eq, inv = (float(v) if v >= 0 else float("nan") for v in errs[name])
       rows.append({"transform": t.name, "size": t.size, "layer": name,
                    "equivariance": eq, "invariance": inv})
   return rows
