@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from eqnn import actions as actions_lib
-from eqnn import ops
+from eqnn import ops, spatial
 from eqnn.layers import (Equivarified, GCNNConv, GCNNLiftConv, GroupBatchNorm, GroupConv,
                          GroupDense, GroupDropout, LiftConv, ToOwnFrames, relu_pool)
 
@@ -66,6 +66,12 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
       pooling and the head. The same parameters; exactly equivariant under quarter turns and
       mirrors if every kernel is odd and every pooling before the last conv tiles its map
       (checked), approximately under resampled turns. Ignores ``impl`` for the convs.
+    conv_form, kernel_gradient: how every 2-D conv computes itself and its kernel's gradient
+      (:func:`eqnn.spatial.conv`'s ``form`` and ``weight_grad``; "auto" picks per conv), set
+      while the network is traced (:func:`eqnn.spatial.forms`); None (the default) keeps the
+      surrounding block's (:func:`eqnn.spatial.conv_forms`), "auto" outside one. The same
+      function in every form, to float rounding. "xla" makes the first block XLA's conv too
+      (not the fused "taps" form "auto" takes on CPU).
   """
 
   action: actions_lib.Action
@@ -80,9 +86,15 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
   dropout: float = 0.0
   head_pool: str = "none"
   hidden: str = "stacked"
+  conv_form: str | None = None
+  kernel_gradient: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    with spatial.forms(self.conv_form, self.kernel_gradient):
+      return self._network(x, train)
+
+  def _network(self, x, train):
     if self.head_pool not in HEAD_POOLS:
       raise ValueError(f"head_pool {self.head_pool!r}: choose one of {HEAD_POOLS}")
     if self.hidden not in HIDDEN:

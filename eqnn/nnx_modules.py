@@ -18,7 +18,7 @@ from flax import nnx
 
 from eqnn import actions as actions_lib
 from eqnn import lift as lift_lib
-from eqnn import ops
+from eqnn import ops, spatial
 from eqnn.groups import FiniteGroup
 
 _init = nnx.initializers.lecun_normal()
@@ -153,13 +153,15 @@ class GroupDense(ops.ActsOnBlocks, nnx.Module):
 
 
 class EquivariantCNN(ops.LiftsInput, nnx.Module):
-  """The paper's Figure 3 network (see :class:`eqnn.models.EquivariantCNN`):
-  ``[B, H, W, C] -> [B, |G|, num_classes]``; ``input_shape = (H, W, C)``."""
+  """The paper's Figure 3 network (see :class:`eqnn.models.EquivariantCNN`, also for
+  ``conv_form`` and ``kernel_gradient``): ``[B, H, W, C] -> [B, |G|, num_classes]``;
+  ``input_shape = (H, W, C)``."""
 
   def __init__(self, action: actions_lib.Action, input_shape: Sequence[int],
                conv_features: Sequence[int] = (16, 32, 32), pools: Sequence[int] = (2, 2, 1),
                dense_features: Sequence[int] = (128,), num_classes: int = 10,
                kernel_size: int = 3, *, impl: str = "auto", hidden: str = "stacked",
+               conv_form: str | None = None, kernel_gradient: str | None = None,
                rngs: nnx.Rngs):
     from eqnn import models   # its checks; models imports no NNX
     if len(pools) != len(conv_features):
@@ -167,7 +169,9 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
                        f"{len(conv_features)} convs")
     if hidden not in models.HIDDEN:
       raise ValueError(f"hidden {hidden!r}: choose one of {models.HIDDEN}")
+    spatial.check_forms(conv_form, kernel_gradient)
     self.action, self.pools, self.hidden = action, tuple(pools), hidden
+    self.conv_form, self.kernel_gradient = conv_form, kernel_gradient
     group = action.group
     h, w, c = input_shape
     self.fused = models.first_block_fused(False, hidden, len(conv_features))
@@ -192,6 +196,10 @@ class EquivariantCNN(ops.LiftsInput, nnx.Module):
     self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
 
   def __call__(self, x):
+    with spatial.forms(self.conv_form, self.kernel_gradient):
+      return self._network(x)
+
+  def _network(self, x):
     y, last = self.lift(x), len(self.pools)
     for i, pool in enumerate(self.pools, 1):
       if i > 1:
@@ -217,7 +225,8 @@ def from_linen(model, params, input_shape: Sequence[int]) -> EquivariantCNN:
                      "(the NNX model has none of them)")
   out = EquivariantCNN(model.action, input_shape, model.conv_features, model.pools,
                        model.dense_features, model.num_classes, model.kernel_size,
-                       impl=model.impl, hidden=model.hidden, rngs=nnx.Rngs(0))
+                       impl=model.impl, hidden=model.hidden, conv_form=model.conv_form,
+                       kernel_gradient=model.kernel_gradient, rngs=nnx.Rngs(0))
   gcnn = model.hidden == "gcnn"
 
   def load(dst, src):

@@ -43,13 +43,21 @@ CONV_FORMS = ("auto", "xla", "winograd")
 _form_default = ["auto"]
 
 
+def check_forms(conv_form: str | None = None, kernel_gradient: str | None = None) -> None:
+  """Refuses by name a conv form or kernel gradient that is neither None nor one of
+  :data:`CONV_FORMS` / :data:`WEIGHT_GRADS`."""
+  if conv_form is not None and conv_form not in CONV_FORMS:
+    raise ValueError(f"conv form {conv_form!r}: choose one of {CONV_FORMS}")
+  if kernel_gradient is not None and kernel_gradient not in WEIGHT_GRADS:
+    raise ValueError(f"kernel gradients {kernel_gradient!r}: choose one of {WEIGHT_GRADS}")
+
+
 @contextlib.contextmanager
 def kernel_gradients(mode: str):
   """Within the block, convs traced with no ``weight_grad`` of their own use ``mode``: for
   comparing the forms on a whole network (``make bench``). It acts when a function is traced:
   a jitted function already traced keeps the form it was traced with."""
-  if mode not in WEIGHT_GRADS:
-    raise ValueError(f"kernel gradients {mode!r}: choose one of {WEIGHT_GRADS}")
+  check_forms(kernel_gradient=mode)
   _weight_grad_default.append(mode)
   try:
     yield
@@ -62,13 +70,26 @@ def conv_forms(mode: str):
   """Within the block, convs traced with no ``form`` of their own use ``mode`` where it
   applies (as :func:`kernel_gradients` does for the kernel's gradient; convs Winograd's form
   cannot take keep XLA's): for comparing the forms on a whole network (``make bench``)."""
-  if mode not in CONV_FORMS:
-    raise ValueError(f"conv form {mode!r}: choose one of {CONV_FORMS}")
+  check_forms(conv_form=mode)
   _form_default.append(mode)
   try:
     yield
   finally:
     _form_default.pop()
+
+
+@contextlib.contextmanager
+def forms(conv_form: str | None = None, kernel_gradient: str | None = None):
+  """:func:`conv_forms` and :func:`kernel_gradients` together, each only where given (None
+  keeps the surrounding block's default): how a network sets its own convs' forms while it
+  is traced (:class:`eqnn.models.EquivariantCNN`'s ``conv_form`` and ``kernel_gradient``)."""
+  check_forms(conv_form, kernel_gradient)
+  with contextlib.ExitStack() as stack:
+    if conv_form is not None:
+      stack.enter_context(conv_forms(conv_form))
+    if kernel_gradient is not None:
+      stack.enter_context(kernel_gradients(kernel_gradient))
+    yield
 
 
 def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
@@ -110,15 +131,14 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   if spatial not in DIMS or x.ndim != spatial + 2:
     raise ValueError(f"a conv with kernel shape {kernel.shape} needs inputs "
                      f"[B, {'L' if spatial == 1 else 'H, W'}, C], got {x.shape}")
-  if weight_grad is not None and weight_grad not in WEIGHT_GRADS:
+  if weight_grad is not None and weight_grad not in WEIGHT_GRADS:     # named as the argument
     raise ValueError(f"weight_grad {weight_grad!r}: choose one of {WEIGHT_GRADS}")
+  check_forms(conv_form=form)
   x, kernel = x.astype(dtype), kernel.astype(dtype)
   windowable = spatial == 2 and feature_groups == 1
   if weight_grad == "windows" and not windowable:
     raise ValueError("weight_grad='windows' needs a 2-D conv with feature_groups=1, got "
                      f"kernel {kernel.shape} and feature_groups={feature_groups}")
-  if form is not None and form not in CONV_FORMS:
-    raise ValueError(f"conv form {form!r}: choose one of {CONV_FORMS}")
   winogradable = windowable and kernel.shape[:2] == (3, 3)
   if form is None:               # the block's default (conv_forms), where it applies
     form = _form_default[-1] if winogradable else "xla"

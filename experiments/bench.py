@@ -17,9 +17,10 @@ import time
 from absl import app, flags
 
 from experiments.bench_conv_forms import bench_conv_forms
+from experiments.bench_fusions import bench_cpu_fusions
 from experiments.bench_lift import bench_lift_overhead
-from experiments.bench_steps import (bench_augmented_step, bench_cpu_fusions,
-                                     bench_kernel_gradients, bench_lift_forms, bench_networks)
+from experiments.bench_steps import (bench_augmented_step, bench_kernel_gradients,
+                                     bench_lift_forms, bench_networks)
 from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS

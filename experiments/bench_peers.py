@@ -27,6 +27,7 @@ import time
 from absl import app, flags
 
 from experiments.bench_tables import gflops_cell
+from experiments.timing import FUSION_NOTES
 
 FLAGS = flags.FLAGS
 
@@ -86,7 +87,8 @@ def main(argv):
   for net in FLAGS.nets:
     c = _config(net)
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-    model = models.EquivariantCNN(actions.rotations(), *cfg)
+    model = models.EquivariantCNN(actions.rotations(), *cfg, conv_form=c.conv_form,
+                                  kernel_gradient=c.kernel_gradient)
     if c.microbatches:
       micro = c.microbatches if b % c.microbatches == 0 else 1
     else:                 # the runner measures the slice count: so does the bench, at its batch
@@ -106,7 +108,8 @@ def main(argv):
         ours.append(time.perf_counter() - t)
       theirs += worker.ask(cmd="time", steps=FLAGS.steps_per_round)["seconds"]
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
-    macs_ours, macs_dense = timing.conv_macs(cfg, True, executed=True), timing.conv_macs(cfg, False)
+    macs_ours = timing.conv_macs(cfg, True, executed=True, conv_form=c.conv_form)
+    macs_dense = timing.conv_macs(cfg, False)
     macs_equivalent = timing.conv_macs(cfg, True)
     row = {"net": net, "batch": b, "eqnn_microbatches": micro, "eqnn_cpu_fusions": fusions,
            "eqnn_images_per_s": b / t_ours, "escnn_images_per_s": b / t_theirs,
@@ -141,18 +144,18 @@ def markdown(report) -> str:
   for r in report["rows"]:
     mb = f" ({r['eqnn_microbatches']} x {r['batch'] // r['eqnn_microbatches']})" \
         if r["eqnn_microbatches"] > 1 else ""
-    if r.get("eqnn_cpu_fusions") == "no_ynnpack":
-      mb += ", eqnn without YNNPACK"
+    mb += FUSION_NOTES.get(r.get("eqnn_cpu_fusions"), "")
     cells = [gflops_cell(r, key, peak)
              for key in ("eqnn_gflops", "eqnn_conv_equivalent_gflops", "escnn_gflops")]
     out.append(f"| {r['net']} | {r['batch']}{mb} | {r['eqnn_images_per_s']:.1f} | "
                f"{r['escnn_images_per_s']:.1f} | {r['ratio']:.2f}x | " + " | ".join(cells) + " |")
   out += ["", "eqnn's executed GFLOP/s count each Fourier unit's multiply-adds, a 3x3 conv in "
-          "Winograd's form (on CPU, the convs of at least `eqnn.spatial.WINOGRAD_MIN_IN` in and "
-          "`WINOGRAD_MIN_OUT` out channels: V1's) at its 16 products per 2 x 2 output tile; "
-          "conv-equivalent counts every conv as a direct conv, as escnn's are. eqnn's step is "
-          "compiled as its config says: \"without YNNPACK\" where `cpu_fusions = \"auto\"` "
-          "measured XLA CPU's YNNPACK fusions slower, as the runner does."]
+          "Winograd's form (where the config's `conv_form` takes it: with \"auto\", on CPU, "
+          "the convs of at least `eqnn.spatial.WINOGRAD_MIN_IN` in and `WINOGRAD_MIN_OUT` out "
+          "channels) at its 16 products per 2 x 2 output tile; conv-equivalent counts every "
+          "conv as a direct conv, as escnn's are. eqnn's step is built and compiled as its "
+          "config says (its conv forms and XLA CPU fusions: \"no YNNPACK\", \"YNNPACK dots "
+          "only\"; \"auto\" measured first, as the runner does)."]
   return "\n".join(out) + "\n"
 
 

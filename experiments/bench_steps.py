@@ -7,7 +7,10 @@ beside the layer-level sections.
 
 from __future__ import annotations
 
-from experiments.timing import alternate, conv_macs, runner_cpu_fusions, train_step_runner
+from typing import NamedTuple
+
+from experiments.timing import (FUSION_NOTES, alternate, conv_macs, runner_cpu_fusions,
+                                train_step_runner)
 
 
 def step_flops(forward_macs: int, batch: int) -> int:
@@ -17,12 +20,28 @@ def step_flops(forward_macs: int, batch: int) -> int:
   return 6 * forward_macs * batch
 
 
-def networks() -> dict:
-  """``{name: ((conv_features, pools, dense_features), hidden, cpu_fusions)}`` of the benched
-  networks, as their configs say."""
+class Net(NamedTuple):
+  """A benched network as its config says: sizes ``(conv_features, pools, dense_features)``,
+  hidden layers, XLA CPU fusions (possibly "auto") and conv forms."""
+  cfg: tuple
+  hidden: str
+  cpu_fusions: str
+  conv_form: str
+  kernel_gradient: str
+
+  def model(self, forms: bool = True):
+    """Its C4 EquivariantCNN; ``forms=False``: conv forms left to the surrounding block's
+    default (:func:`eqnn.spatial.conv_forms`), for benches that vary them."""
+    from eqnn import actions, models
+    kw = dict(conv_form=self.conv_form, kernel_gradient=self.kernel_gradient) if forms else {}
+    return models.EquivariantCNN(actions.rotations(), *self.cfg, hidden=self.hidden, **kw)
+
+
+def networks() -> dict[str, Net]:
+  """The benched networks, as their configs say."""
   from experiments.configs import default, paper
-  return {name: ((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden,
-                 c.cpu_fusions)
+  return {name: Net((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden,
+                    c.cpu_fusions, c.conv_form, c.kernel_gradient)
           for name, c in (("default", default.get_config("stacked")),
                           ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
 
@@ -32,19 +51,18 @@ def bench_networks(rounds, quick, peak, report):
   stacking with 16-32-64 filters (``default.py:stacked``, make train's network until
   2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
   network now (G-CNN hidden layers, 8-16-32, the batch as 8 x 16), and the authors' V1."""
-  from eqnn import actions, models
-  act = actions.rotations()
   nets = networks()
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
   batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
              "gcnn": [(128, 8)] if quick else [(128, 1), (128, 8)],
              "paper_v1": [(8, 1)] if quick else [(32, 1), (128, 1), (128, 4)]}
-  for name, (cfg, hidden, fusions) in nets.items():
+  for name, net in nets.items():
+    cfg, hidden = net.cfg, net.hidden
     for b, micro in batches[name]:
-      model = models.EquivariantCNN(act, *cfg, hidden=hidden)
-      chosen, (train, infer, _) = runner_cpu_fusions(fusions, model, b, 40, micro, name)
+      chosen, (train, infer, _) = runner_cpu_fusions(net.cpu_fusions, net.model(), b, 40,
+                                                     micro, name)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
-      fwd = conv_macs(cfg, True, hidden=hidden, executed=True)
+      fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=net.conv_form)
       equivalent = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
       row = {"net": name, "batch": b, "microbatches": micro, "cpu_fusions": chosen,
@@ -56,7 +74,7 @@ def bench_networks(rounds, quick, peak, report):
       row["fraction_of_matmul_peak"] = row["executed_gflops"] * 1e9 / peak
       report["networks"].append(row)
       slices = f" ({micro} x {b // micro})" if micro > 1 else ""
-      slices += ", no YNNPACK" if chosen == "no_ynnpack" else ""
+      slices += FUSION_NOTES.get(chosen, "")
       print(f"  {name:9s} batch {b:4d}{slices:10s}: train {row['train_images_per_s']:8.1f} img/s, "
             f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
             f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
@@ -101,13 +119,12 @@ def form_step_times(b, slices, modes, context, rounds, net="paper_v1"):
   network's train step (:func:`networks`, the authors' V1 by default) at batch b, each traced
   inside ``context(mode)`` (a form's block default, which acts when the step is traced: its
   first call), all alternated."""
-  from eqnn import actions, models
-  cfg, hidden, _ = networks()[net]
+  the_net = networks()[net]
+  cfg, hidden = the_net.cfg, the_net.hidden
   runs = {}
   for micro in slices:
     for mode in modes:
-      train, _, _ = train_step_runner(models.EquivariantCNN(actions.rotations(), *cfg,
-                                                            hidden=hidden), b, 40, micro)
+      train, _, _ = train_step_runner(the_net.model(forms=False), b, 40, micro)
 
       def run(train=train, mode=mode):
         with context(mode):
@@ -224,103 +241,3 @@ def _lone_kernel_gradients(rounds, quick, report):
     print(f"  kernel gradient of a 3x3 conv {row['c_in']}->{row['c_out']} @{row['size']}, "
           f"batch {row['batch']}: XLA {row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} "
           f"ms ({row['speedup']:.2f}x)", flush=True)
-
-
-# XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
-# the compiler's default, none (the runner's "no_ynnpack"), all but its convolutions, its
-# convolutions and dots alone (no elementwise or reduction fusions), and its dots alone.
-def fusions() -> dict:
-  """``{label: jax.jit compiler_options}`` of the variants :func:`bench_cpu_fusions` times."""
-  from experiments import steps
-  ynn = lambda *types: {steps.YNN_FUSION_OPTION: ",".join(f"LIBRARY_FUSION_TYPE_{t}"
-                                                           for t in types)}
-  return {"default": None, "no YNNPACK": steps.compiler_options("no_ynnpack"),
-          "YNNPACK without convs": ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
-          "YNNPACK convs and dots": ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
-          "YNNPACK dots": ynn("INDIVIDUAL_DOT")}
-
-
-def bench_cpu_fusions(rounds, quick, peak, report):
-  """Train steps of the networks (the stacked default, make train's G-CNN, V1, MNIST-rot's
-  C16 G-CNN without its batch norm), and the vmap lift over D4 at batch 128, compiled with each
-  of :func:`fusions` (XLA CPU's default, no YNNPACK fusions, or some of their kinds;
-  ``jax.jit(..., compiler_options=...)``, one program per variant, alternated in one run).
-  CPU only; an option this jaxlib does not know is reported, not raised."""
-  import jax
-  import jax.numpy as jnp
-  import eqnn
-  from eqnn import actions, models
-  from experiments.configs import default, paper, rotated_mnist
-  if jax.default_backend() != "cpu":
-    print("  (CPU only: skipped on this backend)", flush=True)
-    return
-  variants = fusions()
-  c4 = actions.rotations()
-  nets = [("default", default.get_config("stacked"), c4, 128, 1),
-          ("gcnn", default.get_config(), c4, 128, 8)]
-  if not quick:
-    rot = rotated_mnist.get_config()
-    nets += [("paper_v1", paper.get_config(), c4, 128, 8),
-             ("rotated_mnist (C16 G-CNN, no batch norm)", rot,
-              actions.rotations(16, rot.interpolation), rot.batch_size, rot.microbatches)]
-  for name, c, act, b, micro in nets:
-    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-    model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
-    runs = {}
-    for label, opts in variants.items():
-      train, _, _ = train_step_runner(model, b, 10 * act.group.order, micro,
-                                      compiler_options=opts)
-      try:
-        train()
-      except Exception as e:      # an option this jaxlib's XLA does not know
-        print(f"  {label}: not available in this jaxlib ({str(e).splitlines()[0][:80]})")
-        continue
-      runs[label] = train
-    t = alternate(runs, 3 if name == "paper_v1" else rounds)
-    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden, executed=True)
-    for label, secs in t.items():
-      row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
-             "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,
-             "speedup": t["default"] / secs}
-      report["cpu_fusions"].append(row)
-      print(f"  {name:9s} batch {b} ({micro} x {b // micro}), {label:22s}: "
-            f"{row['images_per_s']:8.1f} img/s ({100 * row['fraction_of_matmul_peak']:.0f}% of "
-            f"peak), {row['speedup']:.2f}x the default", flush=True)
-  # The lift: time(F_hat) / (|G| time(F)), both compiled with the same fusions.
-  base = models.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
-  d4 = actions.rotations_reflections()
-  x = jax.random.normal(jax.random.key(0), (128, 28, 28, 1))
-  params = base.init(jax.random.key(1), x[:1])
-  lifted = eqnn.equivarify(base.apply, d4, argnum=1, vectorize=True)      # the vmap's fusions
-  fns = {}
-  for label, opts in variants.items():
-    for which, fn in (("F", base.apply), ("lift", lifted)):
-      j = jax.jit(fn, compiler_options=opts)
-      grad = jax.jit(jax.grad(lambda p, x, fn=fn: jnp.sum(fn(p, x) ** 2)), compiler_options=opts)
-      try:
-        j(params, x)
-      except Exception:
-        break
-      fns[(label, which, "forward")] = (lambda j: lambda: j(params, x))(j)
-      fns[(label, which, "gradient")] = (lambda j: lambda: j(params, x))(grad)
-  # Forwards alternated with forwards and gradients with gradients, as the lift section
-  # does: a few-millisecond forward timed after a gradient call ran up to 1.4x slower.
-  t = {}
-  for d in ("forward", "gradient"):
-    t.update(alternate({k: f for k, f in fns.items() if k[2] == d}, 5 * rounds))
-  for label in variants:
-    if (label, "lift", "forward") not in t:
-      continue
-    ratio = {d: t[(label, "lift", d)] / (d4.group.order * t[(label, "F", d)])
-             for d in ("forward", "gradient")}
-    row = {"case": "vmap lift over D4 of a plain CNN", "batch": 128, "microbatches": 1,
-           "fusions": label, "forward_ratio": ratio["forward"],
-           "gradient_ratio": ratio["gradient"],
-           "lift_forward_ms": 1e3 * t[(label, "lift", "forward")],
-           "lift_gradient_ms": 1e3 * t[(label, "lift", "gradient")],
-           "speedup_forward": t[("default", "lift", "forward")] / t[(label, "lift", "forward")],
-           "speedup_gradient": t[("default", "lift", "gradient")] / t[(label, "lift", "gradient")]}
-    report["cpu_fusions"].append(row)
-    print(f"  vmap lift over D4, batch 128, {label:22s}: time(F_hat)/(|G| time(F)) = "
-          f"{ratio['forward']:.2f} forward, {ratio['gradient']:.2f} gradient (the lift itself "
-          f"{row['lift_forward_ms']:.1f} / {row['lift_gradient_ms']:.1f} ms)", flush=True)

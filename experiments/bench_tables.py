@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from experiments.bench_steps import LIFT_FORMS
+from experiments.timing import FUSION_NOTES
 
 
 def _slices(r) -> str:
@@ -59,18 +60,18 @@ def markdown(report) -> str:
   for r in report.get("networks", []):
     b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
                            if r["microbatches"] > 1 else "")
-    if r.get("cpu_fusions") == "no_ynnpack":
-      b += ", no YNNPACK"
+    b += FUSION_NOTES.get(r.get("cpu_fusions"), "")
     out.append(f"| {r['net']} | {b} | {r['train_images_per_s']:.1f} | "
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
                f"{gflops_cell(r, 'conv_equivalent_gflops', peak)} | "
                f"{r['dense_equivalent_gflops']:.0f} |")
   if report.get("networks"):
-    out += ["", "Executed: Winograd's convs (on CPU, V1's wide ones) at their 16 products per "
-            "2 x 2 output tile; conv-equivalent: every conv counted as a direct conv. Each step "
-            "compiled as its config says (\"no YNNPACK\": without XLA CPU's YNNPACK fusions, "
-            "where a config's `cpu_fusions = \"auto\"` measured that faster, as the runner "
+    out += ["", "Executed: convs in Winograd's form (where a config's `conv_form` takes it) at "
+            "their 16 products per 2 x 2 output tile; conv-equivalent: every conv counted as a "
+            "direct conv. Each step built and compiled as its config says (its conv forms; "
+            "\"no YNNPACK\": without XLA CPU's YNNPACK fusions, \"YNNPACK dots only\": its "
+            "dots alone; a config's `cpu_fusions = \"auto\"` measured first, as the runner "
             "does)."]
   if report.get("lift_overhead"):
     out += ["", "| lift of a plain CNN over | how | batch | time(F_hat) / (\\|G\\| time(F)), "

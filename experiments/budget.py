@@ -17,9 +17,9 @@ accelerator, one piece usually wins. The same gradient either way (batch norm's 
 are then each slice's, so it is a decision of the run, kept in ``plan.json`` too).
 
 ``config.cpu_fusions = "auto"`` times the step (with the run's micro-batches) compiled with
-XLA's default CPU fusions and without its YNNPACK fusions, and keeps the faster
-(:func:`cpu_fusions`): which wins depends on the network's shapes (`make bench`'s section
-cpu_fusions).
+XLA's default CPU fusions, without its YNNPACK fusions and with YNNPACK's dots alone, and
+keeps the fastest (:func:`cpu_fusions`): which wins depends on the network's shapes
+(`make bench`'s section cpu_fusions).
 """
 
 from __future__ import annotations
@@ -119,9 +119,11 @@ def microbatches(config, workdir: str, devices: int, measure: Callable[[int], fl
 
 def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], float],
                 say) -> str:
-  """``config.cpu_fusions``, or for "auto" the faster of "default" and "no_ynnpack" by
+  """``config.cpu_fusions``, or for "auto" the fastest of ``steps.FIXED_FUSIONS`` by
   ``measure(fusions)`` (seconds per step), measured once per run and kept in ``plan.json``
-  (a resumed run compiles its step as it began). Off the CPU: "default" (nothing to choose)."""
+  (a resumed run compiles its step as it began). Off the CPU: "default" (nothing to choose).
+  A choice this jaxlib's XLA refuses (the option is experimental) is said and left out."""
+  from experiments import steps
   if config.cpu_fusions != "auto":
     return config.cpu_fusions
   if backend != "cpu":
@@ -129,15 +131,15 @@ def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], flo
   saved = _load(workdir)
   if "cpu_fusions" in saved:
     return saved["cpu_fusions"]
-  times = {"default": measure("default")}
-  try:
-    times["no_ynnpack"] = measure("no_ynnpack")
-  except Exception as e:  # an XLA that no longer knows the (experimental) option refuses it
-    if "ynn" not in str(e):
-      raise
-    say(f"XLA CPU fusions: default (this jaxlib refused the option: {str(e).splitlines()[0]})")
-    _save(workdir, {"cpu_fusions": "default", "cpu_fusions_step_s": times})
-    return "default"
+  times = {}
+  for fusions in steps.FIXED_FUSIONS:
+    try:
+      times[fusions] = measure(fusions)
+    except Exception as e:
+      if not steps.refused(fusions, e):
+        raise
+      say(f"XLA CPU fusions: {fusions} left out (this jaxlib refused the option: "
+          f"{str(e).splitlines()[0]})")
   best = min(times, key=times.get)
   _save(workdir, {"cpu_fusions": best, "cpu_fusions_step_s": times})
   say(f"XLA CPU fusions: {best} (step " + ", ".join(f"{f}: {1e3 * t:.0f} ms"

@@ -30,11 +30,14 @@ class Part:
   repeat: int = 1                  # times per step (once per micro-batch)
 
 
-def _vjp_runner(f, args, wrt, compiler_options=None):
+def _vjp_runner(f, args, wrt, compiler_options=None, forms=(None, None)):
   """A jitted forward pass of ``f(*args)`` and its gradients with respect to the positions
   ``wrt``, as in a train step: the output is consumed (``<f(...), c>`` with a fixed random
   cotangent c, so that XLA can drop neither the forward pass nor the backward one).
-  ``compiler_options``: ``jax.jit``'s, as the step's (XLA CPU's fusions)."""
+  ``compiler_options``: ``jax.jit``'s, as the step's (XLA CPU's fusions); ``forms``: the
+  network's ``(conv_form, kernel_gradient)``, set while ``f`` is traced
+  (:func:`eqnn.spatial.forms`)."""
+  from eqnn import spatial
   out = jax.eval_shape(f, *args)
   cot = jax.tree.map(lambda o: jax.random.normal(jax.random.key(7), o.shape, o.dtype), out)
 
@@ -44,18 +47,22 @@ def _vjp_runner(f, args, wrt, compiler_options=None):
       full = list(a)
       for i, m in zip(wrt, moving):
         full[i] = m
-      return sum(jnp.vdot(o, c) for o, c in zip(jax.tree.leaves(f(*full)), jax.tree.leaves(cot)))
+      with spatial.forms(*forms):
+        y = f(*full)
+      return sum(jnp.vdot(o, c) for o, c in zip(jax.tree.leaves(y), jax.tree.leaves(cot)))
     return jax.value_and_grad(loss, argnums=tuple(range(len(wrt))))(*[a[i] for i in wrt])
   return lambda: fwd_bwd(cot, *args)
 
 
 def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
               norm, batch, impl="auto", size=28, key=None, hidden="stacked",
-              compiler_options=None) -> list[Part]:
+              compiler_options=None, conv_form=None, kernel_gradient=None) -> list[Part]:
   """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images
   (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling), each
-  compiled with ``compiler_options`` (the step's XLA CPU fusions)."""
-  runner = functools.partial(_vjp_runner, compiler_options=compiler_options)
+  compiled with ``compiler_options`` (the step's XLA CPU fusions) and its convs in the
+  network's ``conv_form`` and ``kernel_gradient`` (None: "auto")."""
+  runner = functools.partial(_vjp_runner, compiler_options=compiler_options,
+                             forms=(conv_form, kernel_gradient))
   from eqnn import ops
   from eqnn import spatial as spatial_lib
   from experiments import timing
@@ -75,7 +82,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   first = pools[0] if fused else 0
   lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action, relu_pool=first)) if gcnn else
           (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl, relu_pool=first)))
-  taps = (jax.default_backend() == "cpu" and spatial_lib.taps_fit((k, k, 1, f0), first)
+  taps = (jax.default_backend() == "cpu" and conv_form in (None, "auto")
+          and spatial_lib.taps_fit((k, k, 1, f0), first)
           and (gcnn or lift_impl == "vmap"))
   label = (f" + ReLU + {first}x{first} max pool ({lift_impl}{', taps, fused' if taps else ''})"
            if fused else f" ({lift_impl})")
@@ -109,8 +117,8 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                       f"@{h} ({conv_impl})",
                       runner(conv, (rnd((k, k, n * cin, f)), rnd((f,)),
                                     rnd((batch, h, h, n, cin))), (0, 1, 2)),
-                      3 * 2 * batch * sum(timing.conv_executed_macs(h, k, *u) for u in
-                                          timing.unit_convs(group, cin, f, conv_impl))))
+                      3 * 2 * batch * sum(timing.conv_executed_macs(h, k, *u, conv_form or "auto")
+                                          for u in timing.unit_convs(group, cin, f, conv_impl))))
     if gcnn and i == len(conv_features):
       parts.append(Part(f"to own frames ({h}x{h}, {n}x{f} channels)",
                         runner(lambda y: ops.to_own_frames(y, action),
@@ -194,7 +202,8 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   options = steps.compiler_options(fusions)
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
                     m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden,
-                    compiler_options=options)
+                    compiler_options=options, conv_form=m.conv_form,
+                    kernel_gradient=m.kernel_gradient)
   for p in parts:
     p.repeat = micro
   x = jax.random.normal(jax.random.key(1), (batch,) + task.input_shape)

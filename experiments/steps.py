@@ -142,26 +142,36 @@ def all_finite(loss, params) -> jax.Array:
   return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(leaves)))
 
 
-# XLA CPU's fusions of the update program: the compiler's default, or without its fusions
-# into YNNPACK (XNNPACK's successor), which on a 2-core AVX-512 machine ran the paper's stacked
-# network's step 1.27-1.28x faster (1.43x on an AMD EPYC; its config sets "auto") and the
-# authors' V1 network's 0.79-0.85x as fast (`make bench`'s section cpu_fusions), and MNIST-rot's
-# own step 0.39x as fast (`make rotmnist` with --config.cpu_fusions=auto, its plan.json;
-# docs/performance.md); "auto" measures both before training (experiments/budget.py).
-CPU_FUSIONS = ("default", "no_ynnpack", "auto")
+# XLA CPU's fusions of the update program: the compiler's default, none of its fusions into
+# YNNPACK (XNNPACK's successor), or its dots alone (no convolutions, elementwise or reduction
+# fusions). On a 2-core AVX-512 machine without YNNPACK ran the paper's stacked network's step
+# 1.27-1.28x faster (1.43-1.46x on an AMD EPYC, 1.38x with its dots alone; its config sets
+# "auto"), the authors' V1 network's 0.79-0.85x as fast in Winograd's form (0.94x in its
+# config's XLA convs) and MNIST-rot's own step 0.39x as fast (`make rotmnist` with
+# --config.cpu_fusions=auto, its plan.json); `make bench`'s section cpu_fusions,
+# docs/performance.md. "auto" measures every fixed choice before training (experiments/budget.py).
+CPU_FUSIONS = ("default", "no_ynnpack", "ynnpack_dots", "auto")
+FIXED_FUSIONS = CPU_FUSIONS[:-1]          # what "auto" chooses among
 # XLA's DebugOptions field naming the kinds of op fused into YNNPACK ("" for none).
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_FUSION_TYPES = {"no_ynnpack": "", "ynnpack_dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def refused(cpu_fusions: str, error: Exception) -> bool:
+  """Whether ``error`` is this jaxlib's XLA refusing ``cpu_fusions``' (experimental) option,
+  which a measurement leaves out instead of failing; the default is never refused."""
+  return cpu_fusions != "default" and "ynn" in str(error)
 
 
 def compiler_options(cpu_fusions: str) -> dict | None:
-  """``jax.jit``'s ``compiler_options`` for a decided ``cpu_fusions`` ("default" or
-  "no_ynnpack"); None (XLA's own) on accelerators, where the option does not apply."""
-  if cpu_fusions not in CPU_FUSIONS[:2]:
-    raise ValueError(f"cpu_fusions = {cpu_fusions!r}: choose one of {CPU_FUSIONS[:2]} "
+  """``jax.jit``'s ``compiler_options`` for a decided ``cpu_fusions`` (one of
+  :data:`FIXED_FUSIONS`); None (XLA's own) on accelerators, where the option does not apply."""
+  if cpu_fusions not in FIXED_FUSIONS:
+    raise ValueError(f"cpu_fusions = {cpu_fusions!r}: choose one of {FIXED_FUSIONS} "
                      "('auto' is decided by measuring, before the step is built)")
   if cpu_fusions == "default" or jax.default_backend() != "cpu":
     return None
-  return {YNN_FUSION_OPTION: ""}
+  return {YNN_FUSION_OPTION: _YNN_FUSION_TYPES[cpu_fusions]}
 
 
 def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -200,7 +210,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
   resampling augmentation, which alone takes under 1 ms (`make bench` times both forms).
 
   ``cpu_fusions``: how XLA's CPU backend compiles the update (:func:`compiler_options`):
-  "default" or "no_ynnpack"; the same function either way, to float rounding.
+  one of :data:`FIXED_FUSIONS`; the same function either way, to float rounding.
   """
   if programs not in (1, 2):
     raise ValueError(f"programs = {programs}: 1 (one jitted program) or 2 (batch, then update)")

@@ -134,6 +134,8 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
               kernel_size=tuple(c.get("kernel_sizes", ())) or c.kernel_size,
               norm=c.get("norm", False), dropout=c.get("dropout", 0.0))
     model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"),
-                                   hidden=c.get("hidden", "stacked"), **kw)
+                                   hidden=c.get("hidden", "stacked"),
+                                   conv_form=c.get("conv_form", "auto"),
+                                   kernel_gradient=c.get("kernel_gradient", "auto"), **kw)
              if equivariant else models.PlainCNN(**kw))
   return Task(model, action, equivariant, k, spec.input_shape, c.get("labels", "joint"))

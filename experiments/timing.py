@@ -11,6 +11,10 @@ import time
 from typing import Callable
 
 
+# How the benches' tables mark a step compiled with other XLA CPU fusions than the default.
+FUSION_NOTES = {"no_ynnpack": ", no YNNPACK", "ynnpack_dots": ", YNNPACK dots only"}
+
+
 def ready(x):
   import jax
   return jax.block_until_ready(x)
@@ -60,8 +64,8 @@ def matmul_peak(rounds: int) -> float:
     try:
       compiled.append(jax.jit(lambda a: a @ a).lower(a).compile(
           steps.compiler_options("no_ynnpack")))
-    except Exception as e:  # a jaxlib that no longer knows the (experimental) option
-      if "ynn" not in str(e):
+    except Exception as e:
+      if not steps.refused("no_ynnpack", e):
         raise
   for f in compiled:
     ready(f(a))
@@ -112,16 +116,24 @@ def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, d
 
 def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int = 2):
   """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
-  the faster of the train step compiled with XLA's default and without its YNNPACK fusions
-  (``experiments.steps.CPU_FUSIONS``), here timed alternately; ``(choice, {choice: seconds per
-  step}, the chosen step's train_step_runner)``. Off the CPU ``("default", {}, None)``, as the
-  runner."""
+  the fastest of the train step compiled each way of ``experiments.steps.FIXED_FUSIONS`` (XLA's
+  default, without its YNNPACK fusions, with its dots alone), here timed alternately; ``(choice,
+  {choice: seconds per step}, the chosen step's train_step_runner)``; a way this jaxlib refuses
+  is left out, as the runner does. Off the CPU ``("default", {}, None)``, as the runner."""
   import jax
   from experiments import steps
   if jax.default_backend() != "cpu":
     return "default", {}, None
-  built = {f: train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f))
-           for f in steps.CPU_FUSIONS[:2]}
+  built = {}
+  for f in steps.FIXED_FUSIONS:
+    b = train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f))
+    try:
+      ready(b[0]())                           # compiles
+    except Exception as e:
+      if not steps.refused(f, e):
+        raise
+      continue
+    built[f] = b
   t = alternate({f: b[0] for f, b in built.items()}, rounds)
   choice = min(t, key=t.get)
   return choice, t, built[choice]
@@ -165,31 +177,33 @@ def layer_units(group, cin: int, cout: int, impl: str) -> int:
   return sum(rows * a * b for rows, a, b in unit_convs(group, cin, cout, impl))
 
 
-def conv_executed_macs(size: int, k: int, rows: int, cin: int, cout: int) -> int:
+def conv_executed_macs(size: int, k: int, rows: int, cin: int, cout: int,
+                       conv_form: str = "auto") -> int:
   """Multiply-adds of one stride-1 SAME ``k x k`` conv at ``size x size`` as
-  :func:`eqnn.spatial.conv`'s default form runs it here: in Winograd's form (on CPU, 3 x 3
-  convs of at least ``WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT`` out channels) 16 per
-  2 x 2 output tile and channel pair (its transforms are additions, not counted), else
-  ``k^2`` per output and channel pair."""
+  :func:`eqnn.spatial.conv` runs it in ``conv_form`` here: in Winograd's form ("winograd" for
+  3 x 3 convs; "auto": on CPU, 3 x 3 convs of at least ``WINOGRAD_MIN_IN`` in and
+  ``WINOGRAD_MIN_OUT`` out channels) 16 per 2 x 2 output tile and channel pair (its
+  transforms are additions, not counted), else ("xla") ``k^2`` per output and channel pair."""
   import jax
   from eqnn import spatial
-  if (k == 3 and cin >= spatial.WINOGRAD_MIN_IN and cout >= spatial.WINOGRAD_MIN_OUT
-      and jax.default_backend() == "cpu"):
+  spatial.check_forms(conv_form)
+  if k == 3 and (conv_form == "winograd" or conv_form == "auto" and cin >= spatial.WINOGRAD_MIN_IN
+                 and cout >= spatial.WINOGRAD_MIN_OUT and jax.default_backend() == "cpu"):
     return rows * (-(-size // 2)) ** 2 * 16 * cin * cout
   return rows * size * size * k * k * cin * cout
 
 
 def conv_macs(model_cfg, fourier_form: bool, group=None, hidden: str = "stacked",
-              executed: bool = False) -> int:
+              executed: bool = False, conv_form: str = "auto") -> int:
   """Forward multiply-adds per image of a EquivariantCNN on 28x28 inputs over ``group``
   (default C4), its convs 3 x 3.
 
   ``fourier_form``: count what ``impl="auto"`` computes (the group convs, and the lifted
   dense layer where auto picks it, in the Fourier basis); else the dense expanded weights'.
   ``hidden="gcnn"``: the G-CNN convs, which run their expanded turned weights either way.
-  ``executed``: each conv as its default form runs it on this backend
-  (:func:`conv_executed_macs`: Winograd's products for the wide convs on CPU); else as a
-  direct conv ("conv-equivalent")."""
+  ``executed``: each conv as ``conv_form`` runs it on this backend
+  (:func:`conv_executed_macs`: in "auto", Winograd's products for the wide convs on CPU);
+  else as a direct conv ("conv-equivalent")."""
   from eqnn import groups, ops
   c4 = group if group is not None else groups.cyclic(4)
   form = lambda kind: ("expanded" if not fourier_form or (hidden == "gcnn" and kind == "group_conv")
@@ -200,7 +214,8 @@ def conv_macs(model_cfg, fourier_form: bool, group=None, hidden: str = "stacked"
   h //= pools[0]
   cin = feats[0]
   for f, p in zip(feats[1:], pools[1:]):
-    macs += sum(conv_executed_macs(h, 3, *u) if executed else h * h * 9 * u[0] * u[1] * u[2]
+    macs += sum(conv_executed_macs(h, 3, *u, conv_form) if executed
+                else h * h * 9 * u[0] * u[1] * u[2]
                 for u in unit_convs(c4, cin, f, form("group_conv")))
     h //= p
     cin = f

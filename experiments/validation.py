@@ -7,7 +7,7 @@ import numbers
 
 import ml_collections
 
-from eqnn import actions, gcnn, image_actions, models, ops
+from eqnn import actions, gcnn, image_actions, models, ops, spatial
 from experiments import steps, tasks
 
 
@@ -69,6 +69,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         image_actions.kernel_table(action, k)
       except ValueError as e:
         need(False, "impl", str(e))
+  need(c.conv_form in spatial.CONV_FORMS, "conv_form", f"choose one of {spatial.CONV_FORMS}")
+  need(c.kernel_gradient in spatial.WEIGHT_GRADS, "kernel_gradient",
+       f"choose one of {spatial.WEIGHT_GRADS}")
   need(c.hidden in models.HIDDEN, "hidden", f"choose one of {models.HIDDEN}")
   if c.hidden == "gcnn":
     need(c.model == "equivariant" and c.architecture == "cnn", "hidden",

@@ -41,7 +41,7 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   assert sorted(times) == ["1", "2"] and all(t > 0 for t in times.values())
   assert saved["microbatches"] == int(min(times, key=times.get))
   fusion_times = saved["cpu_fusions_step_s"]
-  assert sorted(fusion_times) == ["default", "no_ynnpack"]
+  assert sorted(fusion_times) == ["default", "no_ynnpack", "ynnpack_dots"]
   assert saved["cpu_fusions"] == min(fusion_times, key=fusion_times.get)
   assert results["steps"] == 3 * (128 // c.batch_size)
   # A restart reads the plan instead of measuring again, whatever the budget says now.
@@ -88,35 +88,36 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
   c = default.get_config("smoke")
   c.cpu_fusions = "auto"
   said, measured = [], []
-  times = {"default": 0.30, "no_ynnpack": 0.20}
+  times = {"default": 0.30, "no_ynnpack": 0.20, "ynnpack_dots": 0.25}
 
   def measure(f):
     measured.append(f)
     return times[f]
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
-  assert measured == ["default", "no_ynnpack"] and "no_ynnpack" in said[0]
+  assert measured == ["default", "no_ynnpack", "ynnpack_dots"] and "no_ynnpack" in said[0]
   plan = json.loads((tmp_path / budget.FILE).read_text())
   assert plan["cpu_fusions"] == "no_ynnpack" and plan["cpu_fusions_step_s"]["default"] == 0.30
   times["default"] = 0.01                       # a resumed run does not measure again
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
-  assert len(measured) == 2
+  assert len(measured) == 3
   # Off the CPU there is nothing to choose; a fixed config is not measured.
   assert budget.cpu_fusions(c, str(tmp_path / "gpu"), "gpu", measure, print) == "default"
   c.cpu_fusions = "default"
   assert budget.cpu_fusions(c, str(tmp_path / "x"), "cpu", measure, print) == "default"
-  assert len(measured) == 2
+  assert len(measured) == 3
   # A jaxlib whose XLA no longer knows the experimental option: the default, said, not a crash.
   c.cpu_fusions = "auto"
 
   def refused(f):
-    if f == "no_ynnpack":
+    if f != "default":
       raise RuntimeError("INVALID_ARGUMENT: While setting option "
                          "xla_cpu_experimental_ynn_fusion_type, '' is not a valid enum value.")
     return 0.1
   said.clear()
   (tmp_path / "old").mkdir()
   assert budget.cpu_fusions(c, str(tmp_path / "old"), "cpu", refused, said.append) == "default"
-  assert "refused the option" in said[0]
+  assert "refused the option" in said[0] and "no_ynnpack left out" in said[0]
+  assert "ynnpack_dots left out" in said[1] and "default (step" in said[2]
 
 
 def test_the_evaluation_is_timed_on_the_state_the_timed_steps_returned():

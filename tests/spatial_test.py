@@ -1,6 +1,7 @@
 """The plain operations (eqnn/spatial.py): pooling and its gradient, continuous turns."""
 
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +244,40 @@ def test_a_lifted_network_trains_alike_with_any_conv_form_or_kernel_gradient(act
   for got in (grads("windows"), grads("auto", "winograd")):
     for g, w in zip(jax.tree.leaves(got), want):
       np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_a_network_sets_its_own_conv_forms():
+  """EquivariantCNN's ``conv_form`` and ``kernel_gradient`` (V1's config sets them) pick the
+  forms while it is traced, over a surrounding block's, with the same parameters and the same
+  gradients; an unknown form is refused by name, in linen and NNX."""
+  from eqnn import models, nnx_modules
+  act = actions.rotations()
+  net = lambda **kw: models.EquivariantCNN(act, (4, 8), (1, 2), (16,), **kw)
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
+  params = jax.jit(net().init)(jax.random.key(1), x)
+  loss = lambda model: lambda p: jnp.sum(model.apply(p, x) ** 2)
+
+  def convs(model, form):                  # XLA convs traced, inside a block of ``form``
+    with spatial.conv_forms(form):
+      return str(jax.make_jaxpr(jax.grad(loss(model)))(params)).count("conv_general_dilated")
+  xla, wino = net(conv_form="xla"), net(conv_form="winograd", kernel_gradient="windows")
+  # Winograd's form runs the group convs as matmuls of transformed tiles: fewer XLA convs.
+  assert convs(wino, "xla") < convs(xla, "winograd")
+  assert convs(net(), "winograd") == convs(wino, "xla")        # None: the block's form
+  with spatial.conv_forms("winograd"):
+    want = jax.jit(jax.grad(loss(xla)))(params)
+  got = jax.jit(jax.grad(loss(wino)))(params)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+  assert jax.tree.structure(jax.eval_shape(xla.init, jax.random.key(1), x)) \
+      == jax.tree.structure(params)
+  with pytest.raises(ValueError, match="conv form 'direct'"):
+    jax.eval_shape(net(conv_form="direct").apply, params, x)
+  with pytest.raises(ValueError, match="kernel gradients 'tiles'"):
+    nnx_modules.EquivariantCNN(act, (12, 12, 1), (4, 8), (1, 2), (16,),
+                               kernel_gradient="tiles", rngs=nnx.Rngs(0))
+  lin = net(conv_form="xla", kernel_gradient="xla")
+  nnx_net = nnx_modules.from_linen(lin, params, (12, 12, 1))
+  assert (nnx_net.conv_form, nnx_net.kernel_gradient) == ("xla", "xla")
+  np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(nnx_net, x),
+                             jax.jit(lin.apply)(params, x), atol=1e-5)

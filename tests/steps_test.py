@@ -1,6 +1,8 @@
 """The train step: moved inputs with equivariant labels give the same step (the paper's
 claim), and micro-batches give the same gradient."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -129,11 +131,25 @@ def test_one_program_and_two_take_the_same_augmented_step(mnist_dir):
     steps.make_train_step(task, 16, 4, programs=3)
 
 
-def test_the_update_compiled_without_ynnpack_fusions_is_the_same_step(mnist_dir):
-  """``cpu_fusions="no_ynnpack"`` changes how XLA's CPU backend compiles the update, not
-  what it computes: three steps agree to float rounding; the option reaches the compiler
-  (the compiled step has no YNNPACK fusion where XLA's default has some), and an unknown
-  value is refused by name."""
+def _ynnpack_ops(hlo: str) -> list[str]:
+  """The ops (``convolution``, ``dot``, ...) inside the computations a compiled program's
+  YNNPACK fusions call, from its HLO text."""
+  called = set(re.findall(r"ynn_fusion[^\n]*calls=%([\w.\-]+)", hlo))
+  ops, current = [], None
+  for line in hlo.splitlines():
+    head = re.match(r"^(?:ENTRY )?%([\w.\-]+) ", line)
+    if head:
+      current = head.group(1)
+    elif current in called:
+      ops += re.findall(r"= \S+ (convolution|dot)\(", line)
+  return ops
+
+
+def test_the_update_compiled_with_other_ynnpack_fusions_is_the_same_step(mnist_dir):
+  """``cpu_fusions`` "no_ynnpack" and "ynnpack_dots" change how XLA's CPU backend compiles the
+  update, not what it computes: three steps agree to float rounding; each option reaches the
+  compiler (the compiled step has no YNNPACK fusion, or YNNPACK's dots and none of its
+  convolutions, where XLA's default fuses both), and an unknown value is refused by name."""
   from experiments.configs import default
   c = default.get_config("smoke")
   task = tasks.build_task(c)
@@ -147,18 +163,26 @@ def test_the_update_compiled_without_ynnpack_fusions_is_the_same_step(mnist_dir)
       s, loss, healthy = step(s, x, m, perm, jax.random.key(1), healthy)
     return s.params, float(loss)
   make = lambda f: steps.make_train_step(task, 16, 4, cpu_fusions=f)
-  (p1, l1), (p2, l2) = run(make("default")), run(make("no_ynnpack"))
-  # Adam divides by the gradients' running size, so rounding reaches the parameters at ~1e-5
-  # (the learning rate is 2e-3 per step: a different step would move them by ~1e-3).
-  assert abs(l1 - l2) < 1e-5 and _max_diff(p1, p2) < 1e-4
+  p1, l1 = run(make("default"))
+  for other in ("no_ynnpack", "ynnpack_dots"):
+    p2, l2 = run(make(other))
+    # Adam divides by the gradients' running size, so rounding reaches the parameters at
+    # ~1e-5 (the learning rate is 2e-3 per step: a different step would move them by ~1e-3).
+    assert abs(l1 - l2) < 1e-5 and _max_diff(p1, p2) < 1e-4, other
   assert _max_diff(p1, start.params) > 1e-3
   if jax.default_backend() == "cpu":
     assert steps.compiler_options("no_ynnpack") == {"xla_cpu_experimental_ynn_fusion_type": ""}
-    # The train step itself, compiled as one program (programs=1), each way.
-    compiled = lambda f: steps.make_train_step(task, 16, 4, cpu_fusions=f, programs=1).lower(
-        start, x, m, perm, jax.random.key(1), jnp.array(True)).compile().as_text()
-    assert "__ynn_fusion" in compiled("default")                          # control
-    assert "__ynn_fusion" not in compiled("no_ynnpack")
+    # The options as the step passes them to jax.jit, on a conv and a dot big enough for
+    # XLA's default to fuse both into YNNPACK (the smoke network's convs are too small).
+    def conv_dot(x, k, w):
+      y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return jnp.sum(jax.nn.relu(y) @ w)
+    args = jnp.ones((8, 14, 14, 16)), jnp.ones((3, 3, 16, 32)), jnp.ones((32, 10))
+    compiled = lambda f: _ynnpack_ops(jax.jit(conv_dot, compiler_options=steps.compiler_options(
+        f)).lower(*args).compile().as_text())
+    assert sorted(compiled("default")) == ["convolution", "dot"]              # control
+    assert compiled("no_ynnpack") == [] and compiled("ynnpack_dots") == ["dot"]
   assert steps.compiler_options("default") is None
   for bad in ("auto", "none"):
     with pytest.raises(ValueError, match="cpu_fusions"):

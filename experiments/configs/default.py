@@ -60,13 +60,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.head_pool = "none"            # "max"/"mean": pool the last conv map over space first
   c.hidden = "stacked"            # "gcnn": G-CNN convs, kernels turned (eqnn.models.HIDDEN)
   c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
+  # How every 2-D conv computes itself and its kernel's gradient (eqnn.spatial.conv's form and
+  # weight_grad): "auto" picks per conv and backend.
+  c.conv_form = "auto"            # "xla" or "winograd" for all
+  c.kernel_gradient = "auto"      # "xla" or "windows" for all
   # Optimisation.
   c.batch_size = 128
   # > 1: the same gradient over that many slices in sequence; 0: the count a step runs fastest
   # in on this machine, measured before training (experiments/budget.py).
   c.microbatches = 1
   # How XLA's CPU backend compiles the update: "default", "no_ynnpack" (without its YNNPACK
-  # fusions), or "auto": the faster of the two, measured before training (plan.json).
+  # fusions), "ynnpack_dots" (its dots alone), or "auto": the fastest of the three, measured
+  # before training (plan.json).
   c.cpu_fusions = "default"
   c.num_epochs = 5
   # > 0: end the whole run within this many seconds of the process's start: the epochs are

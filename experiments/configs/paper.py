@@ -26,6 +26,14 @@ def get_config(variant: str = ""):
   # with huge pages for malloc (experiments/host_memory.py): 8 slices before, 4 in make
   # bench-peers' measurement at batch 128 on 2026-12-03 (docs/performance.md).
   c.microbatches = 0
+  # XLA's own convs and kernel gradients for every conv (not the library's "auto": Winograd's
+  # form for the wide convs, its kernel gradient from its tiles): the step at batch 128 as
+  # 4 x 32 ran 53.5 images/s against 33.1 (1.62x; 62% of the matmul peak executed), `python
+  # -m experiments.bench --only=cpu_fusions` (2026-12-03, 2-core AMD EPYC, peak 201); scratch
+  # runs the same hour had 1.09-1.24x. XLA CPU's default compilation: its YNNPACK dots alone
+  # (51.2) or none (50.5) were no faster in that run (docs/performance.md).
+  c.conv_form = "xla"
+  c.kernel_gradient = "xla"
   c.num_epochs = 10
   c.eval_batch_size = 500
   c.log_every_steps = 5

@@ -1,0 +1,123 @@
+"""`make bench`'s section `cpu_fusions`: whole train steps and the vmap lift compiled with
+XLA CPU's fusions into YNNPACK on, off, or some of their kinds (``experiments.steps.
+compiler_options``: what a config's ``cpu_fusions`` chooses among).
+
+    python -m experiments.bench --only=cpu_fusions
+"""
+
+from __future__ import annotations
+
+from experiments.bench_steps import step_flops
+from experiments.timing import alternate, conv_macs, train_step_runner
+
+
+# XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
+# the compiler's default, none (the runner's "no_ynnpack"), all but its convolutions, its
+# convolutions and dots alone (no elementwise or reduction fusions), and its dots alone.
+def fusions() -> dict:
+  """``{label: jax.jit compiler_options}`` of the variants :func:`bench_cpu_fusions` times."""
+  from experiments import steps
+  ynn = lambda *types: {steps.YNN_FUSION_OPTION: ",".join(f"LIBRARY_FUSION_TYPE_{t}"
+                                                           for t in types)}
+  return {"default": None, "no YNNPACK": steps.compiler_options("no_ynnpack"),
+          "YNNPACK without convs": ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
+          "YNNPACK convs and dots": ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
+          "YNNPACK dots": ynn("INDIVIDUAL_DOT")}
+
+
+def bench_cpu_fusions(rounds, quick, peak, report):
+  """Train steps of the networks (the stacked default, make train's G-CNN, V1 as 4 x 32,
+  MNIST-rot's C16 G-CNN without its batch norm), each in its config's conv forms, and the vmap
+  lift over D4 at batch 128, compiled with each of :func:`fusions` (XLA CPU's default, no
+  YNNPACK fusions, or some of their kinds; ``jax.jit(..., compiler_options=...)``, one program
+  per variant, alternated in one run). A config with its own conv forms (V1's XLA convs) is
+  also timed in the library's ("auto": Winograd's for V1's wide convs), compiled the default way.
+  CPU only; an option this jaxlib does not know is reported, not raised."""
+  import jax
+  import jax.numpy as jnp
+  import eqnn
+  from eqnn import actions, models
+  from experiments.configs import default, paper, rotated_mnist
+  if jax.default_backend() != "cpu":
+    print("  (CPU only: skipped on this backend)", flush=True)
+    return
+  variants = fusions()
+  c4 = actions.rotations()
+  nets = [("default", default.get_config("stacked"), c4, 128, 1),
+          ("gcnn", default.get_config(), c4, 128, 8)]
+  if not quick:
+    rot = rotated_mnist.get_config()
+    nets += [("paper_v1", paper.get_config(), c4, 128, 4),
+             ("rotated_mnist (C16 G-CNN, no batch norm)", rot,
+              actions.rotations(16, rot.interpolation), rot.batch_size, rot.microbatches)]
+  for name, c, act, b, micro in nets:
+    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
+    model = models.EquivariantCNN(act, *cfg, hidden=c.hidden, conv_form=c.conv_form,
+                                  kernel_gradient=c.kernel_gradient)
+    # A config that sets its conv forms is also timed in the library's ("auto"), compiled
+    # XLA's default way: what the config's choice is measured against.
+    own_forms = (c.conv_form, c.kernel_gradient) != ("auto", "auto")
+    cases = {label: (model, opts) for label, opts in variants.items()}
+    if own_forms:
+      cases["default, auto conv forms"] = (model.clone(conv_form="auto",
+                                                       kernel_gradient="auto"), None)
+    runs = {}
+    for label, (net, opts) in cases.items():
+      train, _, _ = train_step_runner(net, b, 10 * act.group.order, micro,
+                                      compiler_options=opts)
+      try:
+        train()
+      except Exception as e:      # an option this jaxlib's XLA does not know
+        print(f"  {label}: not available in this jaxlib ({str(e).splitlines()[0][:80]})")
+        continue
+      runs[label] = train
+    t = alternate(runs, 3 if name == "paper_v1" else rounds)
+    # Executed in the config's forms: the comparison row is counted the same way, its
+    # share of peak as for the same work.
+    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden, executed=True, conv_form=c.conv_form)
+    for label, secs in t.items():
+      row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
+             "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,
+             "speedup": t["default"] / secs}
+      report["cpu_fusions"].append(row)
+      print(f"  {name:9s} batch {b} ({micro} x {b // micro}), {label:22s}: "
+            f"{row['images_per_s']:8.1f} img/s ({100 * row['fraction_of_matmul_peak']:.0f}% of "
+            f"peak), {row['speedup']:.2f}x the default", flush=True)
+  # The lift: time(F_hat) / (|G| time(F)), both compiled with the same fusions.
+  base = models.PlainCNN((16, 32, 32), (2, 2, 1), (128,))
+  d4 = actions.rotations_reflections()
+  x = jax.random.normal(jax.random.key(0), (128, 28, 28, 1))
+  params = base.init(jax.random.key(1), x[:1])
+  lifted = eqnn.equivarify(base.apply, d4, argnum=1, vectorize=True)      # the vmap's fusions
+  fns = {}
+  for label, opts in variants.items():
+    for which, fn in (("F", base.apply), ("lift", lifted)):
+      j = jax.jit(fn, compiler_options=opts)
+      grad = jax.jit(jax.grad(lambda p, x, fn=fn: jnp.sum(fn(p, x) ** 2)), compiler_options=opts)
+      try:
+        j(params, x)
+      except Exception:
+        break
+      fns[(label, which, "forward")] = (lambda j: lambda: j(params, x))(j)
+      fns[(label, which, "gradient")] = (lambda j: lambda: j(params, x))(grad)
+  # Forwards alternated with forwards and gradients with gradients, as the lift section
+  # does: a few-millisecond forward timed after a gradient call ran up to 1.4x slower.
+  t = {}
+  for d in ("forward", "gradient"):
+    t.update(alternate({k: f for k, f in fns.items() if k[2] == d}, 5 * rounds))
+  for label in variants:
+    if (label, "lift", "forward") not in t:
+      continue
+    ratio = {d: t[(label, "lift", d)] / (d4.group.order * t[(label, "F", d)])
+             for d in ("forward", "gradient")}
+    row = {"case": "vmap lift over D4 of a plain CNN", "batch": 128, "microbatches": 1,
+           "fusions": label, "forward_ratio": ratio["forward"],
+           "gradient_ratio": ratio["gradient"],
+           "lift_forward_ms": 1e3 * t[(label, "lift", "forward")],
+           "lift_gradient_ms": 1e3 * t[(label, "lift", "gradient")],
+           "speedup_forward": t[("default", "lift", "forward")] / t[(label, "lift", "forward")],
+           "speedup_gradient": t[("default", "lift", "gradient")] / t[(label, "lift", "gradient")]}
+    report["cpu_fusions"].append(row)
+    print(f"  vmap lift over D4, batch 128, {label:22s}: time(F_hat)/(|G| time(F)) = "
+          f"{ratio['forward']:.2f} forward, {ratio['gradient']:.2f} gradient (the lift itself "
+          f"{row['lift_forward_ms']:.1f} / {row['lift_gradient_ms']:.1f} ms)", flush=True)
