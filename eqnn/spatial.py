@@ -125,7 +125,10 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
   channels, else "xla". Of the project's networks only the authors' V1 has such convs: its
   train step at batch 128 ran 1.22x (4 x 32) and 1.48x (8 x 16) as fast with them as with
   XLA's (`python -m experiments.bench --only=conv_forms`, 2026-12-03, 2-core AMD EPYC;
-  docs/performance.md).
+  docs/performance.md), where XLA's convs kept the kernel gradient by windows; with XLA's
+  kernel gradient too they ran 1.01-1.62x faster than Winograd's in later runs, so V1's config
+  sets both (``EquivariantCNN(conv_form=..., kernel_gradient=...)``; these thresholds were
+  fitted on another machine type and are unchanged).
   """
   spatial = kernel.ndim - 2
   if spatial not in DIMS or x.ndim != spatial + 2:

@@ -16,7 +16,8 @@ LONE_CONVS = [(32, 28, 160, 160), (32, 28, 128, 128), (32, 28, 80, 80), (32, 28,
 
 def bench_conv_forms(rounds, quick, peak, report):
   """Whole train steps with every conv XLA's and the first block composed (``form="xla"``;
-  the kernel gradients by "auto") against ``form="auto"`` (the default: Winograd for the
+  the kernel gradients by "auto", and for V1 also by XLA: its config's forms) against
+  ``form="auto"`` (the library's default: Winograd for the
   convs of at least ``spatial.WINOGRAD_MIN_IN`` in and ``WINOGRAD_MIN_OUT`` out channels, in
   V1 80 -> 80, 160 -> 160 and 160 -> 64; the first block fused in the taps form), each
   network's forms alternated in one run: the authors' V1 at batch 128 (as 4 x 32 and
@@ -24,12 +25,16 @@ def bench_conv_forms(rounds, quick, peak, report):
   make train's G-CNN network (128 as the runner's 8 x 16); then lone convs, forward and
   backward, in each form."""
   from eqnn import spatial
-  all_forms, two = ("xla", "auto", "winograd"), ("xla", "auto")
+  # "xla_xla": XLA's convs and XLA's kernel gradients (V1's config since 2026-12-03); "xla"
+  # keeps the kernel gradients' "auto" (windows for V1's wide convs).
+  all_forms, two = ("xla", "xla_xla", "auto", "winograd"), ("xla", "auto")
+  context = lambda mode: (spatial.forms("xla", "xla") if mode == "xla_xla"
+                          else spatial.conv_forms(mode))
   cases = ([("paper_v1", 8, (1,), all_forms, rounds), ("default", 8, (1,), two, rounds)]
            if quick else [("paper_v1", 128, (4, 8), all_forms, 3),
                           ("default", 128, (1,), two, 5), ("gcnn", 128, (8,), two, 5)])
   for net, b, slices, forms, net_rounds in cases:
-    t, fwd = form_step_times(b, slices, forms, spatial.conv_forms, net_rounds, net=net)
+    t, fwd = form_step_times(b, slices, forms, context, net_rounds, net=net)
     for micro in slices:
       row = {"net": net, "batch": b, "microbatches": micro,
              "speedup": t[(micro, "xla")] / t[(micro, "auto")]}

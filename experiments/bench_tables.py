@@ -122,10 +122,11 @@ def markdown(report) -> str:
   from eqnn import spatial
   out += _forms_table(report.get("conv_forms"), [
       "XLA's convs, first block composed (`form=\"xla\"`)",
+      "the same with XLA's kernel gradients (V1's config)",
       f"`form=\"auto\"` (the default: Winograd for the 3x3 convs of >= "
       f"{spatial.WINOGRAD_MIN_IN} in and {spatial.WINOGRAD_MIN_OUT} out channels, the first "
       f"block fused in the taps form)",
-      "Winograd for every 3x3 conv"], ("xla", "auto", "winograd"))
+      "Winograd for every 3x3 conv"], ("xla", "xla_xla", "auto", "winograd"))
   if report.get("conv_forms"):
     out += ["", "The shares of peak above count every conv as a direct conv (conv-equivalent, "
             "one scale for all forms): Winograd's convs execute 2.25x fewer multiplies."]

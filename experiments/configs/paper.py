@@ -27,11 +27,12 @@ def get_config(variant: str = ""):
   # bench-peers' measurement at batch 128 on 2026-12-03 (docs/performance.md).
   c.microbatches = 0
   # XLA's own convs and kernel gradients for every conv (not the library's "auto": Winograd's
-  # form for the wide convs, its kernel gradient from its tiles): the step at batch 128 as
-  # 4 x 32 ran 53.5 images/s against 33.1 (1.62x; 62% of the matmul peak executed), `python
-  # -m experiments.bench --only=cpu_fusions` (2026-12-03, 2-core AMD EPYC, peak 201); scratch
-  # runs the same hour had 1.09-1.24x. XLA CPU's default compilation: its YNNPACK dots alone
-  # (51.2) or none (50.5) were no faster in that run (docs/performance.md).
+  # form for the wide convs, its kernel gradient from its tiles), on a 2-core AMD EPYC
+  # (2026-12-03): the step at batch 128 as 4 x 32 ran 1.62x as fast in `python -m
+  # experiments.bench --only=cpu_fusions` (53.5 against 33.1 images/s, 62% of the matmul peak
+  # executed), 1.11x in `--only=conv_forms` half an hour later (45.9 against 41.4; as 8 x 16
+  # 1.01x), and never slower. XLA CPU's default compilation: YNNPACK's dots alone or none
+  # were no faster (docs/performance.md).
   c.conv_form = "xla"
   c.kernel_gradient = "xla"
   c.num_epochs = 10
