@@ -10,7 +10,6 @@ them beside the lifted layers.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any
 
@@ -20,6 +19,8 @@ import jax.numpy as jnp
 from eqnn import actions as actions_lib
 from eqnn import image_actions
 from eqnn import taps
+from eqnn.conv_choice import (CONV_FORMS, WEIGHT_GRADS, check_forms, conv_forms,  # noqa: F401
+                               default_form, default_weight_grad, forms, kernel_gradients)
 from eqnn.conv_impls import (DIMS, _pads, conv_windows_grad, shifted_views, winograd_conv,
                               xla_conv)
 
@@ -35,61 +36,6 @@ def require_float(x, what: str) -> None:
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"{what} expects floating-point inputs, got {dtype}; scale raw uint8 "
                     f"images to [0, 1] first (eqnn.data.to_float)")
-
-
-WEIGHT_GRADS = ("auto", "xla", "windows")
-_weight_grad_default = ["auto"]
-CONV_FORMS = ("auto", "xla", "winograd")
-_form_default = ["auto"]
-
-
-def check_forms(conv_form: str | None = None, kernel_gradient: str | None = None) -> None:
-  """Refuses by name a conv form or kernel gradient that is neither None nor one of
-  :data:`CONV_FORMS` / :data:`WEIGHT_GRADS`."""
-  if conv_form is not None and conv_form not in CONV_FORMS:
-    raise ValueError(f"conv form {conv_form!r}: choose one of {CONV_FORMS}")
-  if kernel_gradient is not None and kernel_gradient not in WEIGHT_GRADS:
-    raise ValueError(f"kernel gradients {kernel_gradient!r}: choose one of {WEIGHT_GRADS}")
-
-
-@contextlib.contextmanager
-def kernel_gradients(mode: str):
-  """Within the block, convs traced with no ``weight_grad`` of their own use ``mode``: for
-  comparing the forms on a whole network (``make bench``). It acts when a function is traced:
-  a jitted function already traced keeps the form it was traced with."""
-  check_forms(kernel_gradient=mode)
-  _weight_grad_default.append(mode)
-  try:
-    yield
-  finally:
-    _weight_grad_default.pop()
-
-
-@contextlib.contextmanager
-def conv_forms(mode: str):
-  """Within the block, convs traced with no ``form`` of their own use ``mode`` where it
-  applies (as :func:`kernel_gradients` does for the kernel's gradient; convs Winograd's form
-  cannot take keep XLA's): for comparing the forms on a whole network (``make bench``)."""
-  check_forms(conv_form=mode)
-  _form_default.append(mode)
-  try:
-    yield
-  finally:
-    _form_default.pop()
-
-
-@contextlib.contextmanager
-def forms(conv_form: str | None = None, kernel_gradient: str | None = None):
-  """:func:`conv_forms` and :func:`kernel_gradients` together, each only where given (None
-  keeps the surrounding block's default): how a network sets its own convs' forms while it
-  is traced (:class:`eqnn.models.EquivariantCNN`'s ``conv_form`` and ``kernel_gradient``)."""
-  check_forms(conv_form, kernel_gradient)
-  with contextlib.ExitStack() as stack:
-    if conv_form is not None:
-      stack.enter_context(conv_forms(conv_form))
-    if kernel_gradient is not None:
-      stack.enter_context(kernel_gradients(kernel_gradient))
-    yield
 
 
 def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jnp.float32,
@@ -144,7 +90,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
                      f"kernel {kernel.shape} and feature_groups={feature_groups}")
   winogradable = windowable and kernel.shape[:2] == (3, 3)
   if form is None:               # the block's default (conv_forms), where it applies
-    form = _form_default[-1] if winogradable else "xla"
+    form = default_form() if winogradable else "xla"
   if form == "winograd" and not winogradable:
     raise ValueError(f"form='winograd' needs a 2-D conv with a 3 x 3 kernel and "
                      f"feature_groups=1, got kernel {kernel.shape} and "
@@ -154,7 +100,7 @@ def conv(x: jax.Array, kernel: jax.Array, padding: str = "SAME", dtype: Any = jn
             and kernel.shape[3] >= WINOGRAD_MIN_OUT and jax.default_backend() == "cpu"
             else "xla")
   if weight_grad is None:        # the block's default (kernel_gradients), where it applies
-    weight_grad = _weight_grad_default[-1] if windowable else "xla"
+    weight_grad = default_weight_grad() if windowable else "xla"
   if form == "winograd":         # "auto": the kernel gradient from Winograd's own tiles
     return winograd_conv(x, kernel, padding, "tiles" if weight_grad == "auto" else weight_grad)
   if weight_grad == "auto":
@@ -203,7 +149,7 @@ def conv_relu_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, wind
   if window < 1:
     raise ValueError(f"max pool window {window}: needs at least 1 (1 for no pooling)")
   fusable = x.ndim == 4 and taps_fit(kernel.shape, window)
-  chosen = _form_default[-1] if form is None else form
+  chosen = default_form() if form is None else form
   if chosen == "auto" and fusable and jax.default_backend() == "cpu":
     chosen = "taps"
   if chosen == "taps":

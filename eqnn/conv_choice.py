@@ -1,0 +1,72 @@
+"""Which form :func:`eqnn.spatial.conv` computes a conv in, and its kernel's gradient, where
+a call does not say: the defaults of a block (:func:`conv_forms`, :func:`kernel_gradients`,
+both :func:`forms`), read when a function is traced. :mod:`eqnn.spatial` re-exports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+WEIGHT_GRADS = ("auto", "xla", "windows")
+_weight_grad_default = ["auto"]
+CONV_FORMS = ("auto", "xla", "winograd")
+_form_default = ["auto"]
+
+
+def check_forms(conv_form: str | None = None, kernel_gradient: str | None = None) -> None:
+  """Refuses by name a conv form or kernel gradient that is neither None nor one of
+  :data:`CONV_FORMS` / :data:`WEIGHT_GRADS`."""
+  if conv_form is not None and conv_form not in CONV_FORMS:
+    raise ValueError(f"conv form {conv_form!r}: choose one of {CONV_FORMS}")
+  if kernel_gradient is not None and kernel_gradient not in WEIGHT_GRADS:
+    raise ValueError(f"kernel gradients {kernel_gradient!r}: choose one of {WEIGHT_GRADS}")
+
+
+@contextlib.contextmanager
+def kernel_gradients(mode: str):
+  """Within the block, convs traced with no ``weight_grad`` of their own use ``mode``: for
+  comparing the forms on a whole network (``make bench``). It acts when a function is traced:
+  a jitted function already traced keeps the form it was traced with."""
+  check_forms(kernel_gradient=mode)
+  _weight_grad_default.append(mode)
+  try:
+    yield
+  finally:
+    _weight_grad_default.pop()
+
+
+@contextlib.contextmanager
+def conv_forms(mode: str):
+  """Within the block, convs traced with no ``form`` of their own use ``mode`` where it
+  applies (as :func:`kernel_gradients` does for the kernel's gradient; convs Winograd's form
+  cannot take keep XLA's): for comparing the forms on a whole network (``make bench``)."""
+  check_forms(conv_form=mode)
+  _form_default.append(mode)
+  try:
+    yield
+  finally:
+    _form_default.pop()
+
+
+@contextlib.contextmanager
+def forms(conv_form: str | None = None, kernel_gradient: str | None = None):
+  """:func:`conv_forms` and :func:`kernel_gradients` together, each only where given (None
+  keeps the surrounding block's default): how a network sets its own convs' forms while it
+  is traced (:class:`eqnn.models.EquivariantCNN`'s ``conv_form`` and ``kernel_gradient``)."""
+  check_forms(conv_form, kernel_gradient)
+  with contextlib.ExitStack() as stack:
+    if conv_form is not None:
+      stack.enter_context(conv_forms(conv_form))
+    if kernel_gradient is not None:
+      stack.enter_context(kernel_gradients(kernel_gradient))
+    yield
+
+
+def default_form() -> str:
+  """The innermost block's conv form ("auto" outside any block)."""
+  return _form_default[-1]
+
+
+def default_weight_grad() -> str:
+  """The innermost block's kernel gradient ("auto" outside any block)."""
+  return _weight_grad_default[-1]
