@@ -13,7 +13,8 @@ from experiments.timing import alternate, conv_macs, train_step_runner
 
 # XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
 # the compiler's default, none (the runner's "no_ynnpack"), all but its convolutions, its
-# convolutions and dots alone (no elementwise or reduction fusions), and its dots alone.
+# convolutions and dots alone (no elementwise or reduction fusions), and its dots alone (the
+# runner's "ynnpack_dots").
 def fusions() -> dict:
   """``{label: jax.jit compiler_options}`` of the variants :func:`bench_cpu_fusions` times."""
   from experiments import steps
@@ -22,7 +23,7 @@ def fusions() -> dict:
   return {"default": None, "no YNNPACK": steps.compiler_options("no_ynnpack"),
           "YNNPACK without convs": ynn("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT"),
           "YNNPACK convs and dots": ynn("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION"),
-          "YNNPACK dots": ynn("INDIVIDUAL_DOT")}
+          "YNNPACK dots": steps.compiler_options("ynnpack_dots")}
 
 
 def bench_cpu_fusions(rounds, quick, peak, report):
