@@ -13,6 +13,7 @@ does not move: a symmetric readout), or on neither (a plain CNN under rotation).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import jax
@@ -60,26 +61,28 @@ def layer_errors(features: Callable[[jnp.ndarray], Mapping[str, jnp.ndarray]], x
   base = features(x)
   rows = []
   for t in transforms:
-    moved = features(t.apply(x))
-    crop = t.crop or (lambda name, a: a)
-
-    @jax.jit
-    def errors(base, moved, t=t, crop=crop):
-      out = {}
-      for name, f in base.items():
-        fg, want = moved[name], t.expected(name, f)     # None: no action expected
-        cf, cg = crop(name, f), crop(name, fg)
-        # -1: not defined (no expected action; a layer whose shape the transform changed).
-        eq = _rel(cg, crop(name, want), cf) if want is not None else jnp.float32(-1)
-        inv = _rel(cg, cf, cf) if fg.shape == f.shape else jnp.float32(-1)
-        out[name] = jnp.stack([eq, inv]).astype(jnp.float32)
-      return out
-    errs = jax.device_get(errors(base, moved))
+    errs = jax.device_get(_errors(t, base, features(t.apply(x))))
     for name in base:
       eq, inv = (float(v) if v >= 0 else float("nan") for v in errs[name])
       rows.append({"transform": t.name, "size": t.size, "layer": name,
                    "equivariance": eq, "invariance": inv})
   return rows
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _errors(t: Transform, base, moved):
+  """``{layer: [equivariance, invariance]}`` of one transform, -1 where not defined (no
+  expected action; a layer whose shape the transform changed). One compiled program per
+  transform and shapes, cached across calls (``t`` is hashable: a frozen dataclass)."""
+  crop = t.crop or (lambda name, a: a)
+  out = {}
+  for name, f in base.items():
+    fg, want = moved[name], t.expected(name, f)     # None: no action expected
+    cf, cg = crop(name, f), crop(name, fg)
+    eq = _rel(cg, crop(name, want), cf) if want is not None else jnp.float32(-1)
+    inv = _rel(cg, cf, cf) if fg.shape == f.shape else jnp.float32(-1)
+    out[name] = jnp.stack([eq, inv]).astype(jnp.float32)
+  return out
 
 
 def markdown_table(rows_by_model: Mapping[str, list[dict]]) -> str:

@@ -60,18 +60,19 @@ class Worker:
     self.proc.wait(timeout=30)
 
 
-def _config(net: str):
-  from experiments.configs import default, paper
-  # "default": the paper's stacking, 16-32-64 (make train's network until 2026-12-02).
-  return {"default": lambda: default.get_config("stacked"), "paper_v1": paper.get_config}[net]()
+# The networks escnn's worker builds (experiments/peers/escnn_worker.py): "default" is the
+# paper's stacking, 16-32-64 (make train's network until 2026-12-02).
+PEER_NETS = ("paper_v1", "default")
 
 
 def main(argv):
   del argv
-  from experiments import logs, timing
+  from experiments import bench_steps, logs, timing
   logs.quiet()
   import jax
-  from eqnn import actions, models
+  unknown = [n for n in FLAGS.nets if n not in PEER_NETS]
+  if unknown:
+    raise app.UsageError(f"--nets: {', '.join(unknown)} unknown; choose among {PEER_NETS}")
   t0 = time.time()
   worker = Worker(FLAGS.peers_python)
   info = worker.ask(cmd="info")
@@ -84,11 +85,10 @@ def main(argv):
                         "huge_pages": host_memory.status()},
             "matmul_peak_gflops": peak / 1e9, "batch": FLAGS.batch, "rows": []}
   b = FLAGS.batch
+  nets = bench_steps.networks()
   for net in FLAGS.nets:
-    c = _config(net)
-    cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-    model = models.EquivariantCNN(actions.rotations(), *cfg, conv_form=c.conv_form,
-                                  kernel_gradient=c.kernel_gradient)
+    c = nets[net]
+    cfg, model = c.cfg, c.model()
     if c.microbatches:
       micro = c.microbatches if b % c.microbatches == 0 else 1
     else:                 # the runner measures the slice count: so does the bench, at its batch
@@ -164,7 +164,7 @@ def _define_flags():
   tests do beside other benchmarks, defines none)."""
   flags.DEFINE_string("peers_python", ".venv-peers/bin/python",
                       "The Python of the environment with torch and escnn.")
-  flags.DEFINE_list("nets", ["paper_v1", "default"], "Networks: paper_v1, default.")
+  flags.DEFINE_list("nets", list(PEER_NETS), f"Networks: {', '.join(PEER_NETS)}.")
   flags.DEFINE_integer("batch", 128, "Batch size of both sides' train steps.")
   flags.DEFINE_integer("rounds", 5, "Rounds; each times both sides.")
   flags.DEFINE_integer("steps_per_round", 2, "Train steps per side per round.")

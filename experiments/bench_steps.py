@@ -22,12 +22,14 @@ def step_flops(forward_macs: int, batch: int) -> int:
 
 class Net(NamedTuple):
   """A benched network as its config says: sizes ``(conv_features, pools, dense_features)``,
-  hidden layers, XLA CPU fusions (possibly "auto") and conv forms."""
+  hidden layers, XLA CPU fusions (possibly "auto"), conv forms and micro-batches (0: the
+  runner measures them)."""
   cfg: tuple
   hidden: str
   cpu_fusions: str
   conv_form: str
   kernel_gradient: str
+  microbatches: int
 
   def model(self, forms: bool = True):
     """Its C4 EquivariantCNN; ``forms=False``: conv forms left to the surrounding block's
@@ -41,7 +43,7 @@ def networks() -> dict[str, Net]:
   """The benched networks, as their configs say."""
   from experiments.configs import default, paper
   return {name: Net((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden,
-                    c.cpu_fusions, c.conv_form, c.kernel_gradient)
+                    c.cpu_fusions, c.conv_form, c.kernel_gradient, c.microbatches)
           for name, c in (("default", default.get_config("stacked")),
                           ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
 

@@ -246,12 +246,14 @@ def test_a_lifted_network_trains_alike_with_any_conv_form_or_kernel_gradient(act
       np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
 
 
-def test_a_network_sets_its_own_conv_forms():
+@pytest.mark.parametrize("act", [actions.rotations(), actions.rotations_reflections()],
+                         ids=["C4", "D4"])
+def test_a_network_sets_its_own_conv_forms(act):
   """EquivariantCNN's ``conv_form`` and ``kernel_gradient`` (V1's config sets them) pick the
   forms while it is traced, over a surrounding block's, with the same parameters and the same
-  gradients; an unknown form is refused by name, in linen and NNX."""
+  gradients (C4's Fourier basis; D4's irreps, not abelian); an unknown form is refused by
+  name, in linen and NNX."""
   from eqnn import models, nnx_modules
-  act = actions.rotations()
   net = lambda **kw: models.EquivariantCNN(act, (4, 8), (1, 2), (16,), **kw)
   x = jax.random.normal(jax.random.key(0), (4, 12, 12, 1))
   params = jax.jit(net().init)(jax.random.key(1), x)
