@@ -35,6 +35,9 @@ class Net(NamedTuple):
     """Its C4 EquivariantCNN; ``forms=False``: conv forms left to the surrounding block's
     default (:func:`eqnn.spatial.conv_forms`), for benches that vary them."""
     from eqnn import actions, models
+    if forms and self.conv_form == "measured":
+      raise ValueError("conv_form 'measured': the benches time a config's own conv forms; "
+                       "`python -m experiments.bench --only=conv_forms` compares the forms")
     kw = dict(conv_form=self.conv_form, kernel_gradient=self.kernel_gradient) if forms else {}
     return models.EquivariantCNN(actions.rotations(), *self.cfg, hidden=self.hidden, **kw)
 

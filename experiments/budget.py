@@ -20,6 +20,16 @@ are then each slice's, so it is a decision of the run, kept in ``plan.json`` too
 XLA's default CPU fusions, without its YNNPACK fusions and with YNNPACK's dots alone, and
 keeps the fastest (:func:`cpu_fusions`): which wins depends on the network's shapes
 (`make bench`'s section cpu_fusions).
+
+``config.conv_form = "measured"`` times the step (with the run's micro-batches, XLA's default
+fusions) with its convs in each pair of :data:`FORM_CANDIDATES` (conv form, kernel gradient:
+the library's per-conv choice, XLA's throughout, Winograd's, XLA's convs with kernel
+gradients by windows) and keeps the fastest (:func:`conv_forms`): the library's own
+thresholds were fitted on one machine type and lost on another at the authors' V1 network
+(docs/performance.md). Every pair computes the same function, to float rounding.
+
+Each decision is taken in turn, the later ones on the earlier ones' choice: micro-batches
+(in the library's forms where they are measured too), conv forms, then the fusions.
 """
 
 from __future__ import annotations
@@ -144,6 +154,34 @@ def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], flo
   _save(workdir, {"cpu_fusions": best, "cpu_fusions_step_s": times})
   say(f"XLA CPU fusions: {best} (step " + ", ".join(f"{f}: {1e3 * t:.0f} ms"
                                                      for f, t in times.items()) + ")")
+  return best
+
+
+# What conv_form = "measured" chooses among: (conv_form, kernel_gradient) for every conv
+# (eqnn.spatial.forms): the library's per-conv choice, XLA's own convs and kernel gradients,
+# Winograd's form wherever it applies, XLA's convs with kernel gradients by windows.
+FORM_CANDIDATES = (("auto", "auto"), ("xla", "xla"), ("winograd", "auto"), ("xla", "windows"))
+
+
+def conv_forms(config, workdir: str, backend: str, measure: Callable[[tuple], float],
+               say) -> tuple[str, str]:
+  """``(config.conv_form, config.kernel_gradient)``, or for ``conv_form = "measured"`` the
+  fastest pair of :data:`FORM_CANDIDATES` by ``measure(pair)`` (seconds per step), measured
+  once per run and kept in ``plan.json`` (a resumed run computes its convs as it began). Off
+  the CPU: the library's ("auto", "auto"), which takes XLA's conv library there anyway."""
+  if config.conv_form != "measured":
+    return config.conv_form, config.kernel_gradient
+  if backend != "cpu":
+    return "auto", "auto"
+  saved = _load(workdir)
+  if "conv_forms" in saved:
+    return tuple(saved["conv_forms"])
+  times = {pair: measure(pair) for pair in FORM_CANDIDATES}
+  best = min(times, key=times.get)
+  _save(workdir, {"conv_forms": list(best),
+                  "conv_forms_step_s": {"/".join(p): t for p, t in times.items()}})
+  say(f"conv forms: {'/'.join(best)} (conv form / kernel gradient; step "
+      + ", ".join(f"{'/'.join(p)}: {1e3 * t:.0f} ms" for p, t in times.items()) + ")")
   return best
 
 

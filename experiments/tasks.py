@@ -120,7 +120,14 @@ def group_action(c: ml_collections.ConfigDict) -> actions.Action:
   return action_by_name(c.group, c.get("interpolation", "bilinear"))
 
 
-def build_task(c: ml_collections.ConfigDict) -> Task:
+def build_task(c: ml_collections.ConfigDict, conv_forms: tuple[str, str] | None = None) -> Task:
+  """The config's task. ``conv_forms``: the convs' ``(conv_form, kernel_gradient)`` where the
+  run decided them (``conv_form = "measured"``, :func:`experiments.budget.conv_forms`); None:
+  the config's, "measured" read as the library's "auto" (the same function, to float
+  rounding: what evaluating, reporting or exporting a saved run needs)."""
+  if conv_forms is None:
+    conv_forms = (c.get("conv_form", "auto"), c.get("kernel_gradient", "auto"))
+    conv_forms = ("auto", "auto") if conv_forms[0] == "measured" else conv_forms
   spec = data_spec(c)
   action = group_action(c)
   equivariant = c.model == "equivariant"
@@ -135,7 +142,7 @@ def build_task(c: ml_collections.ConfigDict) -> Task:
               norm=c.get("norm", False), dropout=c.get("dropout", 0.0))
     model = (models.EquivariantCNN(action, impl=c.impl, head_pool=c.get("head_pool", "none"),
                                    hidden=c.get("hidden", "stacked"),
-                                   conv_form=c.get("conv_form", "auto"),
-                                   kernel_gradient=c.get("kernel_gradient", "auto"), **kw)
+                                   conv_form=conv_forms[0], kernel_gradient=conv_forms[1],
+                                   **kw)
              if equivariant else models.PlainCNN(**kw))
   return Task(model, action, equivariant, k, spec.input_shape, c.get("labels", "joint"))

@@ -13,6 +13,7 @@ training inputs, so a resumed run draws what an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -63,25 +64,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     bs, n_train = config.batch_size, train_inputs.shape[0]
     steps_per_epoch = _steps_per_epoch(n_train, bs)
-    make_state = lambda total: parallel.put_tree(
-        steps.create_train_state(task, config, init_key, total), parallel.replicated(mesh))
-    make_step = lambda micro, fusions: steps.config_train_step(
-        task, config, steps_per_epoch, micro, parallel.batch_sharded(mesh), cpu_fusions=fusions)
+    task_in, make_state, make_step, forward_in = _builders(config, init_key, steps_per_epoch,
+                                                          mesh)
     epoch_perm = input_pipeline.epoch_permutations(data_key, n_train, mesh)
-    forward = jax.jit(task.model.apply)
     eval_bs = -(-config.eval_batch_size // mesh.devices.size) * mesh.devices.size
     healthy = lambda: parallel.put(np.array(True), parallel.replicated(mesh))
     batch_args = (train_inputs, train_labels, epoch_perm(0), step_key, healthy())
-    micro, fusions, num_epochs = _plan(config, workdir, start_time, steps_per_epoch, make_state,
-                                       make_step, batch_args, forward, test_inputs, eval_bs, mesh, say)
+    micro, fusions, forms, num_epochs = _plan(config, workdir, start_time, steps_per_epoch,
+                                              make_state, make_step, batch_args, forward_in,
+                                              test_inputs, eval_bs, mesh, say)
+    task, forward = task_in(forms), forward_in(forms)
     total_steps = steps_per_epoch * num_epochs
-    state = make_state(total_steps)
+    state = make_state(total_steps, forms)
     ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
     state, _ = ckpts.restore_latest(state, say)
     step = int(parallel.fetch(state.step))
     if step >= total_steps and os.path.exists(os.path.join(workdir, "results.json")):
       return _complete(workdir, step, say, bool(config.train_budget_s))
-    train_step = make_step(micro, fusions)
+    train_step = make_step(micro, fusions, forms)
     predict = lambda: input_pipeline.predict(forward, state.params, test_inputs, eval_bs, mesh)
     health = _Health(healthy(), step, config, ckpts)
     say(_describe(task, state, steps_per_epoch, num_epochs, mesh, workdir))
@@ -142,27 +142,50 @@ def _steps_per_epoch(n_train: int, bs: int) -> int:
   return n_train // bs
 
 
+def _builders(config, init_key, steps_per_epoch, mesh):
+  """``(task_in(forms), make_state(total_steps, forms=None), make_step(micro, fusions, forms),
+  forward_in(forms))``: the task, the train state, the step and the jitted forward pass with
+  the convs in ``forms`` (conv form, kernel gradient; None: the config's). The state is built
+  in the step's forms too: its ``apply_fn`` is what a step traces."""
+  task_in = functools.lru_cache(maxsize=None)(lambda forms: tasks.build_task(config, forms))
+  make_state = lambda total, forms=None: parallel.put_tree(steps.create_train_state(
+      task_in(forms), config, init_key, total), parallel.replicated(mesh))
+  make_step = lambda micro, fusions, forms: steps.config_train_step(
+      task_in(forms), config, steps_per_epoch, micro, parallel.batch_sharded(mesh),
+      cpu_fusions=fusions)
+  return task_in, make_state, make_step, lambda forms: jax.jit(task_in(forms).model.apply)
+
+
 def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, batch_args,
-          forward, test_inputs, eval_bs, mesh, say):
-  """``(microbatches, cpu_fusions, epochs)`` of this run (:mod:`experiments.budget`): the
-  config's, or measured on throwaway states (``microbatches = 0``, ``cpu_fusions = "auto"``,
-  ``train_budget_s > 0``) and kept."""
+          forward_in, test_inputs, eval_bs, mesh, say):
+  """``(microbatches, cpu_fusions, conv forms, epochs)`` of this run (:mod:`experiments.
+  budget`): the config's, or measured on throwaway states (``microbatches = 0``,
+  ``cpu_fusions = "auto"``, ``conv_form = "measured"``, ``train_budget_s > 0``), in that
+  order (each on the choices before it), and kept. ``make_state(total_steps, forms)``,
+  ``make_step(micro, fusions, forms)``, ``forward_in(forms)``: the state, the step and the
+  jitted forward pass with the convs in ``forms``."""
   if jax.process_count() > 1 and (config.train_budget_s or not config.microbatches
-                                  or config.cpu_fusions == "auto"):
-    raise ConfigError("train_budget_s, microbatches=0 and cpu_fusions='auto' are measured by "
-                      "the process that runs them: with several processes each would plan its "
-                      "own run; give num_epochs, microbatches and cpu_fusions instead")
-  probe = lambda: make_state(steps_per_epoch * config.num_epochs)
+                                  or config.cpu_fusions == "auto"
+                                  or config.conv_form == "measured"):
+    raise ConfigError("train_budget_s, microbatches=0, cpu_fusions='auto' and "
+                      "conv_form='measured' are measured by the process that runs them: with "
+                      "several processes each would plan its own run; give num_epochs, "
+                      "microbatches, cpu_fusions and conv_form instead")
+  probe = lambda forms: make_state(steps_per_epoch * config.num_epochs, forms)
   fixed = config.cpu_fusions if config.cpu_fusions != "auto" else "default"
-  step_s = lambda m, f=fixed: budget.measure_step(lambda: make_step(m, f), probe(), batch_args,
-                                                  5, 2)[1]
+  library = (("auto", "auto") if config.conv_form == "measured"
+             else (config.conv_form, config.kernel_gradient))
+  step_s = lambda m, f=fixed, forms=library: budget.measure_step(
+      lambda: make_step(m, f, forms), probe(forms), batch_args, 5, 2)[1]
   micro = budget.microbatches(config, workdir, mesh.devices.size, step_s, say)
-  fusions = budget.cpu_fusions(config, workdir, jax.default_backend(),
-                               lambda f: step_s(micro, f), say)
-  measure = lambda: _measure(probe(), lambda: make_step(micro, fusions), batch_args,
-                             min(30, steps_per_epoch), forward, test_inputs, eval_bs, mesh)
-  return micro, fusions, budget.epochs(config, workdir, start_time, steps_per_epoch, measure,
-                                       say)
+  backend = jax.default_backend()
+  forms = budget.conv_forms(config, workdir, backend, lambda p: step_s(micro, fixed, p), say)
+  fusions = budget.cpu_fusions(config, workdir, backend, lambda f: step_s(micro, f, forms), say)
+  measure = lambda: _measure(probe(forms), lambda: make_step(micro, fusions, forms), batch_args,
+                             min(30, steps_per_epoch), forward_in(forms), test_inputs, eval_bs,
+                             mesh)
+  return micro, fusions, forms, budget.epochs(config, workdir, start_time, steps_per_epoch,
+                                              measure, say)
 
 
 def _measure(probe, make_step, batch_args, n_steps, forward, test_inputs, eval_bs, mesh):

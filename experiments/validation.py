@@ -69,9 +69,17 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         image_actions.kernel_table(action, k)
       except ValueError as e:
         need(False, "impl", str(e))
-  need(c.conv_form in spatial.CONV_FORMS, "conv_form", f"choose one of {spatial.CONV_FORMS}")
+  need(c.conv_form in spatial.CONV_FORMS + ("measured",), "conv_form",
+       f"choose one of {spatial.CONV_FORMS + ('measured',)}")
   need(c.kernel_gradient in spatial.WEIGHT_GRADS, "kernel_gradient",
        f"choose one of {spatial.WEIGHT_GRADS}")
+  need(c.conv_form != "measured" or c.kernel_gradient == "auto", "kernel_gradient",
+       "conv_form='measured' measures the kernel gradients with the conv forms; leave "
+       "kernel_gradient 'auto'")
+  for field in ("conv_form", "kernel_gradient"):
+    need(c[field] == "auto" or (c.model == "equivariant" and c.architecture == "cnn"), field,
+         "sets the convs of the equivariant cnn (model='equivariant', architecture='cnn'); "
+         "this model would ignore it: leave it 'auto'")
   need(c.hidden in models.HIDDEN, "hidden", f"choose one of {models.HIDDEN}")
   if c.hidden == "gcnn":
     need(c.model == "equivariant" and c.architecture == "cnn", "hidden",

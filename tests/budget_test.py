@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from experiments import budget, train
+from experiments import budget, tasks, train
 from experiments.configs import default
+from experiments.validation import ConfigError, validate_config
 
 
 def test_the_plan_fits_training_compilation_and_every_evaluation_in_the_budget():
@@ -23,7 +24,15 @@ def test_the_plan_fits_training_compilation_and_every_evaluation_in_the_budget()
   assert budget.plan(60.0, m, 100, 40, 40, 1) == 1                            # at least one
 
 
-def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, capsys):
+def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, capsys,
+                                                       monkeypatch):
+  from eqnn import spatial
+  traced, forms = [], spatial.forms
+
+  def recording_forms(*pair):             # the forms each traced network runs its convs in
+    traced.append(pair)
+    return forms(*pair)
+  monkeypatch.setattr(spatial, "forms", recording_forms)
   c = default.get_config("smoke")
   c.data_dir, c.make_figures = mnist_dir, False
   c.max_train_examples, c.num_epochs, c.eval_every_epochs = 128, 3, 3
@@ -31,6 +40,7 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   c.microbatches = 0                                         # auto: measured too
   c.batch_size = 16                                          # two candidates: 1 and 2 slices
   c.cpu_fusions = "auto"                                     # and XLA's CPU fusions, measured
+  c.conv_form = "measured"                                   # and the convs' forms
   workdir = str(tmp_path)
   results = train.train_and_evaluate(c, workdir)
   with open(os.path.join(workdir, budget.FILE)) as f:
@@ -43,6 +53,12 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   fusion_times = saved["cpu_fusions_step_s"]
   assert sorted(fusion_times) == ["default", "no_ynnpack", "ynnpack_dots"]
   assert saved["cpu_fusions"] == min(fusion_times, key=fusion_times.get)
+  form_times = saved["conv_forms_step_s"]
+  assert sorted(form_times) == sorted("/".join(p) for p in budget.FORM_CANDIDATES)
+  assert "/".join(saved["conv_forms"]) == min(form_times, key=form_times.get)
+  # Each candidate's step traced the network in its forms (the state's apply_fn is what a
+  # step traces: a probe state of the config's forms timed one pair four times).
+  assert set(budget.FORM_CANDIDATES) <= set(traced)
   assert results["steps"] == 3 * (128 // c.batch_size)
   # A restart reads the plan instead of measuring again, whatever the budget says now.
   saved["epochs"] = 1
@@ -71,9 +87,9 @@ def test_without_a_budget_the_config_decides():
 def test_several_processes_refuse_a_measured_plan(monkeypatch):
   """Each process would measure, and plan, its own run: refused before anything is measured."""
   import jax
-  from experiments.validation import ConfigError
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  for field, value in (("train_budget_s", 600.0), ("microbatches", 0), ("cpu_fusions", "auto")):
+  for field, value in (("train_budget_s", 600.0), ("microbatches", 0), ("cpu_fusions", "auto"),
+                       ("conv_form", "measured")):
     c = default.get_config("smoke")
     c[field] = value
     with pytest.raises(ConfigError, match="several processes"):
@@ -81,7 +97,7 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
   c = default.get_config("smoke")                     # neither: the config decides, nothing measured
   assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
                      type("Mesh", (), {"devices": np.zeros(1)})(), print) == (
-                         1, "default", c.num_epochs)
+                         1, "default", ("auto", "auto"), c.num_epochs)
 
 
 def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp_path):
@@ -118,6 +134,45 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
   assert budget.cpu_fusions(c, str(tmp_path / "old"), "cpu", refused, said.append) == "default"
   assert "refused the option" in said[0] and "no_ynnpack left out" in said[0]
   assert "ynnpack_dots left out" in said[1] and "default (step" in said[2]
+
+
+def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tmp_path):
+  c = default.get_config("smoke")
+  said, measured = [], []
+  times = dict(zip(budget.FORM_CANDIDATES, (0.30, 0.20, 0.40, 0.25)))
+
+  def measure(pair):
+    measured.append(pair)
+    return times[pair]
+  # A fixed config is not measured: its own pair.
+  c.conv_form, c.kernel_gradient = "winograd", "windows"
+  assert budget.conv_forms(c, str(tmp_path), "cpu", measure, print) == ("winograd", "windows")
+  assert not measured
+  c.conv_form, c.kernel_gradient = "measured", "auto"
+  assert budget.conv_forms(c, str(tmp_path), "cpu", measure, said.append) == ("xla", "xla")
+  assert measured == list(budget.FORM_CANDIDATES) and "conv forms: xla/xla" in said[0]
+  plan = json.loads((tmp_path / budget.FILE).read_text())
+  assert plan["conv_forms"] == ["xla", "xla"] and plan["conv_forms_step_s"]["auto/auto"] == 0.30
+  times[("auto", "auto")] = 0.01                # a resumed run does not measure again
+  assert budget.conv_forms(c, str(tmp_path), "cpu", measure, said.append) == ("xla", "xla")
+  assert len(measured) == 4
+  # Off the CPU: the library's choice (XLA's conv library), nothing measured.
+  assert budget.conv_forms(c, str(tmp_path / "gpu"), "gpu", measure, print) == ("auto", "auto")
+  assert len(measured) == 4
+  # The model a saved run's config rebuilds (evaluation, export): the library's forms, the
+  # same function; the run's own, where it decided them.
+  model = tasks.build_task(c).model
+  assert (model.conv_form, model.kernel_gradient) == ("auto", "auto")
+  model = tasks.build_task(c, ("xla", "windows")).model
+  assert (model.conv_form, model.kernel_gradient) == ("xla", "windows")
+  # A kernel gradient beside "measured" is refused (it is measured with the forms).
+  c.kernel_gradient = "xla"
+  with pytest.raises(ConfigError, match="kernel_gradient.*measured"):
+    validate_config(c)
+  # A model whose convs the forms do not reach (the plain CNN's are Flax's) is refused too.
+  c.kernel_gradient, c.model = "auto", "plain"
+  with pytest.raises(ConfigError, match="conv_form.*would ignore it"):
+    validate_config(c)
 
 
 def test_the_evaluation_is_timed_on_the_state_the_timed_steps_returned():

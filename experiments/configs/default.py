@@ -61,8 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.hidden = "stacked"            # "gcnn": G-CNN convs, kernels turned (eqnn.models.HIDDEN)
   c.impl = "auto"                 # per layer kind: eqnn.ops.AUTO
   # How every 2-D conv computes itself and its kernel's gradient (eqnn.spatial.conv's form and
-  # weight_grad): "auto" picks per conv and backend.
-  c.conv_form = "auto"            # "xla" or "winograd" for all
+  # weight_grad): "auto" picks per conv and backend. conv_form = "measured": the runner times
+  # the step in each pair of experiments.budget.FORM_CANDIDATES on this machine before
+  # training and keeps the fastest (plan.json; kernel_gradient then stays "auto").
+  c.conv_form = "auto"            # "xla" or "winograd" for all, or "measured"
   c.kernel_gradient = "auto"      # "xla" or "windows" for all
   # Optimisation.
   c.batch_size = 128
