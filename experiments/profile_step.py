@@ -191,6 +191,10 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   from experiments import steps, tasks, timing
   task = tasks.build_task(c)
   m = task.model
+  if c.conv_form == "measured":
+    print("  conv forms: the runner measures them (conv_form='measured'); profiled here in the "
+          "library's auto/auto: pass --config.conv_form and --config.kernel_gradient to "
+          "profile a pair", flush=True)
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
     micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
