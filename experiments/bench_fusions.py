@@ -8,7 +8,7 @@ compiler_options``: what a config's ``cpu_fusions`` chooses among).
 from __future__ import annotations
 
 from experiments.bench_steps import step_flops
-from experiments.timing import alternate, conv_macs, train_step_runner
+from experiments.timing import alternate, conv_macs, runner_conv_forms, train_step_runner
 
 
 # XLA CPU's fusions into YNNPACK (XNNPACK's successor) per jit, by its DebugOptions' names:
@@ -53,11 +53,13 @@ def bench_cpu_fusions(rounds, quick, peak, report):
               actions.rotations(16, rot.interpolation), rot.batch_size, rot.microbatches)]
   for name, c, act, b, micro in nets:
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
-    model = models.EquivariantCNN(act, *cfg, hidden=c.hidden, conv_form=c.conv_form,
-                                  kernel_gradient=c.kernel_gradient)
+    model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
+    forms = runner_conv_forms((c.conv_form, c.kernel_gradient), model, b,
+                              10 * act.group.order, micro, name)
+    model = model.clone(conv_form=forms[0], kernel_gradient=forms[1])
     # A config that sets its conv forms is also timed in the library's ("auto"), compiled
     # XLA's default way: what the config's choice is measured against.
-    own_forms = (c.conv_form, c.kernel_gradient) != ("auto", "auto")
+    own_forms = forms != ("auto", "auto")
     cases = {label: (model, opts) for label, opts in variants.items()}
     if own_forms:
       cases["default, auto conv forms"] = (model.clone(conv_form="auto",
@@ -75,7 +77,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
     t = alternate(runs, 3 if name == "paper_v1" else rounds)
     # Executed in the config's forms: the comparison row is counted the same way, its
     # share of peak as for the same work.
-    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden, executed=True, conv_form=c.conv_form)
+    fwd = conv_macs(cfg, True, act.group, hidden=c.hidden, executed=True, conv_form=forms[0])
     for label, secs in t.items():
       row = {"case": f"{name} train step", "batch": b, "microbatches": micro, "fusions": label,
              "images_per_s": b / secs, "fraction_of_matmul_peak": step_flops(fwd, b) / secs / peak,

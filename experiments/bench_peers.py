@@ -95,7 +95,8 @@ def main(argv):
       micro, tried = timing.fastest_microbatches(model, b, 40)
       print(f"  {net}: micro-batches measured as the runner does: {micro} ("
             + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
-    # Its XLA CPU fusions likewise.
+    # Its conv forms and XLA CPU fusions likewise.
+    model = c.runner_model(b, micro, net)
     fusions, (eqnn_step, _, _) = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro,
                                                            net)
     built = worker.ask(cmd="build", net=net, batch=b)
@@ -108,7 +109,7 @@ def main(argv):
         ours.append(time.perf_counter() - t)
       theirs += worker.ask(cmd="time", steps=FLAGS.steps_per_round)["seconds"]
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
-    macs_ours = timing.conv_macs(cfg, True, executed=True, conv_form=c.conv_form)
+    macs_ours = timing.conv_macs(cfg, True, executed=True, conv_form=model.conv_form)
     macs_dense = timing.conv_macs(cfg, False)
     macs_equivalent = timing.conv_macs(cfg, True)
     row = {"net": net, "batch": b, "eqnn_microbatches": micro, "eqnn_cpu_fusions": fusions,

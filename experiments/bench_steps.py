@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from experiments.timing import (FUSION_NOTES, alternate, conv_macs, runner_cpu_fusions,
-                                train_step_runner)
+from experiments.timing import (FUSION_NOTES, alternate, conv_macs, runner_conv_forms,
+                                runner_cpu_fusions, train_step_runner)
 
 
 def step_flops(forward_macs: int, batch: int) -> int:
@@ -32,14 +32,23 @@ class Net(NamedTuple):
   microbatches: int
 
   def model(self, forms: bool = True):
-    """Its C4 EquivariantCNN; ``forms=False``: conv forms left to the surrounding block's
-    default (:func:`eqnn.spatial.conv_forms`), for benches that vary them."""
+    """Its C4 EquivariantCNN in its config's conv forms ("measured": the library's, which
+    the runner measures micro-batches in; :meth:`runner_model` measures the forms);
+    ``forms=False``: left to the surrounding block's default (:func:`eqnn.spatial.
+    conv_forms`), for benches that vary them."""
     from eqnn import actions, models
-    if forms and self.conv_form == "measured":
-      raise ValueError("conv_form 'measured': the benches time a config's own conv forms; "
-                       "`python -m experiments.bench --only=conv_forms` compares the forms")
-    kw = dict(conv_form=self.conv_form, kernel_gradient=self.kernel_gradient) if forms else {}
+    pair = ("auto", "auto") if self.conv_form == "measured" else (self.conv_form,
+                                                                  self.kernel_gradient)
+    kw = dict(conv_form=pair[0], kernel_gradient=pair[1]) if forms else {}
     return models.EquivariantCNN(actions.rotations(), *self.cfg, hidden=self.hidden, **kw)
+
+  def runner_model(self, batch: int, microbatches: int, label: str = ""):
+    """Its model in the conv forms the runner computes it in at this batch and slicing: the
+    config's, or for "measured" the fastest pair timed here (:func:`experiments.timing.
+    runner_conv_forms`)."""
+    pair = runner_conv_forms((self.conv_form, self.kernel_gradient), self.model(), batch, 40,
+                             microbatches, label)
+    return self.model().clone(conv_form=pair[0], kernel_gradient=pair[1])
 
 
 def networks() -> dict[str, Net]:
@@ -64,10 +73,11 @@ def bench_networks(rounds, quick, peak, report):
   for name, net in nets.items():
     cfg, hidden = net.cfg, net.hidden
     for b, micro in batches[name]:
-      chosen, (train, infer, _) = runner_cpu_fusions(net.cpu_fusions, net.model(), b, 40,
-                                                     micro, name)
+      model = net.runner_model(b, micro, name)
+      chosen, (train, infer, _) = runner_cpu_fusions(net.cpu_fusions, model, b, 40, micro,
+                                                     name)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
-      fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=net.conv_form)
+      fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=model.conv_form)
       equivalent = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
       row = {"net": name, "batch": b, "microbatches": micro, "cpu_fusions": chosen,

@@ -138,23 +138,8 @@ def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], flo
     return config.cpu_fusions
   if backend != "cpu":
     return "default"
-  saved = _load(workdir)
-  if "cpu_fusions" in saved:
-    return saved["cpu_fusions"]
-  times = {}
-  for fusions in steps.FIXED_FUSIONS:
-    try:
-      times[fusions] = measure(fusions)
-    except Exception as e:
-      if not steps.refused(fusions, e):
-        raise
-      say(f"XLA CPU fusions: {fusions} left out (this jaxlib refused the option: "
-          f"{str(e).splitlines()[0]})")
-  best = min(times, key=times.get)
-  _save(workdir, {"cpu_fusions": best, "cpu_fusions_step_s": times})
-  say(f"XLA CPU fusions: {best} (step " + ", ".join(f"{f}: {1e3 * t:.0f} ms"
-                                                     for f, t in times.items()) + ")")
-  return best
+  return _fastest(workdir, "cpu_fusions", steps.FIXED_FUSIONS, str, measure, say,
+                  "XLA CPU fusions", steps.refused)
 
 
 # What conv_form = "measured" chooses among: (conv_form, kernel_gradient) for every conv
@@ -173,15 +158,32 @@ def conv_forms(config, workdir: str, backend: str, measure: Callable[[tuple], fl
     return config.conv_form, config.kernel_gradient
   if backend != "cpu":
     return "auto", "auto"
+  return tuple(_fastest(workdir, "conv_forms", FORM_CANDIDATES, "/".join, measure, say,
+                        "conv forms"))
+
+
+def _fastest(workdir, key, candidates, name, measure, say, what, refused=lambda c, e: False):
+  """The candidate with the least ``measure(candidate)`` (seconds per step), kept in
+  ``plan.json`` under ``key`` with every time (by ``name(candidate)``) and said; an earlier
+  start's choice where the plan has one. A candidate whose measurement raises an error that
+  ``refused(candidate, error)`` accepts (an option this jaxlib refuses) is said and left out."""
   saved = _load(workdir)
-  if "conv_forms" in saved:
-    return tuple(saved["conv_forms"])
-  times = {pair: measure(pair) for pair in FORM_CANDIDATES}
+  if key in saved:
+    return saved[key]
+  times = {}
+  for c in candidates:
+    try:
+      times[c] = measure(c)
+    except Exception as e:
+      if not refused(c, e):
+        raise
+      say(f"{what}: {name(c)} left out (this jaxlib refused the option: "
+          f"{str(e).splitlines()[0]})")
   best = min(times, key=times.get)
-  _save(workdir, {"conv_forms": list(best),
-                  "conv_forms_step_s": {"/".join(p): t for p, t in times.items()}})
-  say(f"conv forms: {'/'.join(best)} (conv form / kernel gradient; step "
-      + ", ".join(f"{'/'.join(p)}: {1e3 * t:.0f} ms" for p, t in times.items()) + ")")
+  _save(workdir, {key: best if isinstance(best, str) else list(best),
+                  f"{key}_step_s": {name(c): t for c, t in times.items()}})
+  say(f"{what}: {name(best)} (step " + ", ".join(f"{name(c)}: {1e3 * t:.0f} ms"
+                                                 for c, t in times.items()) + ")")
   return best
 
 

@@ -191,13 +191,13 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   from experiments import steps, tasks, timing
   task = tasks.build_task(c)
   m = task.model
-  if c.conv_form == "measured":
-    print("  conv forms: the runner measures them (conv_form='measured'); profiled here in the "
-          "library's auto/auto: pass --config.conv_form and --config.kernel_gradient to "
-          "profile a pair", flush=True)
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
     micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
+  # Its conv forms likewise ("measured"), in the runner's order: after the micro-batches.
+  forms = timing.runner_conv_forms((c.conv_form, c.kernel_gradient), m, batch, m.num_classes,
+                                   micro)
+  m = m.clone(conv_form=forms[0], kernel_gradient=forms[1])
   # XLA CPU's fusions: "auto" is measured by the runner, here likewise (the profile builds
   # the config's own step below, so only the choice is kept).
   fusions = c.cpu_fusions

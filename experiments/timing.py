@@ -155,6 +155,28 @@ def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, labe
                                              steps.compiler_options(fusions))
 
 
+def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = "",
+                      rounds: int = 2):
+  """The ``(conv_form, kernel_gradient)`` the runner computes a config's convs in: the
+  config's ``forms``, or for ``conv_form = "measured"`` the fastest pair of
+  ``experiments.budget.FORM_CANDIDATES`` for ``model`` (an EquivariantCNN), here timed
+  alternately and printed with what it measured; off the CPU ("auto", "auto"), as the runner."""
+  import jax
+  from experiments import budget
+  if forms[0] != "measured":
+    return tuple(forms)
+  if jax.default_backend() != "cpu":
+    return "auto", "auto"
+  t = alternate({pair: train_step_runner(model.clone(conv_form=pair[0], kernel_gradient=pair[1]),
+                                         batch, classes, microbatches)[0]
+                 for pair in budget.FORM_CANDIDATES}, rounds)
+  best = min(t, key=t.get)
+  print(f"  {label + ': ' if label else ''}conv forms measured as the runner does: "
+        f"{'/'.join(best)} (" + ", ".join(f"{'/'.join(p)}: {batch / s:.1f} img/s"
+                                         for p, s in t.items()) + ")", flush=True)
+  return best
+
+
 def unit_convs(group, cin: int, cout: int, impl: str) -> list[tuple[int, int, int]]:
   """The plain maps (convs or matmuls) a layer lifted over the regular action of ``group``
   (``cin`` and ``cout`` per element) runs in form ``impl``, as ``(rows, C_in, C_out)``: each

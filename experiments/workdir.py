@@ -22,8 +22,9 @@ import ml_collections
 # Fields a rerun may change and still continue the same run: how long it trains, how it
 # logs and keeps checkpoints, where it reads data from, how it batches evaluation and
 # micro-batches (the same gradient), how XLA's CPU backend fuses the update and the convs'
-# forms (the same step to float rounding), and the learning rate (to continue a diverged run from its last good
-# step with a lower one). Every other field shapes the model, the data or the trajectory.
+# forms (the same step to float rounding), and the learning rate (to continue a diverged run
+# from its last good step with a lower one). Every other field shapes the model, the data or
+# the trajectory.
 FREE_FIELDS = frozenset({
     "num_epochs", "learning_rate", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",

@@ -33,19 +33,35 @@ def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
   assert table.count("\n") == len(rows) + 2 and "% of peak" in table
 
 
-def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys):
+def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys, monkeypatch):
   """make train's network (hidden="gcnn"): its G-CNN lift and convs, and the turn into own
-  frames, not the stacked network's layers; with ``cpu_fusions = "auto"`` XLA CPU's fusions
-  measured first, as the runner does, and said."""
+  frames, not the stacked network's layers; with ``conv_form = "measured"`` and ``cpu_fusions
+  = "auto"`` its conv forms and XLA CPU's fusions measured first, as the runner does, and
+  said."""
+  from eqnn import spatial
+  from experiments import budget
+  traced, forms = [], spatial.forms
+
+  def recording_forms(*pair):             # the forms each traced network runs its convs in
+    traced.append(pair)
+    return forms(*pair)
+  monkeypatch.setattr(spatial, "forms", recording_forms)
   c = default.get_config("smoke")
   c.hidden = "gcnn"
   c.cpu_fusions = "auto"
+  c.conv_form = "measured"
   names = [r["part"] for r in profile_step.profile_config(c, 16, 1, timing.alternate)]
   said = capsys.readouterr().out
   assert "XLA CPU fusions measured as the runner does: " in said
   assert "default: " in said and "no_ynnpack: " in said
-  assert names[0].startswith("input lift 1->4 x |G|=4 @28 + ReLU + 2x2 max pool (G-CNN, "
-                             "taps, fused)")
+  assert "conv forms measured as the runner does: " in said
+  assert all(f"{'/'.join(p)}: " in said for p in budget.FORM_CANDIDATES)
+  assert set(budget.FORM_CANDIDATES) <= set(traced)        # each timed in its own forms
+  chosen = said.split("conv forms measured as the runner does: ")[1].split(" ")[0]
+  assert tuple(chosen.split("/")) in budget.FORM_CANDIDATES
+  # The first block fused in the taps form where the chosen conv form is the library's.
+  fused = ", taps, fused" if chosen.startswith("auto/") else ""
+  assert names[0] == f"input lift 1->4 x |G|=4 @28 + ReLU + 2x2 max pool (G-CNN{fused})"
   assert not any(n.startswith("ReLU + 2x2 max pool 1") for n in names)   # inside the first
   assert any(n.startswith("G-CNN conv 2: 4->8 per element @14 (expanded)") for n in names)
   assert any(n.startswith("to own frames (14x14") for n in names)

@@ -34,8 +34,9 @@ def get_config(variant: str = ""):
   # 1.01x), and never slower. XLA CPU's default compilation: YNNPACK's dots alone or none
   # were no faster (docs/performance.md). The runner's own measurement (--config.conv_form=
   # measured, 2026-12-04, 4 x 50 at batch 200) preferred Winograd's form for every 3x3 conv by
-  # 1.12x and this pair to the library's by 1.02x: no fixed pair wins every run; "measured"
-  # decides per machine, but the benches time fixed forms, so the configs keep this one.
+  # 1.12x and this pair to the library's by 1.02x: no fixed pair wins every run. "measured"
+  # decides per machine at four compilations and 28 V1 steps a start; the benches on this
+  # machine type mostly preferred this pair, so the configs keep it.
   c.conv_form = "xla"
   c.kernel_gradient = "xla"
   c.num_epochs = 10
