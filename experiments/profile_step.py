@@ -10,6 +10,12 @@ in the same rounds; "between the parts" is the whole minus their sum (what XLA f
 layer boundaries, or loses there). Executed GFLOP/s counts the multiply-adds each form really
 does (the Fourier form's, not the expanded weights'): `make bench` puts them beside the same
 run's matmul peak.
+
+Beside each hidden conv layer, its plain convs alone (the Fourier basis's ``C_in -> C_out``
+maps, or the expanded form's one conv) with the same shapes, forms, compilation and
+multiply-adds, forward and backward; they are not parts of the step (left out of the sum).
+The last row divides the step's FLOPs by those convs' time alone: the rate the step would run
+at if everything but its hidden convs took no time, a bound for its share of the peak.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class Part:
   run: Callable[[], object]        # one forward + backward, returns something to block on
   flops: float                     # executed FLOPs of ``run`` (0: memory-bound, not counted)
   repeat: int = 1                  # times per step (once per micro-batch)
+  # A reference, not a part of the step: a layer's plain convs alone at its shapes, in its
+  # forms (left out of the sum; they bound the step, see ``profile``).
+  alone: bool = False
 
 
 def _vjp_runner(f, args, wrt, compiler_options=None, forms=(None, None)):
@@ -109,6 +118,17 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   if not fused:
     relu_pool_part(1, h, cin, pools[0])
   h //= max(pools[0], 1)
+  def convs_alone(layer, units, h, k):
+    """The plain convs ``layer`` runs, alone, forward and backward (kernels and inputs):
+    what its multiply-adds cost at XLA's (or the form's) best, without the transforms,
+    the layout changes and the bias around them."""
+    ws = [rnd((k, k, a, b)) for _, a, b in units]
+    xs = [rnd((batch * rows, h, h, a)) for rows, a, _ in units]
+    shapes = ", ".join(f"{a}->{b}" + (f" x{rows}" if rows > 1 else "") for rows, a, b in units)
+    return Part(f"{layer.name.split(':')[0]}'s convs alone: {shapes} @{h}",
+                runner(lambda ws, xs: [spatial_lib.conv(x, w) for x, w in zip(xs, ws)],
+                       (ws, xs), (0, 1)), layer.flops, alone=True)
+
   conv = ((lambda w, b, y: ops.gcnn_conv(y, w, b, action)) if gcnn else
           (lambda w, b, y: ops.group_conv(y, w, b, group, impl=impl)))
   for i, (f, pool, k) in enumerate(zip(conv_features[1:], pools[1:], ks[1:]), 2):
@@ -119,6 +139,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
                                     rnd((batch, h, h, n, cin))), (0, 1, 2)),
                       3 * 2 * batch * sum(timing.conv_executed_macs(h, k, *u, conv_form or "auto")
                                           for u in timing.unit_convs(group, cin, f, conv_impl))))
+    parts.append(convs_alone(parts[-1], timing.unit_convs(group, cin, f, conv_impl), h, k))
     if gcnn and i == len(conv_features):
       parts.append(Part(f"to own frames ({h}x{h}, {n}x{f} channels)",
                         runner(lambda y: ops.to_own_frames(y, action),
@@ -166,7 +187,10 @@ def optimizer_part(params, tx) -> Part:
 
 def profile(parts: list[Part], whole: Callable[[], object], whole_flops: float, rounds: int,
             alternate) -> list[dict]:
-  """Rows ``{part, ms, share, gflops}``: the parts, their sum, the whole step and the gap."""
+  """Rows ``{part, ms, share, gflops}``: the parts, their sum, the whole step and the gap;
+  where the parts include convs alone (:attr:`Part.alone`), a last row bounds the step: its
+  executed FLOPs over those convs' time alone, the rate the step would reach if everything
+  but its hidden convs took no time and they ran as fast as alone."""
   runs = {p.name: p.run for p in parts}
   runs["whole train step"] = whole
   t = alternate(runs, rounds)
@@ -175,13 +199,17 @@ def profile(parts: list[Part], whole: Callable[[], object], whole_flops: float, 
   rows = [{"part": p.name + (f" (x {p.repeat})" if p.repeat > 1 else ""), "ms": 1e3 * t[p.name],
            "share": t[p.name] / total,
            "gflops": p.repeat * p.flops / t[p.name] / 1e9 if p.flops else None} for p in parts]
-  parts_sum = sum(t[p.name] for p in parts)
+  alone = sum(t[p.name] for p in parts if p.alone)
+  parts_sum = sum(t[p.name] for p in parts if not p.alone)
   rows.append({"part": "sum of the parts", "ms": 1e3 * parts_sum, "share": parts_sum / total,
                "gflops": None})
   rows.append({"part": "between the parts (whole - sum)", "ms": 1e3 * (total - parts_sum),
                "share": (total - parts_sum) / total, "gflops": None})
   rows.append({"part": "whole train step", "ms": 1e3 * total, "share": 1.0,
                "gflops": whole_flops / total / 1e9})
+  if alone:
+    rows.append({"part": "bound: the step's FLOPs in its hidden convs' time alone",
+                 "ms": 1e3 * alone, "share": alone / total, "gflops": whole_flops / alone / 1e9})
   return rows
 
 
@@ -227,7 +255,7 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   def whole():
     holder[0], loss = step(holder[0], x, y)
     return loss
-  flops = sum(p.flops * p.repeat for p in parts)
+  flops = sum(p.flops * p.repeat for p in parts if not p.alone)
   return profile(parts, whole, flops, rounds, alternate)
 
 
@@ -248,9 +276,13 @@ def main(argv):
   FLAGS = flags.FLAGS
   logs.quiet()
   c = FLAGS.config
+  # The peak before and after the profile, the best kept: the machine's speed drifts (one run
+  # read 113 GFLOP/s after a profile on a machine that ran 198-214 before and after it).
+  before = timing.matmul_peak(3)
   rows = profile_config(c, FLAGS.batch or c.batch_size, FLAGS.rounds, timing.alternate)
-  peak = timing.matmul_peak(3) / 1e9
-  print(f"float32 matmul peak through JAX, same run: {peak:.0f} GFLOP/s\n")
+  peak = max(before, timing.matmul_peak(3)) / 1e9
+  print(f"float32 matmul peak through JAX, same run (best before and after): {peak:.0f} "
+        "GFLOP/s\n")
   print(markdown(rows, f"{c.group} network, batch {FLAGS.batch or c.batch_size}", peak))
 
 

@@ -21,14 +21,25 @@ def test_the_profile_cuts_a_step_into_its_layers_and_accounts_for_the_whole():
   assert any(n.startswith("batch norm 2") for n in names)
   assert any(n.startswith("lifted dense") for n in names)
   assert any(n.startswith("optimizer update") for n in names)
-  assert names[-3:] == ["sum of the parts", "between the parts (whole - sum)", "whole train step"]
+  bound = "bound: the step's FLOPs in its hidden convs' time alone"
+  assert names[-4:] == ["sum of the parts", "between the parts (whole - sum)", "whole train step",
+                        bound]
   by = {r["part"]: r for r in rows}
-  parts = rows[:-3]
-  assert all(r["ms"] > 0 for r in parts)
+  # The group conv's plain convs (C4's Fourier basis: 4->8 twice, 8->16), timed alone beside
+  # it with the same multiply-adds, and left out of the sum.
+  conv = by["group conv 2: 4->8 per element @14 (fourier)"]
+  alone = by["group conv 2's convs alone: 4->8, 4->8, 8->16 @14"]
+  assert alone["gflops"] * alone["ms"] == pytest.approx(conv["gflops"] * conv["ms"])
+  parts = [r for r in rows[:-4] if r is not alone]
+  assert all(r["ms"] > 0 for r in parts) and alone["ms"] > 0
   assert by["sum of the parts"]["ms"] == pytest.approx(sum(r["ms"] for r in parts))
   assert by["between the parts (whole - sum)"]["ms"] == pytest.approx(
       by["whole train step"]["ms"] - by["sum of the parts"]["ms"])
   assert by["whole train step"]["gflops"] > 0
+  # The bound: the whole step's FLOPs in the convs' time alone.
+  assert by[bound]["ms"] == alone["ms"]
+  assert by[bound]["gflops"] * by[bound]["ms"] == pytest.approx(
+      by["whole train step"]["gflops"] * by["whole train step"]["ms"])
   table = profile_step.markdown(rows, "smoke", peak_gflops=100.0)
   assert table.count("\n") == len(rows) + 2 and "% of peak" in table
 
@@ -64,6 +75,7 @@ def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys, monkeypatch)
   assert names[0] == f"input lift 1->4 x |G|=4 @28 + ReLU + 2x2 max pool (G-CNN{fused})"
   assert not any(n.startswith("ReLU + 2x2 max pool 1") for n in names)   # inside the first
   assert any(n.startswith("G-CNN conv 2: 4->8 per element @14 (expanded)") for n in names)
+  assert "G-CNN conv 2's convs alone: 16->32 @14" in names     # the expanded form: one conv
   assert any(n.startswith("to own frames (14x14") for n in names)
   assert not any(n.startswith("group conv") for n in names)
 
@@ -77,6 +89,14 @@ def test_each_part_runs_its_layer_forward_and_backward():
   _, grads = conv.run()                           # kernel, bias and the input's gradient
   assert [g.shape for g in grads] == [(3, 3, 8 * 2, 3), (3,), (4, 4, 4, 8, 2)]
   assert conv.flops == 3 * 2 * 4 * 4 * 4 * 9 * (12 * 2 * 3)     # D4's irreps: 12 units
+  # Its plain convs alone: D4's four 1-dim irreps (2 -> 3 each) and its 2-dim one (4 -> 6 on
+  # twice the rows), forward and both gradients.
+  alone = next(p for p in parts if p.alone)
+  assert alone.name == "group conv 2's convs alone: 2->3, 2->3, 2->3, 2->3, 4->6 x2 @4"
+  (ws, xs) = alone.run()[1]
+  assert [w.shape for w in ws] == [(3, 3, 2, 3)] * 4 + [(3, 3, 4, 6)]
+  assert [x.shape for x in xs] == [(4, 4, 4, 2)] * 4 + [(8, 4, 4, 4)]
+  assert alone.flops == conv.flops and not conv.alone
 
 
 def test_peer_benchmark_says_what_is_missing_and_writes_its_table(tmp_path):
