@@ -12,9 +12,10 @@ with, on any machine. The cost: one more compilation and a few steps.
 
 ``config.microbatches = 0`` ("auto") times the train step split into 1, 2, 4, ... slices, at
 least 8 examples per device each (:func:`microbatch_candidates`), and keeps the fastest
-(:func:`microbatches`): on a CPU, slices whose activations stay in cache can run a whole step faster; on an
-accelerator, one piece usually wins. The same gradient either way (batch norm's statistics
-are then each slice's, so it is a decision of the run, kept in ``plan.json`` too).
+(:func:`microbatches`): on a CPU, slices whose activations stay in cache can run a whole
+step faster; on an accelerator, one piece usually wins. The same gradient either way (batch
+norm's statistics are then each slice's, so it is a decision of the run, kept in
+``plan.json`` too).
 
 ``config.cpu_fusions = "auto"`` times the step (with the run's micro-batches) compiled with
 XLA's default CPU fusions, without its YNNPACK fusions and with YNNPACK's dots alone, and
@@ -28,6 +29,11 @@ gradients by windows) and keeps the fastest (:func:`conv_forms`): the library's 
 thresholds were fitted on one machine type and lost on another at the authors' V1 network
 (docs/performance.md). Every pair computes the same function, to float rounding.
 
+Each of those three choices compiles every candidate's step on its own throwaway state, runs
+it twice, then times one step of each candidate in turn, round after round (:data:`ROUNDS`),
+and compares their medians: the machine's drift within the measurement (20-40% within an
+hour was seen here) falls on every candidate alike instead of on whichever ran last.
+
 Each decision is taken in turn, the later ones on the earlier ones' choice: micro-batches
 (in the library's forms where they are measured too), conv forms, then the fusions.
 """
@@ -38,6 +44,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import time
 from typing import Callable
 
@@ -109,16 +116,31 @@ def microbatch_candidates(batch: int, devices: int = 1, smallest: int = 8) -> li
   return out
 
 
-def microbatches(config, workdir: str, devices: int, measure: Callable[[int], float],
-                 say) -> int:
-  """``config.microbatches``, or for 0 the fastest candidate by ``measure(m)`` (seconds per
-  step in m slices), measured once per run and kept in ``plan.json``."""
+# Steps timed per candidate, one per round, the candidates alternated within each round.
+ROUNDS = 5
+
+
+def alternated(runs: dict, rounds: int = ROUNDS) -> dict:
+  """``{candidate: median seconds}`` of ``runs`` (``{candidate: run}``, each ``run()`` timing
+  one more step and returning its seconds), the candidates taking turns in every round."""
+  times = {c: [] for c in runs}
+  for _ in range(rounds):
+    for c, run in runs.items():
+      times[c].append(run())
+  return {c: statistics.median(t) for c, t in times.items()}
+
+
+def microbatches(config, workdir: str, devices: int, prepare: Callable[[int], Callable], say
+                 ) -> int:
+  """``config.microbatches``, or for 0 the fastest candidate (:func:`alternated` on
+  ``prepare(m)``, the step in m slices compiled and warmed up: a function timing one more
+  step), measured once per run and kept in ``plan.json``."""
   if config.microbatches:
     return config.microbatches
   saved = _load(workdir)
   if "microbatches" in saved:
     return int(saved["microbatches"])
-  times = {m: measure(m) for m in microbatch_candidates(config.batch_size, devices)}
+  times = alternated({m: prepare(m) for m in microbatch_candidates(config.batch_size, devices)})
   best = min(times, key=times.get)
   _save(workdir, {"microbatches": best,
                   "microbatch_step_s": {str(m): t for m, t in times.items()}})
@@ -127,10 +149,10 @@ def microbatches(config, workdir: str, devices: int, measure: Callable[[int], fl
   return best
 
 
-def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], float],
+def cpu_fusions(config, workdir: str, backend: str, prepare: Callable[[str], Callable],
                 say) -> str:
-  """``config.cpu_fusions``, or for "auto" the fastest of ``steps.FIXED_FUSIONS`` by
-  ``measure(fusions)`` (seconds per step), measured once per run and kept in ``plan.json``
+  """``config.cpu_fusions``, or for "auto" the fastest of ``steps.FIXED_FUSIONS``
+  (:func:`alternated` on ``prepare(fusions)``), measured once per run and kept in ``plan.json``
   (a resumed run compiles its step as it began). Off the CPU: "default" (nothing to choose).
   A choice this jaxlib's XLA refuses (the option is experimental) is said and left out."""
   from experiments import steps
@@ -138,7 +160,7 @@ def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], flo
     return config.cpu_fusions
   if backend != "cpu":
     return "default"
-  return _fastest(workdir, "cpu_fusions", steps.FIXED_FUSIONS, str, measure, say,
+  return _fastest(workdir, "cpu_fusions", steps.FIXED_FUSIONS, str, prepare, say,
                   "XLA CPU fusions", steps.refused)
 
 
@@ -148,37 +170,39 @@ def cpu_fusions(config, workdir: str, backend: str, measure: Callable[[str], flo
 FORM_CANDIDATES = (("auto", "auto"), ("xla", "xla"), ("winograd", "auto"), ("xla", "windows"))
 
 
-def conv_forms(config, workdir: str, backend: str, measure: Callable[[tuple], float],
+def conv_forms(config, workdir: str, backend: str, prepare: Callable[[tuple], Callable],
                say) -> tuple[str, str]:
   """``(config.conv_form, config.kernel_gradient)``, or for ``conv_form = "measured"`` the
-  fastest pair of :data:`FORM_CANDIDATES` by ``measure(pair)`` (seconds per step), measured
+  fastest pair of :data:`FORM_CANDIDATES` (:func:`alternated` on ``prepare(pair)``), measured
   once per run and kept in ``plan.json`` (a resumed run computes its convs as it began). Off
   the CPU: the library's ("auto", "auto"), which takes XLA's conv library there anyway."""
   if config.conv_form != "measured":
     return config.conv_form, config.kernel_gradient
   if backend != "cpu":
     return "auto", "auto"
-  return tuple(_fastest(workdir, "conv_forms", FORM_CANDIDATES, "/".join, measure, say,
+  return tuple(_fastest(workdir, "conv_forms", FORM_CANDIDATES, "/".join, prepare, say,
                         "conv forms"))
 
 
-def _fastest(workdir, key, candidates, name, measure, say, what, refused=lambda c, e: False):
-  """The candidate with the least ``measure(candidate)`` (seconds per step), kept in
-  ``plan.json`` under ``key`` with every time (by ``name(candidate)``) and said; an earlier
-  start's choice where the plan has one. A candidate whose measurement raises an error that
-  ``refused(candidate, error)`` accepts (an option this jaxlib refuses) is said and left out."""
+def _fastest(workdir, key, candidates, name, prepare, say, what, refused=lambda c, e: False):
+  """The candidate with the least median step time (:func:`alternated` on
+  ``prepare(candidate)``), kept in ``plan.json`` under ``key`` with every time (by
+  ``name(candidate)``) and said; an earlier start's choice where the plan has one. A candidate
+  whose preparation raises an error that ``refused(candidate, error)`` accepts (an option
+  this jaxlib refuses to compile) is said and left out."""
   saved = _load(workdir)
   if key in saved:
     return saved[key]
-  times = {}
+  runs = {}
   for c in candidates:
     try:
-      times[c] = measure(c)
+      runs[c] = prepare(c)
     except Exception as e:
       if not refused(c, e):
         raise
       say(f"{what}: {name(c)} left out (this jaxlib refused the option: "
           f"{str(e).splitlines()[0]})")
+  times = alternated(runs)
   best = min(times, key=times.get)
   _save(workdir, {key: best if isinstance(best, str) else list(best),
                   f"{key}_step_s": {name(c): t for c, t in times.items()}})
@@ -200,23 +224,39 @@ def _save(workdir: str, record: dict) -> None:
                            json.dumps({**_load(workdir), **record}, indent=1))
 
 
-def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
-                 warmup: int = 5) -> tuple[float, float, object]:
-  """``(compile_s, step_s, last_state)``: the first call of a fresh jitted step on ``state``
-  (a throwaway: the step donates it, so its buffers are deleted; use ``last_state``), then
-  the mean of ``steps`` more after ``warmup`` untimed ones (each result fed to the next, as in
-  training; the untimed ones take the first buffer allocations out of the mean)."""
+def _started(make_step: Callable, state, batch_args: tuple, warmup: int):
+  """``(compile_s, run, last)``: a fresh jitted step called on ``state`` (a throwaway: the step
+  donates it, so its buffers are deleted) and ``warmup`` times more, untimed (they take the
+  first buffer allocations out of what is timed); ``run(steps)`` runs that many more, each
+  result fed to the next as in training, and returns their seconds; ``last()`` the latest
+  state."""
   import jax
   step = make_step()
   t0 = time.perf_counter()
-  out = step(state, *batch_args)
-  jax.block_until_ready(out)
+  out = [step(state, *batch_args)]
+  jax.block_until_ready(out[0])
   compile_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    out = step(out[0], *batch_args[:-1], out[2])
-  jax.block_until_ready(out)
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    out = step(out[0], *batch_args[:-1], out[2])
-  jax.block_until_ready(out)
-  return compile_s, (time.perf_counter() - t0) / steps, out[0]
+
+  def run(steps: int = 1) -> float:
+    t = time.perf_counter()
+    for _ in range(steps):
+      out[0] = step(out[0][0], *batch_args[:-1], out[0][2])
+    jax.block_until_ready(out[0])
+    return time.perf_counter() - t
+  run(warmup)
+  return compile_s, run, lambda: out[0][0]
+
+
+def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
+                 warmup: int = 5) -> tuple[float, float, object]:
+  """``(compile_s, step_s, last_state)``: the first call of a fresh jitted step on ``state``
+  (a throwaway, see :func:`_started`), then the mean of ``steps`` more after ``warmup``
+  untimed ones."""
+  compile_s, run, last = _started(make_step, state, batch_args, warmup)
+  return compile_s, run(steps) / steps, last()
+
+
+def stepper(make_step: Callable, state, batch_args: tuple, warmup: int = 2) -> Callable:
+  """What the measured choices take from a candidate: its step compiled on the throwaway
+  ``state`` and run ``warmup`` times, and a function timing one more step (seconds)."""
+  return _started(make_step, state, batch_args, warmup)[1]

@@ -175,12 +175,12 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
   fixed = config.cpu_fusions if config.cpu_fusions != "auto" else "default"
   library = (("auto", "auto") if config.conv_form == "measured"
              else (config.conv_form, config.kernel_gradient))
-  step_s = lambda m, f=fixed, forms=library: budget.measure_step(
-      lambda: make_step(m, f, forms), probe(forms), batch_args, 5, 2)[1]
-  micro = budget.microbatches(config, workdir, mesh.devices.size, step_s, say)
+  prepare = lambda m, f=fixed, forms=library: budget.stepper(
+      lambda: make_step(m, f, forms), probe(forms), batch_args)
+  micro = budget.microbatches(config, workdir, mesh.devices.size, prepare, say)
   backend = jax.default_backend()
-  forms = budget.conv_forms(config, workdir, backend, lambda p: step_s(micro, fixed, p), say)
-  fusions = budget.cpu_fusions(config, workdir, backend, lambda f: step_s(micro, f, forms), say)
+  forms = budget.conv_forms(config, workdir, backend, lambda p: prepare(micro, fixed, p), say)
+  fusions = budget.cpu_fusions(config, workdir, backend, lambda f: prepare(micro, f, forms), say)
   measure = lambda: _measure(probe(forms), lambda: make_step(micro, fusions, forms), batch_args,
                              min(30, steps_per_epoch), forward_in(forms), test_inputs, eval_bs,
                              mesh)

@@ -94,7 +94,7 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
     c[field] = value
     with pytest.raises(ConfigError, match="several processes"):
       train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1, None, print)
-  c = default.get_config("smoke")                     # neither: the config decides, nothing measured
+  c = default.get_config("smoke")             # neither: the config decides, nothing measured
   assert train._plan(c, "/nonexistent", 0.0, 8, None, None, (), None, None, 1,
                      type("Mesh", (), {"devices": np.zeros(1)})(), print) == (
                          1, "default", ("auto", "auto"), c.num_epochs)
@@ -106,9 +106,9 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
   said, measured = [], []
   times = {"default": 0.30, "no_ynnpack": 0.20, "ynnpack_dots": 0.25}
 
-  def measure(f):
+  def measure(f):                      # prepares a candidate: a function timing one step
     measured.append(f)
-    return times[f]
+    return lambda: times[f]
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
   assert measured == ["default", "no_ynnpack", "ynnpack_dots"] and "no_ynnpack" in said[0]
   plan = json.loads((tmp_path / budget.FILE).read_text())
@@ -128,12 +128,44 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
     if f != "default":
       raise RuntimeError("INVALID_ARGUMENT: While setting option "
                          "xla_cpu_experimental_ynn_fusion_type, '' is not a valid enum value.")
-    return 0.1
+    return lambda: 0.1
   said.clear()
   (tmp_path / "old").mkdir()
   assert budget.cpu_fusions(c, str(tmp_path / "old"), "cpu", refused, said.append) == "default"
   assert "refused the option" in said[0] and "no_ynnpack left out" in said[0]
   assert "ynnpack_dots left out" in said[1] and "default (step" in said[2]
+
+
+def test_candidates_are_timed_in_turns_and_compared_by_their_medians(tmp_path):
+  """Every candidate is prepared (compiled, warmed up) first, then timed one step each in
+  turn, round after round: a machine slowing down mid-measurement slows all alike. One
+  outlier step (a page fault storm, another process) does not decide: the median does."""
+  order = []
+  # no_ynnpack is truly the fastest (8 units a step), and the machine slows down by one unit
+  # at every step timed. Timed in blocks of five, one candidate after another, default's
+  # steps would read 10 + 1..5 (median 13) and no_ynnpack's 8 + 6..10 (16): the wrong choice.
+  base = {"default": 10.0, "no_ynnpack": 8.0, "ynnpack_dots": 9.0}
+
+  def prepare(f):
+    order.append(("prepare", f))
+
+    def run():
+      order.append(("run", f))
+      drift = sum(o[0] == "run" for o in order)
+      # ynnpack_dots's second step hit a stall of 100 units.
+      stall = 100.0 if f == "ynnpack_dots" and order.count(("run", f)) == 2 else 0.0
+      return base[f] + drift + stall
+    return run
+  c = default.get_config("smoke")
+  c.cpu_fusions = "auto"
+  assert budget.cpu_fusions(c, str(tmp_path), "cpu", prepare, print) == "no_ynnpack"
+  k = len(base)
+  assert [o[0] for o in order] == ["prepare"] * k + ["run"] * (k * budget.ROUNDS)
+  assert [o[1] for o in order[k:2 * k]] == list(base)            # one step each, in turns
+  times = json.loads((tmp_path / budget.FILE).read_text())["cpu_fusions_step_s"]
+  # In turns, the drifts are 1, 4, 7, 10, 13 / 2, 5, 8, ... / 3, 6 (+100), 9, 12, 15: medians
+  # 7, 8 and 12 (the stall is not the median).
+  assert times == {"default": 10.0 + 7, "no_ynnpack": 8.0 + 8, "ynnpack_dots": 9.0 + 12}
 
 
 def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tmp_path):
@@ -143,7 +175,7 @@ def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tm
 
   def measure(pair):
     measured.append(pair)
-    return times[pair]
+    return lambda: times[pair]
   # A fixed config is not measured: its own pair.
   c.conv_form, c.kernel_gradient = "winograd", "windows"
   assert budget.conv_forms(c, str(tmp_path), "cpu", measure, print) == ("winograd", "windows")
