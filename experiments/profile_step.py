@@ -118,6 +118,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   if not fused:
     relu_pool_part(1, h, cin, pools[0])
   h //= max(pools[0], 1)
+
   def convs_alone(layer, units, h, k):
     """The plain convs ``layer`` runs, alone, forward and backward (kernels and inputs):
     what its multiply-adds cost at XLA's (or the form's) best, without the transforms,

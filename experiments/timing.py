@@ -20,10 +20,13 @@ def ready(x):
   return jax.block_until_ready(x)
 
 
-def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1):
-  """Median seconds per call of each variant, the variants alternated within each round."""
-  for f in variants.values():       # warm-up: compile and first touch
-    ready(f())
+def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1,
+              warmup: int = 1):
+  """Median seconds per call of each variant, the variants alternated within each round,
+  after ``warmup`` untimed calls of each (the first compiles and touches fresh memory)."""
+  for f in variants.values():
+    for _ in range(warmup):
+      ready(f())
   times = {k: [] for k in variants}
   for _ in range(rounds):
     for k, f in variants.items():
@@ -103,18 +106,23 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
-def fastest_microbatches(model, batch, classes, rounds: int = 2) -> tuple[int, dict]:
+# The runner's measured choices (experiments.budget) run each candidate's step twice untimed,
+# then alternate one timed step of each for budget.ROUNDS rounds; the benches likewise.
+RUNNER_WARMUP = 2
+
+
+def fastest_microbatches(model, batch, classes, rounds: int | None = None) -> tuple[int, dict]:
   """What the runner does for a config with ``microbatches = 0`` (:mod:`experiments.budget`):
   the fastest slice count of :func:`experiments.budget.microbatch_candidates` at ``batch``,
-  here by train steps timed alternately; ``(count, {count: seconds per step})``."""
+  by train steps timed in turns as it does; ``(count, {count: seconds per step})``."""
   from experiments import budget
   runs = {m: train_step_runner(model, batch, classes, m)[0]
           for m in budget.microbatch_candidates(batch)}
-  t = alternate(runs, rounds)
+  t = alternate(runs, rounds or budget.ROUNDS, warmup=RUNNER_WARMUP)
   return min(t, key=t.get), t
 
 
-def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int = 2):
+def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int | None = None):
   """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
   the fastest of the train step compiled each way of ``experiments.steps.FIXED_FUSIONS`` (XLA's
   default, without its YNNPACK fusions, with its dots alone), here timed alternately; ``(choice,
@@ -134,7 +142,10 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int = 2):
         raise
       continue
     built[f] = b
-  t = alternate({f: b[0] for f, b in built.items()}, rounds)
+  from experiments import budget
+  # One untimed call above (it compiled), one more in alternate: the runner's two.
+  t = alternate({f: b[0] for f, b in built.items()}, rounds or budget.ROUNDS,
+                warmup=RUNNER_WARMUP - 1)
   choice = min(t, key=t.get)
   return choice, t, built[choice]
 
@@ -156,7 +167,7 @@ def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, labe
 
 
 def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = "",
-                      rounds: int = 2):
+                      rounds: int | None = None):
   """The ``(conv_form, kernel_gradient)`` the runner computes a config's convs in: the
   config's ``forms``, or for ``conv_form = "measured"`` the fastest pair of
   ``experiments.budget.FORM_CANDIDATES`` for ``model`` (an EquivariantCNN), here timed
@@ -169,7 +180,8 @@ def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label
     return "auto", "auto"
   t = alternate({pair: train_step_runner(model.clone(conv_form=pair[0], kernel_gradient=pair[1]),
                                          batch, classes, microbatches)[0]
-                 for pair in budget.FORM_CANDIDATES}, rounds)
+                 for pair in budget.FORM_CANDIDATES}, rounds or budget.ROUNDS,
+                warmup=RUNNER_WARMUP)
   best = min(t, key=t.get)
   print(f"  {label + ': ' if label else ''}conv forms measured as the runner does: "
         f"{'/'.join(best)} (" + ", ".join(f"{'/'.join(p)}: {batch / s:.1f} img/s"

@@ -147,3 +147,29 @@ def test_bench_tables_show_only_the_sections_that_ran():
   assert "`python -m experiments.bench --only=lift_overhead` took 64 s." in md
   report.update(only=[])
   assert "`make bench` took 64 s." in bench_tables.markdown(report)
+
+
+def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
+  """Where a config leaves micro-batches to the machine, the benches and make profile time
+  the candidates as the runner's plan does: two untimed steps each, then one step of each in
+  turn for experiments.budget.ROUNDS rounds."""
+  import collections
+
+  import jax.numpy as jnp
+
+  from experiments import budget
+  calls, order = collections.Counter(), []
+
+  def fake_runner(model, batch, classes, micro=1, options=None):
+    def run():
+      calls[micro] += 1
+      order.append(micro)
+      return jnp.zeros(())
+    return run, None, None
+  monkeypatch.setattr(timing, "train_step_runner", fake_runner)
+  _, times = timing.fastest_microbatches(None, 32, 10)
+  candidates = budget.microbatch_candidates(32)
+  assert sorted(times) == candidates
+  assert all(calls[m] == timing.RUNNER_WARMUP + budget.ROUNDS for m in candidates)
+  timed = order[len(candidates) * timing.RUNNER_WARMUP:]
+  assert timed[:len(candidates)] == candidates                  # in turns, not in blocks
