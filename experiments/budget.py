@@ -30,9 +30,10 @@ thresholds were fitted on one machine type and lost on another at the authors' V
 (docs/performance.md). Every pair computes the same function, to float rounding.
 
 Each of those three choices compiles every candidate's step on its own throwaway state, runs
-it twice, then times one step of each candidate in turn, round after round (:data:`ROUNDS`),
-and compares their medians: the machine's drift within the measurement (20-40% within an
-hour was seen here) falls on every candidate alike instead of on whichever ran last.
+it :data:`WARMUP` times, then times one step of each candidate in turn, round after round
+(:data:`ROUNDS`), and compares their medians: the machine's drift within the measurement
+(20-40% within an hour was seen here) falls on every candidate alike instead of on whichever
+ran last.
 
 Each decision is taken in turn, the later ones on the earlier ones' choice: micro-batches
 (in the library's forms where they are measured too), conv forms, then the fusions.
@@ -116,7 +117,9 @@ def microbatch_candidates(batch: int, devices: int = 1, smallest: int = 8) -> li
   return out
 
 
-# Steps timed per candidate, one per round, the candidates alternated within each round.
+# Untimed steps of each candidate after its compilation, then steps timed per candidate, one
+# per round, the candidates alternated within each round.
+WARMUP = 2
 ROUNDS = 5
 
 
@@ -256,7 +259,7 @@ def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
   return compile_s, run(steps) / steps, last()
 
 
-def stepper(make_step: Callable, state, batch_args: tuple, warmup: int = 2) -> Callable:
+def stepper(make_step: Callable, state, batch_args: tuple, warmup: int = WARMUP) -> Callable:
   """What the measured choices take from a candidate: its step compiled on the throwaway
   ``state`` and run ``warmup`` times, and a function timing one more step (seconds)."""
   return _started(make_step, state, batch_args, warmup)[1]

@@ -106,19 +106,15 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
-# The runner's measured choices (experiments.budget) run each candidate's step twice untimed,
-# then alternate one timed step of each for budget.ROUNDS rounds; the benches likewise.
-RUNNER_WARMUP = 2
-
-
 def fastest_microbatches(model, batch, classes, rounds: int | None = None) -> tuple[int, dict]:
   """What the runner does for a config with ``microbatches = 0`` (:mod:`experiments.budget`):
   the fastest slice count of :func:`experiments.budget.microbatch_candidates` at ``batch``,
-  by train steps timed in turns as it does; ``(count, {count: seconds per step})``."""
+  by train steps timed in turns as it does (``budget.WARMUP`` untimed steps each, then
+  ``budget.ROUNDS`` rounds); ``(count, {count: seconds per step})``."""
   from experiments import budget
   runs = {m: train_step_runner(model, batch, classes, m)[0]
           for m in budget.microbatch_candidates(batch)}
-  t = alternate(runs, rounds or budget.ROUNDS, warmup=RUNNER_WARMUP)
+  t = alternate(runs, rounds or budget.ROUNDS, warmup=budget.WARMUP)
   return min(t, key=t.get), t
 
 
@@ -145,7 +141,7 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int | Non
   from experiments import budget
   # One untimed call above (it compiled), one more in alternate: the runner's two.
   t = alternate({f: b[0] for f, b in built.items()}, rounds or budget.ROUNDS,
-                warmup=RUNNER_WARMUP - 1)
+                warmup=budget.WARMUP - 1)
   choice = min(t, key=t.get)
   return choice, t, built[choice]
 
@@ -181,7 +177,7 @@ def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label
   t = alternate({pair: train_step_runner(model.clone(conv_form=pair[0], kernel_gradient=pair[1]),
                                          batch, classes, microbatches)[0]
                  for pair in budget.FORM_CANDIDATES}, rounds or budget.ROUNDS,
-                warmup=RUNNER_WARMUP)
+                warmup=budget.WARMUP)
   best = min(t, key=t.get)
   print(f"  {label + ': ' if label else ''}conv forms measured as the runner does: "
         f"{'/'.join(best)} (" + ", ".join(f"{'/'.join(p)}: {batch / s:.1f} img/s"

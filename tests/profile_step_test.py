@@ -170,6 +170,6 @@ def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
   _, times = timing.fastest_microbatches(None, 32, 10)
   candidates = budget.microbatch_candidates(32)
   assert sorted(times) == candidates
-  assert all(calls[m] == timing.RUNNER_WARMUP + budget.ROUNDS for m in candidates)
-  timed = order[len(candidates) * timing.RUNNER_WARMUP:]
+  assert all(calls[m] == budget.WARMUP + budget.ROUNDS for m in candidates)
+  timed = order[len(candidates) * budget.WARMUP:]
   assert timed[:len(candidates)] == candidates                  # in turns, not in blocks
