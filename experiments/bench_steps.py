@@ -37,8 +37,8 @@ class Net(NamedTuple):
     ``forms=False``: left to the surrounding block's default (:func:`eqnn.spatial.
     conv_forms`), for benches that vary them."""
     from eqnn import actions, models
-    pair = ("auto", "auto") if self.conv_form == "measured" else (self.conv_form,
-                                                                  self.kernel_gradient)
+    from experiments import tasks
+    pair = tasks.fixed_conv_forms(self.conv_form, self.kernel_gradient)
     kw = dict(conv_form=pair[0], kernel_gradient=pair[1]) if forms else {}
     return models.EquivariantCNN(actions.rotations(), *self.cfg, hidden=self.hidden, **kw)
 

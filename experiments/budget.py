@@ -45,10 +45,10 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import time
 from typing import Callable
 
+from experiments import timing
 from experiments import workdir as workdir_lib
 
 FILE = "plan.json"
@@ -123,14 +123,11 @@ WARMUP = 2
 ROUNDS = 5
 
 
-def alternated(runs: dict, rounds: int = ROUNDS) -> dict:
-  """``{candidate: median seconds}`` of ``runs`` (``{candidate: run}``, each ``run()`` timing
-  one more step and returning its seconds), the candidates taking turns in every round."""
-  times = {c: [] for c in runs}
-  for _ in range(rounds):
-    for c, run in runs.items():
-      times[c].append(run())
-  return {c: statistics.median(t) for c, t in times.items()}
+def alternated(runs: dict) -> dict:
+  """``{candidate: median seconds per step}`` of ``runs`` (``{candidate: run}``, each ``run()``
+  one more step): :func:`experiments.timing.alternate` with :data:`WARMUP` and
+  :data:`ROUNDS`; the benches measure these choices with it too."""
+  return timing.alternate(runs, ROUNDS, warmup=WARMUP)
 
 
 def microbatches(config, workdir: str, devices: int, prepare: Callable[[int], Callable], say
@@ -143,7 +140,8 @@ def microbatches(config, workdir: str, devices: int, prepare: Callable[[int], Ca
   saved = _load(workdir)
   if "microbatches" in saved:
     return int(saved["microbatches"])
-  times = alternated({m: prepare(m) for m in microbatch_candidates(config.batch_size, devices)})
+  times = alternated({m: prepare(m) for m in microbatch_candidates(config.batch_size,
+                                                                   devices)})
   best = min(times, key=times.get)
   _save(workdir, {"microbatches": best,
                   "microbatch_step_s": {str(m): t for m, t in times.items()}})
@@ -227,12 +225,11 @@ def _save(workdir: str, record: dict) -> None:
                            json.dumps({**_load(workdir), **record}, indent=1))
 
 
-def _started(make_step: Callable, state, batch_args: tuple, warmup: int):
-  """``(compile_s, run, last)``: a fresh jitted step called on ``state`` (a throwaway: the step
-  donates it, so its buffers are deleted) and ``warmup`` times more, untimed (they take the
-  first buffer allocations out of what is timed); ``run(steps)`` runs that many more, each
-  result fed to the next as in training, and returns their seconds; ``last()`` the latest
-  state."""
+def _started(make_step: Callable, state, batch_args: tuple):
+  """``(compile_s, advance, last)``: a fresh jitted step called on ``state`` (a throwaway: the
+  step donates it, so its buffers are deleted) and waited for; ``advance()`` runs one more
+  step on the latest result, as in training, and returns its output (not waited for);
+  ``last()`` is the latest state."""
   import jax
   step = make_step()
   t0 = time.perf_counter()
@@ -240,26 +237,31 @@ def _started(make_step: Callable, state, batch_args: tuple, warmup: int):
   jax.block_until_ready(out[0])
   compile_s = time.perf_counter() - t0
 
-  def run(steps: int = 1) -> float:
-    t = time.perf_counter()
-    for _ in range(steps):
-      out[0] = step(out[0][0], *batch_args[:-1], out[0][2])
-    jax.block_until_ready(out[0])
-    return time.perf_counter() - t
-  run(warmup)
-  return compile_s, run, lambda: out[0][0]
+  def advance():
+    out[0] = step(out[0][0], *batch_args[:-1], out[0][2])
+    return out[0]
+  return compile_s, advance, lambda: out[0][0]
 
 
 def measure_step(make_step: Callable, state, batch_args: tuple, steps: int,
                  warmup: int = 5) -> tuple[float, float, object]:
   """``(compile_s, step_s, last_state)``: the first call of a fresh jitted step on ``state``
   (a throwaway, see :func:`_started`), then the mean of ``steps`` more after ``warmup``
-  untimed ones."""
-  compile_s, run, last = _started(make_step, state, batch_args, warmup)
-  return compile_s, run(steps) / steps, last()
+  untimed ones (they take the first buffer allocations out of the mean)."""
+  import jax
+  compile_s, advance, last = _started(make_step, state, batch_args)
+  for _ in range(warmup):
+    advance()
+  jax.block_until_ready(last())
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    advance()
+  jax.block_until_ready(last())
+  return compile_s, (time.perf_counter() - t0) / steps, last()
 
 
-def stepper(make_step: Callable, state, batch_args: tuple, warmup: int = WARMUP) -> Callable:
+def stepper(make_step: Callable, state, batch_args: tuple) -> Callable:
   """What the measured choices take from a candidate: its step compiled on the throwaway
-  ``state`` and run ``warmup`` times, and a function timing one more step (seconds)."""
-  return _started(make_step, state, batch_args, warmup)[1]
+  ``state`` (a refused compile option raises here), as a function running one more step
+  (:func:`alternated` warms it up and times it)."""
+  return _started(make_step, state, batch_args)[1]

@@ -120,14 +120,20 @@ def group_action(c: ml_collections.ConfigDict) -> actions.Action:
   return action_by_name(c.group, c.get("interpolation", "bilinear"))
 
 
+def fixed_conv_forms(conv_form: str, kernel_gradient: str) -> tuple[str, str]:
+  """The ``(conv_form, kernel_gradient)`` a config's convs run in where nothing is measured:
+  its own, or for ``conv_form = "measured"`` the library's ``("auto", "auto")`` (the same
+  function, to float rounding; the runner measures micro-batches in it)."""
+  return ("auto", "auto") if conv_form == "measured" else (conv_form, kernel_gradient)
+
+
 def build_task(c: ml_collections.ConfigDict, conv_forms: tuple[str, str] | None = None) -> Task:
   """The config's task. ``conv_forms``: the convs' ``(conv_form, kernel_gradient)`` where the
   run decided them (``conv_form = "measured"``, :func:`experiments.budget.conv_forms`); None:
-  the config's, "measured" read as the library's "auto" (the same function, to float
-  rounding: what evaluating, reporting or exporting a saved run needs)."""
+  :func:`fixed_conv_forms` of the config's (what evaluating, reporting or exporting a saved
+  run needs)."""
   if conv_forms is None:
-    conv_forms = (c.get("conv_form", "auto"), c.get("kernel_gradient", "auto"))
-    conv_forms = ("auto", "auto") if conv_forms[0] == "measured" else conv_forms
+    conv_forms = fixed_conv_forms(c.get("conv_form", "auto"), c.get("kernel_gradient", "auto"))
   spec = data_spec(c)
   action = group_action(c)
   equivariant = c.model == "equivariant"

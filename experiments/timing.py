@@ -106,19 +106,26 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   return run, (lambda: infer(holder[0].params, x)), (step, state, x, y)
 
 
-def fastest_microbatches(model, batch, classes, rounds: int | None = None) -> tuple[int, dict]:
+def _compiled(runs: dict) -> dict:
+  """``runs``, each called once (it compiles), as the runner's candidates are before their
+  warm-up (:func:`experiments.budget.stepper`)."""
+  for run in runs.values():
+    ready(run())
+  return runs
+
+
+def fastest_microbatches(model, batch, classes) -> tuple[int, dict]:
   """What the runner does for a config with ``microbatches = 0`` (:mod:`experiments.budget`):
   the fastest slice count of :func:`experiments.budget.microbatch_candidates` at ``batch``,
-  by train steps timed in turns as it does (``budget.WARMUP`` untimed steps each, then
-  ``budget.ROUNDS`` rounds); ``(count, {count: seconds per step})``."""
+  by train steps timed in turns as it does (:func:`experiments.budget.alternated`);
+  ``(count, {count: seconds per step})``."""
   from experiments import budget
-  runs = {m: train_step_runner(model, batch, classes, m)[0]
-          for m in budget.microbatch_candidates(batch)}
-  t = alternate(runs, rounds or budget.ROUNDS, warmup=budget.WARMUP)
+  t = budget.alternated(_compiled({m: train_step_runner(model, batch, classes, m)[0]
+                                   for m in budget.microbatch_candidates(batch)}))
   return min(t, key=t.get), t
 
 
-def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int | None = None):
+def fastest_cpu_fusions(model, batch, classes, microbatches=1):
   """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
   the fastest of the train step compiled each way of ``experiments.steps.FIXED_FUSIONS`` (XLA's
   default, without its YNNPACK fusions, with its dots alone), here timed alternately; ``(choice,
@@ -139,9 +146,7 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1, rounds: int | Non
       continue
     built[f] = b
   from experiments import budget
-  # One untimed call above (it compiled), one more in alternate: the runner's two.
-  t = alternate({f: b[0] for f, b in built.items()}, rounds or budget.ROUNDS,
-                warmup=budget.WARMUP - 1)
+  t = budget.alternated({f: b[0] for f, b in built.items()})
   choice = min(t, key=t.get)
   return choice, t, built[choice]
 
@@ -162,8 +167,7 @@ def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, labe
                                              steps.compiler_options(fusions))
 
 
-def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = "",
-                      rounds: int | None = None):
+def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = ""):
   """The ``(conv_form, kernel_gradient)`` the runner computes a config's convs in: the
   config's ``forms``, or for ``conv_form = "measured"`` the fastest pair of
   ``experiments.budget.FORM_CANDIDATES`` for ``model`` (an EquivariantCNN), here timed
@@ -174,10 +178,9 @@ def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label
     return tuple(forms)
   if jax.default_backend() != "cpu":
     return "auto", "auto"
-  t = alternate({pair: train_step_runner(model.clone(conv_form=pair[0], kernel_gradient=pair[1]),
-                                         batch, classes, microbatches)[0]
-                 for pair in budget.FORM_CANDIDATES}, rounds or budget.ROUNDS,
-                warmup=budget.WARMUP)
+  t = budget.alternated(_compiled({pair: train_step_runner(
+      model.clone(conv_form=pair[0], kernel_gradient=pair[1]), batch, classes, microbatches)[0]
+                                    for pair in budget.FORM_CANDIDATES}))
   best = min(t, key=t.get)
   print(f"  {label + ': ' if label else ''}conv forms measured as the runner does: "
         f"{'/'.join(best)} (" + ", ".join(f"{'/'.join(p)}: {batch / s:.1f} img/s"

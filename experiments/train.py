@@ -153,7 +153,10 @@ def _builders(config, init_key, steps_per_epoch, mesh):
   make_step = lambda micro, fusions, forms: steps.config_train_step(
       task_in(forms), config, steps_per_epoch, micro, parallel.batch_sharded(mesh),
       cpu_fusions=fusions)
-  return task_in, make_state, make_step, lambda forms: jax.jit(task_in(forms).model.apply)
+  # One jitted forward pass per forms: the time budget's evaluation pass and the run's
+  # evaluations share its compilation.
+  forward_in = functools.lru_cache(maxsize=None)(lambda forms: jax.jit(task_in(forms).model.apply))
+  return task_in, make_state, make_step, forward_in
 
 
 def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, batch_args,
@@ -173,8 +176,7 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
                       "microbatches, cpu_fusions and conv_form instead")
   probe = lambda forms: make_state(steps_per_epoch * config.num_epochs, forms)
   fixed = config.cpu_fusions if config.cpu_fusions != "auto" else "default"
-  library = (("auto", "auto") if config.conv_form == "measured"
-             else (config.conv_form, config.kernel_gradient))
+  library = tasks.fixed_conv_forms(config.conv_form, config.kernel_gradient)
   prepare = lambda m, f=fixed, forms=library: budget.stepper(
       lambda: make_step(m, f, forms), probe(forms), batch_args)
   micro = budget.microbatches(config, workdir, mesh.devices.size, prepare, say)

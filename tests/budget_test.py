@@ -6,9 +6,21 @@ import os
 import numpy as np
 import pytest
 
-from experiments import budget, tasks, train
+from experiments import budget, tasks, timing, train
 from experiments.configs import default
 from experiments.validation import ConfigError, validate_config
+
+
+@pytest.fixture
+def spend(monkeypatch):
+  """A fake clock for the measured choices' timings (``experiments.timing.alternate``):
+  ``spend(seconds)`` is what a fake candidate's step calls to take that long."""
+  now = [0.0]
+  monkeypatch.setattr(timing, "time", type("Clock", (), {"perf_counter": lambda: now[0]}))
+
+  def advance(seconds):
+    now[0] += seconds
+  return advance
 
 
 def test_the_plan_fits_training_compilation_and_every_evaluation_in_the_budget():
@@ -100,19 +112,19 @@ def test_several_processes_refuse_a_measured_plan(monkeypatch):
                          1, "default", ("auto", "auto"), c.num_epochs)
 
 
-def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp_path):
+def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp_path, spend):
   c = default.get_config("smoke")
   c.cpu_fusions = "auto"
   said, measured = [], []
-  times = {"default": 0.30, "no_ynnpack": 0.20, "ynnpack_dots": 0.25}
+  times = {"default": 0.375, "no_ynnpack": 0.25, "ynnpack_dots": 0.3125}   # exact in binary
 
-  def measure(f):                      # prepares a candidate: a function timing one step
+  def measure(f):                      # prepares a candidate: a function running one step
     measured.append(f)
-    return lambda: times[f]
+    return lambda: spend(times[f])
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
   assert measured == ["default", "no_ynnpack", "ynnpack_dots"] and "no_ynnpack" in said[0]
   plan = json.loads((tmp_path / budget.FILE).read_text())
-  assert plan["cpu_fusions"] == "no_ynnpack" and plan["cpu_fusions_step_s"]["default"] == 0.30
+  assert plan["cpu_fusions"] == "no_ynnpack" and plan["cpu_fusions_step_s"]["default"] == 0.375
   times["default"] = 0.01                       # a resumed run does not measure again
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", measure, said.append) == "no_ynnpack"
   assert len(measured) == 3
@@ -128,7 +140,7 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
     if f != "default":
       raise RuntimeError("INVALID_ARGUMENT: While setting option "
                          "xla_cpu_experimental_ynn_fusion_type, '' is not a valid enum value.")
-    return lambda: 0.1
+    return lambda: spend(0.125)
   said.clear()
   (tmp_path / "old").mkdir()
   assert budget.cpu_fusions(c, str(tmp_path / "old"), "cpu", refused, said.append) == "default"
@@ -136,14 +148,14 @@ def test_auto_cpu_fusions_keep_the_faster_and_a_resumed_run_keeps_the_choice(tmp
   assert "ynnpack_dots left out" in said[1] and "default (step" in said[2]
 
 
-def test_candidates_are_timed_in_turns_and_compared_by_their_medians(tmp_path):
-  """Every candidate is prepared (compiled, warmed up) first, then timed one step each in
+def test_candidates_are_timed_in_turns_and_compared_by_their_medians(tmp_path, spend):
+  """Every candidate is prepared (compiled) first, warmed up, then timed one step each in
   turn, round after round: a machine slowing down mid-measurement slows all alike. One
   outlier step (a page fault storm, another process) does not decide: the median does."""
   order = []
   # no_ynnpack is truly the fastest (8 units a step), and the machine slows down by one unit
-  # at every step timed. Timed in blocks of five, one candidate after another, default's
-  # steps would read 10 + 1..5 (median 13) and no_ynnpack's 8 + 6..10 (16): the wrong choice.
+  # at every step. Timed in blocks of five, one candidate after another, default's steps
+  # would read 10 + 1..5 (median 13) and no_ynnpack's 8 + 6..10 (16): the wrong choice.
   base = {"default": 10.0, "no_ynnpack": 8.0, "ynnpack_dots": 9.0}
 
   def prepare(f):
@@ -152,30 +164,31 @@ def test_candidates_are_timed_in_turns_and_compared_by_their_medians(tmp_path):
     def run():
       order.append(("run", f))
       drift = sum(o[0] == "run" for o in order)
-      # ynnpack_dots's second step hit a stall of 100 units.
-      stall = 100.0 if f == "ynnpack_dots" and order.count(("run", f)) == 2 else 0.0
-      return base[f] + drift + stall
+      # ynnpack_dots's second timed step hit a stall of 100 units.
+      stall = 100.0 if f == "ynnpack_dots" and order.count(("run", f)) == budget.WARMUP + 2 else 0
+      spend(base[f] + drift + stall)
     return run
   c = default.get_config("smoke")
   c.cpu_fusions = "auto"
   assert budget.cpu_fusions(c, str(tmp_path), "cpu", prepare, print) == "no_ynnpack"
-  k = len(base)
-  assert [o[0] for o in order] == ["prepare"] * k + ["run"] * (k * budget.ROUNDS)
-  assert [o[1] for o in order[k:2 * k]] == list(base)            # one step each, in turns
+  k, w = len(base), budget.WARMUP
+  assert [o[0] for o in order] == ["prepare"] * k + ["run"] * (k * (w + budget.ROUNDS))
+  assert [o[1] for o in order[k:k + k * w]] == [f for f in base for _ in range(w)]  # warm-ups
+  assert [o[1] for o in order[k + k * w:k + k * w + k]] == list(base)   # then one each, in turns
   times = json.loads((tmp_path / budget.FILE).read_text())["cpu_fusions_step_s"]
-  # In turns, the drifts are 1, 4, 7, 10, 13 / 2, 5, 8, ... / 3, 6 (+100), 9, 12, 15: medians
-  # 7, 8 and 12 (the stall is not the median).
-  assert times == {"default": 10.0 + 7, "no_ynnpack": 8.0 + 8, "ynnpack_dots": 9.0 + 12}
+  # After 6 warm-up steps, the timed steps' drifts are 7, 10, 13, 16, 19 / 8, 11, ... /
+  # 9, 12 (+100), 15, 18, 21: medians 13, 14 and 18 (the stall is not the median).
+  assert times == {"default": 10.0 + 13, "no_ynnpack": 8.0 + 14, "ynnpack_dots": 9.0 + 18}
 
 
-def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tmp_path):
+def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tmp_path, spend):
   c = default.get_config("smoke")
   said, measured = [], []
-  times = dict(zip(budget.FORM_CANDIDATES, (0.30, 0.20, 0.40, 0.25)))
+  times = dict(zip(budget.FORM_CANDIDATES, (0.375, 0.25, 0.5, 0.3125)))     # exact in binary
 
   def measure(pair):
     measured.append(pair)
-    return lambda: times[pair]
+    return lambda: spend(times[pair])
   # A fixed config is not measured: its own pair.
   c.conv_form, c.kernel_gradient = "winograd", "windows"
   assert budget.conv_forms(c, str(tmp_path), "cpu", measure, print) == ("winograd", "windows")
@@ -184,7 +197,7 @@ def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tm
   assert budget.conv_forms(c, str(tmp_path), "cpu", measure, said.append) == ("xla", "xla")
   assert measured == list(budget.FORM_CANDIDATES) and "conv forms: xla/xla" in said[0]
   plan = json.loads((tmp_path / budget.FILE).read_text())
-  assert plan["conv_forms"] == ["xla", "xla"] and plan["conv_forms_step_s"]["auto/auto"] == 0.30
+  assert plan["conv_forms"] == ["xla", "xla"] and plan["conv_forms_step_s"]["auto/auto"] == 0.375
   times[("auto", "auto")] = 0.01                # a resumed run does not measure again
   assert budget.conv_forms(c, str(tmp_path), "cpu", measure, said.append) == ("xla", "xla")
   assert len(measured) == 4

@@ -151,8 +151,8 @@ def test_bench_tables_show_only_the_sections_that_ran():
 
 def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
   """Where a config leaves micro-batches to the machine, the benches and make profile time
-  the candidates as the runner's plan does: two untimed steps each, then one step of each in
-  turn for experiments.budget.ROUNDS rounds."""
+  the candidates as the runner's plan does: one step each that compiles, budget.WARMUP
+  untimed ones, then one step of each in turn for experiments.budget.ROUNDS rounds."""
   import collections
 
   import jax.numpy as jnp
@@ -170,6 +170,6 @@ def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
   _, times = timing.fastest_microbatches(None, 32, 10)
   candidates = budget.microbatch_candidates(32)
   assert sorted(times) == candidates
-  assert all(calls[m] == budget.WARMUP + budget.ROUNDS for m in candidates)
-  timed = order[len(candidates) * budget.WARMUP:]
+  assert all(calls[m] == 1 + budget.WARMUP + budget.ROUNDS for m in candidates)
+  timed = order[len(candidates) * (1 + budget.WARMUP):]
   assert timed[:len(candidates)] == candidates                  # in turns, not in blocks
