@@ -23,6 +23,9 @@ HEAD_POOLS = ("none", "max", "mean")
 # slot stays in its own frame and hidden convs mix whole slots) or "gcnn" (Cohen & Welling:
 # every slot in the image's frame, kernels turned; converted to own frames before the head).
 HIDDEN = ("stacked", "gcnn")
+# What EquivariantCNN computes when called (its ``stage``): all of it, its convs up to the
+# head's input, or its head on such an input.
+STAGES = ("all", "features", "head")
 
 
 def kernel_sizes(kernel_size: int | Sequence[int], num_convs: int) -> tuple[int, ...]:
@@ -90,11 +93,21 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
   kernel_gradient: str | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, stage: str = "all"):
+    """``stage``: "all" the network, ``[B, H, W, C] -> [B, |G|, num_classes]``; "features"
+    its convs alone, up to the head's input (``[B, h, w, |G|, C]``); "head" the head alone on
+    such an input. The two stages compose to "all" with the same parameters (the train step
+    runs the convs in slices of the batch and the head once on all of it,
+    :func:`experiments.steps.update`)."""
+    if stage not in STAGES:
+      raise ValueError(f"stage {stage!r}: choose one of {STAGES}")
     with spatial.forms(self.conv_form, self.kernel_gradient):
-      return self._network(x, train)
+      if stage == "head":
+        return self._head(x, train)
+      y = self._features(x, train)
+      return y if stage == "features" else self._head(y, train)
 
-  def _network(self, x, train):
+  def _features(self, x, train):
     if self.head_pool not in HEAD_POOLS:
       raise ValueError(f"head_pool {self.head_pool!r}: choose one of {HEAD_POOLS}")
     if self.hidden not in HIDDEN:
@@ -131,6 +144,12 @@ class EquivariantCNN(ops.LiftsInput, nn.Module):
     if self.head_pool != "none":                                         # [B, 1, 1, G, C]
       reduce = jnp.max if self.head_pool == "max" else jnp.mean
       y = reduce(y, axis=(1, 2), keepdims=True)
+    return y
+
+  def _head(self, y, train):
+    # Its submodules are the first of their kinds either way, so they keep their names
+    # (GroupDense_0, Dense_0, ...) whether the head runs alone or after the convs.
+    group = self.action.group
     widths = list(self.dense_features) + [self.num_classes]
     h = GroupDense(group, widths[0], impl=self.impl, dtype=self.dtype)(y)   # [B, G, w0]
     for i, w in enumerate(widths[1:], 1):

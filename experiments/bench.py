@@ -19,8 +19,8 @@ from absl import app, flags
 from experiments.bench_conv_forms import bench_conv_forms
 from experiments.bench_fusions import bench_cpu_fusions
 from experiments.bench_lift import bench_lift_overhead
-from experiments.bench_steps import (bench_augmented_step, bench_kernel_gradients,
-                                     bench_lift_forms, bench_networks)
+from experiments.bench_steps import (bench_augmented_step, bench_head_apart,
+                                     bench_kernel_gradients, bench_lift_forms, bench_networks)
 from experiments.timing import alternate, compile_stats, matmul_peak, train_step_runner
 
 FLAGS = flags.FLAGS
@@ -199,7 +199,8 @@ def main(argv):
             "networks": [], "lift_overhead": [], "layer_variants": [], "auto_choices": [],
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
             "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
-            "groups": [], "huge_pages": [], "conv_forms": [], "lone_conv_forms": []}
+            "groups": [], "huge_pages": [], "conv_forms": [], "lone_conv_forms": [],
+            "head_apart": []}
   from experiments import host_memory
   report["machine"]["huge_pages"] = host_memory.status()
   print("matmul peak ...", flush=True)
@@ -222,6 +223,8 @@ def main(argv):
                      lambda: bench_conv_forms(rounds, quick, peak, report)),
       "lift_forms": ("train steps: the input lift turning images or kernels",
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
+      "head_apart": ("train steps: the head in every micro-batch or once per batch",
+                     lambda: bench_head_apart(rounds, quick, peak, report)),
       "cpu_fusions": ("XLA CPU's YNNPACK fusions on and off, per compiled program",
                       lambda: bench_cpu_fusions(rounds, quick, peak, report)),
       "huge_pages": ("train steps with and without huge pages for malloc (child processes)",

@@ -55,7 +55,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
     cfg = (tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features))
     model = models.EquivariantCNN(act, *cfg, hidden=c.hidden)
     forms = runner_conv_forms((c.conv_form, c.kernel_gradient), model, b,
-                              10 * act.group.order, micro, name)
+                              10 * act.group.order, micro, name, c.head_apart)
     model = model.clone(conv_form=forms[0], kernel_gradient=forms[1])
     # A config that sets its conv forms is also timed in the library's ("auto"), compiled
     # XLA's default way: what the config's choice is measured against.
@@ -67,7 +67,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
     runs = {}
     for label, (net, opts) in cases.items():
       train, _, _ = train_step_runner(net, b, 10 * act.group.order, micro,
-                                      compiler_options=opts)
+                                      compiler_options=opts, head_apart=c.head_apart)
       try:
         train()
       except Exception as e:      # an option this jaxlib's XLA does not know

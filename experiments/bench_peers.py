@@ -92,13 +92,13 @@ def main(argv):
     if c.microbatches:
       micro = c.microbatches if b % c.microbatches == 0 else 1
     else:                 # the runner measures the slice count: so does the bench, at its batch
-      micro, tried = timing.fastest_microbatches(model, b, 40)
+      micro, tried = timing.fastest_microbatches(model, b, 40, c.head_apart)
       print(f"  {net}: micro-batches measured as the runner does: {micro} ("
             + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
     # Its conv forms and XLA CPU fusions likewise.
     model = c.runner_model(b, micro, net)
     fusions, (eqnn_step, _, _) = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro,
-                                                           net)
+                                                           net, c.head_apart)
     built = worker.ask(cmd="build", net=net, batch=b)
     timing.ready(eqnn_step())                                   # compile, first touch
     ours, theirs = [], []

@@ -1,7 +1,8 @@
 """`make bench`'s sections that time whole train steps: the default and V1 networks (images/s
 and executed FLOP/s against the machine's matmul peak), the MNIST-rot step with its
 augmentation as one jitted program or two, and V1's conv kernel gradients from XLA or by
-windows, and the input lift turning images or kernels. :mod:`experiments.bench` runs them
+windows, the input lift turning images or kernels, and the head in every micro-batch or once
+per batch. :mod:`experiments.bench` runs them
 beside the layer-level sections.
 """
 
@@ -22,14 +23,15 @@ def step_flops(forward_macs: int, batch: int) -> int:
 
 class Net(NamedTuple):
   """A benched network as its config says: sizes ``(conv_features, pools, dense_features)``,
-  hidden layers, XLA CPU fusions (possibly "auto"), conv forms and micro-batches (0: the
-  runner measures them)."""
+  hidden layers, XLA CPU fusions (possibly "auto"), conv forms, micro-batches (0: the
+  runner measures them) and whether the step runs the head apart from the slices."""
   cfg: tuple
   hidden: str
   cpu_fusions: str
   conv_form: str
   kernel_gradient: str
   microbatches: int
+  head_apart: bool
 
   def model(self, forms: bool = True):
     """Its C4 EquivariantCNN in its config's conv forms ("measured": the library's, which
@@ -47,7 +49,7 @@ class Net(NamedTuple):
     config's, or for "measured" the fastest pair timed here (:func:`experiments.timing.
     runner_conv_forms`)."""
     pair = runner_conv_forms((self.conv_form, self.kernel_gradient), self.model(), batch, 40,
-                             microbatches, label)
+                             microbatches, label, self.head_apart)
     return self.model().clone(conv_form=pair[0], kernel_gradient=pair[1])
 
 
@@ -55,7 +57,8 @@ def networks() -> dict[str, Net]:
   """The benched networks, as their configs say."""
   from experiments.configs import default, paper
   return {name: Net((tuple(c.conv_features), tuple(c.pools), tuple(c.dense_features)), c.hidden,
-                    c.cpu_fusions, c.conv_form, c.kernel_gradient, c.microbatches)
+                    c.cpu_fusions, c.conv_form, c.kernel_gradient, c.microbatches,
+                    c.head_apart)
           for name, c in (("default", default.get_config("stacked")),
                           ("gcnn", default.get_config()), ("paper_v1", paper.get_config()))}
 
@@ -75,7 +78,7 @@ def bench_networks(rounds, quick, peak, report):
     for b, micro in batches[name]:
       model = net.runner_model(b, micro, name)
       chosen, (train, infer, _) = runner_cpu_fusions(net.cpu_fusions, model, b, 40, micro,
-                                                     name)
+                                                     name, net.head_apart)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
       fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=model.conv_form)
       equivalent = conv_macs(cfg, True, hidden=hidden)
@@ -139,7 +142,8 @@ def form_step_times(b, slices, modes, context, rounds, net="paper_v1"):
   runs = {}
   for micro in slices:
     for mode in modes:
-      train, _, _ = train_step_runner(the_net.model(forms=False), b, 40, micro)
+      train, _, _ = train_step_runner(the_net.model(forms=False), b, 40, micro,
+                                      head_apart=the_net.head_apart)
 
       def run(train=train, mode=mode):
         with context(mode):
@@ -256,3 +260,30 @@ def _lone_kernel_gradients(rounds, quick, report):
     print(f"  kernel gradient of a 3x3 conv {row['c_in']}->{row['c_out']} @{row['size']}, "
           f"batch {row['batch']}: XLA {row['xla_ms']:.1f} ms, windows {row['windows_ms']:.1f} "
           f"ms ({row['speedup']:.2f}x)", flush=True)
+
+
+def bench_head_apart(rounds, quick, peak, report):
+  """Whole train steps with the head in every micro-batch against once on the whole batch's
+  features (``head_apart``, :func:`experiments.steps.update`), alternated: the authors' V1 at
+  128 as 4, 8 and 16 slices and make train's network as 8 x 16, in their configs' conv forms
+  (V1's "measured": the library's here, not measured)."""
+  nets = networks()
+  cases = ([("gcnn", 32, 2)] if quick else
+           [("paper_v1", 128, m) for m in (4, 8, 16)] + [("gcnn", 128, 8)])
+  runs = {(name, b, m, apart): train_step_runner(nets[name].model(), b, 40, m,
+                                                 head_apart=apart)[0]
+          for name, b, m in cases for apart in (False, True)}
+  t = alternate(runs, rounds if quick else 5, warmup=2)
+  for name, b, m in cases:
+    net = nets[name]
+    fwd = conv_macs(net.cfg, True, hidden=net.hidden, executed=True,
+                    conv_form=net.model().conv_form)
+    row = {"net": name, "batch": b, "microbatches": m}
+    for label, apart in (("in_slices", False), ("apart", True)):
+      row[f"{label}_images_per_s"] = b / t[(name, b, m, apart)]
+      row[f"{label}_fraction_of_peak"] = step_flops(fwd, b) / t[(name, b, m, apart)] / peak
+    row["speedup"] = row["apart_images_per_s"] / row["in_slices_images_per_s"]
+    report["head_apart"].append(row)
+    print(f"  {name:9s} batch {b} ({m} x {b // m}): head in every slice "
+          f"{row['in_slices_images_per_s']:.1f} img/s, once per batch "
+          f"{row['apart_images_per_s']:.1f} img/s ({row['speedup']:.2f}x)", flush=True)

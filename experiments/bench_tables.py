@@ -140,6 +140,11 @@ def markdown(report) -> str:
       cells = [f"{_rate(r, i)}, {r[f'{i}_images_per_s'] / r['vmap_images_per_s']:.2f}x"
                if f"{i}_images_per_s" in r else "n/a" for i in LIFT_FORMS]
       out.append(f"| {r['net']} | {_slices(r)} | " + " | ".join(cells) + " |")
+  if report.get("head_apart"):
+    out += ["", "| train step | batch | head in every micro-batch | head once per batch "
+            "(`head_apart`) | speed-up |", "| --- | --- | --- | --- | --- |"]
+    out += [f"| {r['net']} | {_slices(r)} | {_rate(r, 'in_slices')} | {_rate(r, 'apart')} | "
+            f"{r['speedup']:.2f}x |" for r in report["head_apart"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",

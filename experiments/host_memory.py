@@ -171,7 +171,7 @@ def _child(argv):
     raise app.UsageError("the config measures its micro-batch count (microbatches = 0): give "
                          "one, e.g. --config.microbatches=4")
   step, state, x, y = timing.train_step_runner(model, c.batch_size, model.num_classes,
-                                               c.microbatches)[2]
+                                               c.microbatches, head_apart=c.head_apart)[2]
   # Compiled once, ahead of time, so that the size of the temporary buffer XLA allocates at
   # every call is read from the very program that is timed.
   compiled = jax.jit(step, donate_argnums=0).lower(state, x, y).compile()

@@ -37,6 +37,7 @@ class Part:
   # A reference, not a part of the step: a layer's plain convs alone at its shapes, in its
   # forms (left out of the sum; they bound the step, see ``profile``).
   alone: bool = False
+  head: bool = False               # the head's: once per step where the step runs it apart
 
 
 def _vjp_runner(f, args, wrt, compiler_options=None, forms=(None, None)):
@@ -65,11 +66,13 @@ def _vjp_runner(f, args, wrt, compiler_options=None, forms=(None, None)):
 
 def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_size,
               norm, batch, impl="auto", size=28, key=None, hidden="stacked",
-              compiler_options=None, conv_form=None, kernel_gradient=None) -> list[Part]:
+              compiler_options=None, conv_form=None, kernel_gradient=None,
+              head_batch=None) -> list[Part]:
   """The parts of an EquivariantCNN train step on ``[batch, size, size, 1]`` images
   (``hidden="gcnn"``: its G-CNN convs, turned into own frames before the last pooling), each
   compiled with ``compiler_options`` (the step's XLA CPU fusions) and its convs in the
-  network's ``conv_form`` and ``kernel_gradient`` (None: "auto")."""
+  network's ``conv_form`` and ``kernel_gradient`` (None: "auto"); the head's parts at
+  ``head_batch`` (default ``batch``; the whole batch where the step runs it apart)."""
   runner = functools.partial(_vjp_runner, compiler_options=compiler_options,
                              forms=(conv_form, kernel_gradient))
   from eqnn import ops
@@ -151,11 +154,13 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   widths = list(dense_features) + [num_classes]
   dense_impl = ops.resolve_impl(impl, "group_dense", group)
   s = h * h
+  batch = head_batch or batch
   parts.append(Part(f"lifted dense {s}x{n}x{cin}->{widths[0]} ({dense_impl})",
                     runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
                            (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
                             rnd((batch, h, h, n, cin))), (0, 1, 2)),
-                    3 * 2 * batch * s * timing.layer_units(group, cin, widths[0], dense_impl)))
+                    3 * 2 * batch * s * timing.layer_units(group, cin, widths[0], dense_impl),
+                    head=True))
 
   def head(ws, hid, labels):
     for i, (w, b) in enumerate(ws):
@@ -167,7 +172,7 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   parts.append(Part("shared dense layers + loss",
                     runner(head, (ws, rnd((batch, n, widths[0])),
                                   jnp.zeros((batch,), jnp.int32)), (0, 1)),
-                    3 * 2 * batch * head_macs))
+                    3 * 2 * batch * head_macs, head=True))
   return parts
 
 
@@ -222,23 +227,25 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   m = task.model
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
-    micro, _ = timing.fastest_microbatches(m, batch, m.num_classes)
+    micro, _ = timing.fastest_microbatches(m, batch, m.num_classes, c.head_apart)
   # Its conv forms likewise ("measured"), in the runner's order: after the micro-batches.
   forms = timing.runner_conv_forms((c.conv_form, c.kernel_gradient), m, batch, m.num_classes,
-                                   micro)
+                                   micro, head_apart=c.head_apart)
   m = m.clone(conv_form=forms[0], kernel_gradient=forms[1])
   # XLA CPU's fusions: "auto" is measured by the runner, here likewise (the profile builds
   # the config's own step below, so only the choice is kept).
   fusions = c.cpu_fusions
   if fusions == "auto":
-    fusions, _ = timing.runner_cpu_fusions(fusions, m, batch, m.num_classes, micro)
+    fusions, _ = timing.runner_cpu_fusions(fusions, m, batch, m.num_classes, micro,
+                                           head_apart=c.head_apart)
   options = steps.compiler_options(fusions)
+  apart = c.head_apart and micro > 1          # the head once, on the whole batch
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,
                     m.kernel_size, m.norm, batch // micro, m.impl, hidden=m.hidden,
                     compiler_options=options, conv_form=m.conv_form,
-                    kernel_gradient=m.kernel_gradient)
+                    kernel_gradient=m.kernel_gradient, head_batch=batch if apart else None)
   for p in parts:
-    p.repeat = micro
+    p.repeat = 1 if apart and p.head else micro
   x = jax.random.normal(jax.random.key(1), (batch,) + task.input_shape)
   y = jnp.zeros((batch,), jnp.int32)
   variables = jax.jit(m.init)(jax.random.key(2), x[:1])
@@ -248,8 +255,8 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
     tx = steps._only_params(tx)
   state = train_state.TrainState.create(apply_fn=m.apply, params=variables, tx=tx)
   key = jax.random.key(3) if steps.takes_train_flag(m) else None
-  step = jax.jit(functools.partial(steps.update, microbatches=micro,
-                                   flat=task.flat_logits, train_key=key), donate_argnums=0,
+  step = jax.jit(functools.partial(steps.update, microbatches=micro, flat=task.flat_logits,
+                                   train_key=key, head_apart=c.head_apart), donate_argnums=0,
                  compiler_options=options)
   holder = [state]
 

@@ -63,6 +63,11 @@ def takes_train_flag(model) -> bool:
   return "train" in inspect.signature(model.__call__).parameters
 
 
+def splits_at_head(model) -> bool:
+  """Whether ``model.__call__`` has a ``stage`` argument (its features, its head apart)."""
+  return "stage" in inspect.signature(model.__call__).parameters
+
+
 def parameter_count(params) -> int:
   return int(sum(p.size for p in jax.tree.leaves(params)))
 
@@ -84,17 +89,19 @@ def loss_fn(params, apply_fn, inputs, targets, flat=lambda logits: logits, train
     mutable = [k for k in params if k in STATE_COLLECTIONS]
     logits, new_state = apply_fn(params, inputs, train=True, mutable=mutable,
                                  rngs={"dropout": train_key})
-  flat_logits = flat(logits)
+  return cross_entropy(flat(logits), targets, label_smoothing), dict(new_state)
+
+
+def cross_entropy(flat_logits, targets, label_smoothing: float = 0.0):
+  """The mean softmax cross entropy against integer targets (see :func:`loss_fn`)."""
   if label_smoothing:
     soft = optax.smooth_labels(jax.nn.one_hot(targets, flat_logits.shape[-1]), label_smoothing)
-    loss = optax.softmax_cross_entropy(flat_logits, soft).mean()
-  else:
-    loss = optax.softmax_cross_entropy_with_integer_labels(flat_logits, targets).mean()
-  return loss, dict(new_state)
+    return optax.softmax_cross_entropy(flat_logits, soft).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(flat_logits, targets).mean()
 
 
 def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: logits,
-           train_key=None, label_smoothing: float = 0.0):
+           train_key=None, label_smoothing: float = 0.0, head_apart: bool = False):
   """One optimiser step on a batch: ``(state, loss)``.
 
   ``microbatches > 1`` computes the same gradient (the batch mean) over that many slices in
@@ -102,7 +109,17 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
   stay in cache (`make bench` measures it). Batch statistics are then those of each slice,
   and running averages advance once per slice. ``train_key``, ``label_smoothing``: see
   :func:`loss_fn`.
+
+  ``head_apart`` (a model with a ``stage`` argument, :class:`eqnn.models.EquivariantCNN`):
+  with micro-batches, only the convs run in slices; the head runs once on the whole batch's
+  features, so its weights are read, and their gradient written, once per step instead of
+  once per slice (:func:`_sliced_features`). The same gradient, to float rounding; dropout
+  in the head draws one mask for the batch. Every slice's activations then stay alive until
+  the head's gradient: the memory of the whole batch's, not of one slice's.
   """
+  if head_apart and microbatches > 1:
+    return _sliced_features(state, inputs, targets, microbatches, flat, train_key,
+                            label_smoothing)
   grad_fn = jax.value_and_grad(
       functools.partial(loss_fn, flat=flat, label_smoothing=label_smoothing), has_aux=True)
   keys = ([None] * microbatches if train_key is None
@@ -111,11 +128,7 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
     (loss, new_state), grads = grad_fn(state.params, state.apply_fn, inputs, targets,
                                        train_key=keys[0])
     return _with_state(state.apply_gradients(grads=grads), new_state), loss
-  n = inputs.shape[0]
-  if n % microbatches:
-    raise ValueError(f"batch {n} does not split into {microbatches} micro-batches")
-  xs = inputs.reshape((microbatches, n // microbatches) + inputs.shape[1:])
-  ys = targets.reshape((microbatches, n // microbatches) + targets.shape[1:])
+  xs, ys = _slices(inputs, targets, microbatches)
   # A Python loop, unrolled at trace time, not lax.scan: XLA's CPU backend runs the
   # convolutions inside a while loop on one thread.
   loss, grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params)
@@ -127,6 +140,47 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
   grads = jax.tree.map(lambda g: g / microbatches, grads)
   new_state = {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
   return _with_state(state.apply_gradients(grads=grads), new_state), loss / microbatches
+
+
+def _slices(inputs, targets, microbatches):
+  n = inputs.shape[0]
+  if n % microbatches:
+    raise ValueError(f"batch {n} does not split into {microbatches} micro-batches")
+  split = lambda a: a.reshape((microbatches, n // microbatches) + a.shape[1:])
+  return split(inputs), split(targets)
+
+
+def _sliced_features(state, inputs, targets, microbatches, flat, train_key, label_smoothing):
+  """:func:`update` with the features in slices and the head once: each slice's features and
+  their pullback (``jax.vjp``), the head's loss and its gradients (parameters and features)
+  on the whole batch, then each slice's pullback of its part of the features' cotangent."""
+  xs, _ = _slices(inputs, targets, microbatches)
+  apply, variables = state.apply_fn, state.params
+  train = train_key is not None
+  mutable = [k for k in variables if k in STATE_COLLECTIONS]
+
+  def features(v, x):
+    if not train:
+      return apply(v, x, stage="features"), {}
+    y, new_state = apply(v, x, train=True, stage="features", mutable=mutable)
+    return y, dict(new_state)
+
+  def head_loss(v, y):
+    logits = (apply(v, y, train=True, stage="head", rngs={"dropout": train_key}) if train
+              else apply(v, y, stage="head"))
+    return cross_entropy(flat(logits), targets, label_smoothing)
+
+  ys, pullbacks = [], []
+  for x in xs:                       # unrolled, as in update
+    y, pullback, new_state = jax.vjp(functools.partial(features, x=x), variables, has_aux=True)
+    variables = {**variables, **new_state}
+    ys.append(y)
+    pullbacks.append(pullback)
+  loss, (grads, dy) = jax.value_and_grad(head_loss, (0, 1))(variables, jnp.concatenate(ys))
+  for pullback, d in zip(pullbacks, jnp.split(dy, microbatches)):
+    grads = jax.tree.map(jnp.add, grads, pullback(d)[0])
+  new_state = {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
+  return _with_state(state.apply_gradients(grads=grads), new_state), loss
 
 
 def _with_state(state, new_state):
@@ -182,7 +236,7 @@ def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_
                          batch_sharding=batch_sharding, microbatches=microbatches,
                          rotate=c.train_rotated, scale=c.train_scale, shift=c.train_shift,
                          interpolation=c.interpolation, label_smoothing=c.label_smoothing,
-                         programs=programs, cpu_fusions=cpu_fusions)
+                         programs=programs, cpu_fusions=cpu_fusions, head_apart=c.head_apart)
 
 
 def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
@@ -190,7 +244,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
                     rotate: bool = False,
                     scale: float = 0.0, shift: float = 0.0, interpolation: str = "bilinear",
                     label_smoothing: float = 0.0, programs: int = 2,
-                    cpu_fusions: str = "default"):
+                    cpu_fusions: str = "default", head_apart: bool = False):
   """A step ``(state, inputs, labels, perm, key, healthy) -> (state, loss, healthy)``.
 
   The batch is gathered on the device from the epoch's permutation; the state is donated.
@@ -211,10 +265,14 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
 
   ``cpu_fusions``: how XLA's CPU backend compiles the update (:func:`compiler_options`):
   one of :data:`FIXED_FUSIONS`; the same function either way, to float rounding.
+  ``head_apart``: with micro-batches, the head once on the whole batch (:func:`update`).
   """
   if programs not in (1, 2):
     raise ValueError(f"programs = {programs}: 1 (one jitted program) or 2 (batch, then update)")
   options = compiler_options(cpu_fusions)
+  if head_apart and not splits_at_head(task.model):
+    raise ValueError(f"head_apart: {type(task.model).__name__} has no stage argument to run "
+                     "its convs and its head apart (eqnn.models.EquivariantCNN has)")
   traces = []
 
   def once(name):
@@ -255,7 +313,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
                  if takes_train_flag(task.model) else None)
     state, loss = update(state, x, targets, microbatches, task.flat_logits, train_key,
-                         label_smoothing)
+                         label_smoothing, head_apart)
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   if programs == 1:

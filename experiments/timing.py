@@ -81,7 +81,8 @@ def matmul_peak(rounds: int) -> float:
   return 2 * 2048 ** 3 / best
 
 
-def train_step_runner(model, batch, classes, microbatches=1, compiler_options=None):
+def train_step_runner(model, batch, classes, microbatches=1, compiler_options=None,
+                      head_apart=False):
   import functools
   import jax
   import jax.numpy as jnp
@@ -93,7 +94,8 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   y = jnp.zeros((batch,), jnp.int32) % classes
   params = model.init(jax.random.key(1), x[:1])
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
-  step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits)
+  step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits,
+                           head_apart=head_apart)
   jstep = jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
   holder = [state]
 
@@ -114,18 +116,19 @@ def _compiled(runs: dict) -> dict:
   return runs
 
 
-def fastest_microbatches(model, batch, classes) -> tuple[int, dict]:
+def fastest_microbatches(model, batch, classes, head_apart=False) -> tuple[int, dict]:
   """What the runner does for a config with ``microbatches = 0`` (:mod:`experiments.budget`):
   the fastest slice count of :func:`experiments.budget.microbatch_candidates` at ``batch``,
   by train steps timed in turns as it does (:func:`experiments.budget.alternated`);
   ``(count, {count: seconds per step})``."""
   from experiments import budget
-  t = budget.alternated(_compiled({m: train_step_runner(model, batch, classes, m)[0]
+  t = budget.alternated(_compiled({m: train_step_runner(model, batch, classes, m,
+                                                        head_apart=head_apart)[0]
                                    for m in budget.microbatch_candidates(batch)}))
   return min(t, key=t.get), t
 
 
-def fastest_cpu_fusions(model, batch, classes, microbatches=1):
+def fastest_cpu_fusions(model, batch, classes, microbatches=1, head_apart=False):
   """What the runner does for a config with ``cpu_fusions = "auto"`` (:mod:`experiments.budget`):
   the fastest of the train step compiled each way of ``experiments.steps.FIXED_FUSIONS`` (XLA's
   default, without its YNNPACK fusions, with its dots alone), here timed alternately; ``(choice,
@@ -137,7 +140,8 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1):
     return "default", {}, None
   built = {}
   for f in steps.FIXED_FUSIONS:
-    b = train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f))
+    b = train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f),
+                          head_apart)
     try:
       ready(b[0]())                           # compiles
     except Exception as e:
@@ -151,7 +155,8 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1):
   return choice, t, built[choice]
 
 
-def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, label: str = ""):
+def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, label: str = "",
+                       head_apart=False):
   """``(fusions, step)``: the XLA CPU fusions the runner compiles a config's step with, the
   config's ``cpu_fusions`` or for "auto" :func:`fastest_cpu_fusions`' choice (printed with what
   it measured), and :func:`train_step_runner`'s step compiled so (compiled once: the
@@ -159,15 +164,17 @@ def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, labe
   from experiments import steps
   built = None
   if fusions == "auto":
-    fusions, tried, built = fastest_cpu_fusions(model, batch, classes, microbatches)
+    fusions, tried, built = fastest_cpu_fusions(model, batch, classes, microbatches,
+                                                head_apart)
     print(f"  {label + ': ' if label else ''}XLA CPU fusions measured as the runner does: "
           f"{fusions} (" + ", ".join(f"{f}: {batch / t:.1f} img/s" for f, t in tried.items())
           + ")", flush=True)
   return fusions, built or train_step_runner(model, batch, classes, microbatches,
-                                             steps.compiler_options(fusions))
+                                             steps.compiler_options(fusions), head_apart)
 
 
-def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = ""):
+def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label: str = "",
+                      head_apart=False):
   """The ``(conv_form, kernel_gradient)`` the runner computes a config's convs in: the
   config's ``forms``, or for ``conv_form = "measured"`` the fastest pair of
   ``experiments.budget.FORM_CANDIDATES`` for ``model`` (an EquivariantCNN), here timed
@@ -179,7 +186,8 @@ def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label
   if jax.default_backend() != "cpu":
     return "auto", "auto"
   t = budget.alternated(_compiled({pair: train_step_runner(
-      model.clone(conv_form=pair[0], kernel_gradient=pair[1]), batch, classes, microbatches)[0]
+      model.clone(conv_form=pair[0], kernel_gradient=pair[1]), batch, classes, microbatches,
+      head_apart=head_apart)[0]
                                     for pair in budget.FORM_CANDIDATES}))
   best = min(t, key=t.get)
   print(f"  {label + ': ' if label else ''}conv forms measured as the runner does: "

@@ -96,6 +96,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             "eval_every_epochs", "keep_checkpoints"):
     integer(f, 1)
   integer("microbatches", 0)    # 0: the fastest on this machine, measured (experiments/budget.py)
+  need(isinstance(c.head_apart, bool), "head_apart", "must be True or False")
+  need(not c.head_apart or (c.model == "equivariant" and c.architecture == "cnn"),
+       "head_apart", "splits the equivariant cnn at its head (model='equivariant', "
+       "architecture='cnn')")
   need(c.cpu_fusions in steps.CPU_FUSIONS, "cpu_fusions", f"choose one of {steps.CPU_FUSIONS}")
   for f in ("max_train_examples", "max_test_examples", "checkpoint_every_steps",
             "warmup_steps", "seed"):

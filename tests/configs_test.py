@@ -53,6 +53,16 @@ def test_bad_config_values_are_named(field, value, match):
     validation.validate_config(c)
 
 
+def test_the_head_apart_is_for_the_equivariant_cnn():
+  c = default.get_config("stacked")
+  c.head_apart = True
+  validation.validate_config(c)
+  c.model = "plain"
+  with pytest.raises(validation.ConfigError, match="config.head_apart = True: splits the "
+                     "equivariant cnn at its head"):
+    validation.validate_config(c)
+
+
 def test_implementations_per_layer_kind():
   """impl names one form per layer kind; the turned-kernel lift only where the pixel grid's
   own symmetries act (C4, D4: yes; C8's resampled turns: no)."""

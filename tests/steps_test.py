@@ -58,6 +58,36 @@ def test_microbatches_give_the_same_step(mnist_dir):
   assert _max_diff(one.params, four.params) < 1e-6
 
 
+@pytest.mark.parametrize("norm,smoothing", [(False, 0.0), (True, 0.1)])
+def test_the_head_apart_from_the_slices_gives_the_same_step(norm, smoothing, mnist_dir):
+  """Convs in slices, the head once on the whole batch (``head_apart``): the same loss,
+  parameters and running averages as the head in every slice, with batch norm (statistics
+  per slice either way) and label smoothing; and not where the slices would differ."""
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), norm=norm)
+  x, m = _digits(mnist_dir)
+  y = readouts.joint_labels(m, 0, 10)
+  key = jax.random.key(2) if norm else None
+  step = jax.jit(lambda s, x, y, k, apart: steps.update(
+      s, x, y, k, readouts.joint_logits, key, smoothing, head_apart=apart), static_argnums=(3, 4))
+  sliced, ls = step(_state(model, x), x, y, 4, False)
+  apart, la = step(_state(model, x), x, y, 4, True)
+  assert abs(float(ls) - float(la)) < 1e-5
+  assert _max_diff(sliced.params, apart.params) < 1e-6
+  if not norm:                                  # whole batch = slices without batch norm
+    whole, _ = step(_state(model, x), x, y, 1, True)
+    assert _max_diff(whole.params, apart.params) < 1e-6
+  # Control: a step on another batch differs (the comparison above can fail).
+  other, _ = step(_state(model, x), x[::-1] * 0.5, y, 4, True)
+  assert _max_diff(other.params, apart.params) > 1e-4
+
+
+def test_the_head_apart_needs_a_model_that_splits_at_its_head():
+  task = tasks.Task(models.PlainCNN((4,), (2,), (8,)), actions.rotations(), False, 10,
+                    (28, 28, 1), labels="class")
+  with pytest.raises(ValueError, match="head_apart: PlainCNN has no stage argument"):
+    steps.make_train_step(task, 8, 1, microbatches=2, head_apart=True)
+
+
 def test_batch_statistics_come_from_the_forward_pass_not_the_optimiser(mnist_dir):
   import ml_collections
   model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), norm=True)

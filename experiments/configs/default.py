@@ -71,6 +71,11 @@ def base_config() -> ml_collections.ConfigDict:
   # > 1: the same gradient over that many slices in sequence; 0: the count a step runs fastest
   # in on this machine, measured before training (experiments/budget.py).
   c.microbatches = 1
+  # With micro-batches: only the convs in slices, the head once on the whole batch's features
+  # (its weights read and their gradient written once per step; the same gradient; all the
+  # slices' activations kept until then). For a large lifted head (the authors' V1 network's
+  # 6.4 M weights); not reliably faster for this small one (0.89-1.08x, docs/performance.md).
+  c.head_apart = False
   # How XLA's CPU backend compiles the update: "default", "no_ynnpack" (without its YNNPACK
   # fusions), "ynnpack_dots" (its dots alone), or "auto": the fastest of the three, measured
   # before training (plan.json).
