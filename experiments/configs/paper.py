@@ -26,27 +26,34 @@ def get_config(variant: str = ""):
   # with huge pages for malloc (experiments/host_memory.py): 8 slices before, 4 in make
   # bench-peers' measurement at batch 128 on 2026-12-03 (docs/performance.md).
   c.microbatches = 0
-  # XLA's own convs and kernel gradients for every conv (not the library's "auto": Winograd's
-  # form for the wide convs, its kernel gradient from its tiles), on a 2-core AMD EPYC
-  # (2026-12-03): the step at batch 128 as 4 x 32 ran 1.62x as fast in `python -m
-  # experiments.bench --only=cpu_fusions` (53.5 against 33.1 images/s, 62% of the matmul peak
-  # executed), 1.11x in `--only=conv_forms` half an hour later (45.9 against 41.4; as 8 x 16
-  # 1.01x), and never slower. XLA CPU's default compilation: YNNPACK's dots alone or none
-  # were no faster (docs/performance.md). The runner's own measurement (--config.conv_form=
-  # measured, 2026-12-04, 4 x 50 at batch 200) preferred Winograd's form for every 3x3 conv by
-  # 1.12x and this pair to the library's by 1.02x: no fixed pair wins every run. "measured"
-  # decides per machine at four compilations and 28 V1 steps a start; the benches on this
-  # machine type mostly preferred this pair, so the configs keep it.
-  c.conv_form = "xla"
-  c.kernel_gradient = "xla"
+  # Only the convs in those slices, the head once on the whole batch: its 6.4 M weights read
+  # and their gradient written once per step, not once per slice. On a 2-core Intel Xeon
+  # (AVX-512, 2026-12-04, batch 128, the library's conv forms) 1.43x, 1.35x and 1.57x as fast
+  # as the head in every slice of 4, 8 and 16 (`python -m experiments.bench --only=head_apart`;
+  # 1.09x, 1.08x, 1.52x in a scratch run of the same comparison: docs/performance.md).
+  c.head_apart = True
+  # The convs' forms are measured per machine before training (four compilations and 28 V1
+  # steps, minutes of a run of hours): no fixed pair wins on every machine type. On a 2-core
+  # AMD EPYC (2026-12-03) XLA's own convs and kernel gradients ran 1.62x and 1.11x as fast as
+  # the library's "auto" (Winograd's form for the wide convs) in two benches, the runner's
+  # own measurement there once preferred Winograd's form by 1.12x; on a 2-core Intel Xeon
+  # (2026-12-04) the library's ran 1.38-1.52x as fast as XLA's in five runs of the runner's
+  # measurement as make bench-peers and `--only=networks` print it (at 128 as 4 x 32: 61.0 /
+  # 43.0 and 64.0 / 43.6 images/s; docs/performance.md).
+  c.conv_form = "measured"
+  c.kernel_gradient = "auto"
   c.num_epochs = 10
   c.eval_batch_size = 500
   c.log_every_steps = 5
   # A full run is hours on a CPU: a checkpoint every 50 steps (about 4 minutes at 40 images/s),
   # not only at the end of each 300-step epoch, so an interruption loses little.
   c.checkpoint_every_steps = 50
+  if variant in ("short", "smoke"):
+    # 30 steps or fewer: not worth measuring; XLA's convs and kernel gradients, as the
+    # README's `make paper` row was run.
+    c.conv_form, c.kernel_gradient = "xla", "xla"
   if variant == "short":
-    c.microbatches = 4          # 30 steps: not worth measuring; the full run's choice above
+    c.microbatches = 4          # 30 steps: not worth measuring
     c.max_train_examples = 6000
     c.num_epochs = 1
   elif variant == "smoke":
