@@ -96,9 +96,7 @@ def main(argv):
       print(f"  {net}: micro-batches measured as the runner does: {micro} ("
             + ", ".join(f"{m}: {b / t:.1f} img/s" for m, t in tried.items()) + ")", flush=True)
     # Its conv forms and XLA CPU fusions likewise.
-    model = c.runner_model(b, micro, net)
-    fusions, (eqnn_step, _, _) = timing.runner_cpu_fusions(c.cpu_fusions, model, b, 40, micro,
-                                                           net, c.head_apart)
+    model, fusions, (eqnn_step, _, _) = c.runner_step(b, micro, net)
     built = worker.ask(cmd="build", net=net, batch=b)
     timing.ready(eqnn_step())                                   # compile, first touch
     ours, theirs = [], []

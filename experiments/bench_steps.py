@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from experiments.timing import (FUSION_NOTES, alternate, conv_macs, runner_conv_forms,
-                                runner_cpu_fusions, train_step_runner)
+from experiments.timing import (FUSION_NOTES, alternate, conv_macs, runner_forms_and_fusions,
+                                train_step_runner)
 
 
 def step_flops(forward_macs: int, batch: int) -> int:
@@ -35,7 +35,7 @@ class Net(NamedTuple):
 
   def model(self, forms: bool = True):
     """Its C4 EquivariantCNN in its config's conv forms ("measured": the library's, which
-    the runner measures micro-batches in; :meth:`runner_model` measures the forms);
+    the runner measures micro-batches in; :meth:`runner_step` measures the forms);
     ``forms=False``: left to the surrounding block's default (:func:`eqnn.spatial.
     conv_forms`), for benches that vary them."""
     from eqnn import actions, models
@@ -44,13 +44,14 @@ class Net(NamedTuple):
     kw = dict(conv_form=pair[0], kernel_gradient=pair[1]) if forms else {}
     return models.EquivariantCNN(actions.rotations(), *self.cfg, hidden=self.hidden, **kw)
 
-  def runner_model(self, batch: int, microbatches: int, label: str = ""):
-    """Its model in the conv forms the runner computes it in at this batch and slicing: the
-    config's, or for "measured" the fastest pair timed here (:func:`experiments.timing.
-    runner_conv_forms`)."""
-    pair = runner_conv_forms((self.conv_form, self.kernel_gradient), self.model(), batch, 40,
-                             microbatches, label, self.head_apart)
-    return self.model().clone(conv_form=pair[0], kernel_gradient=pair[1])
+  def runner_step(self, batch: int, microbatches: int, label: str = ""):
+    """``(model, cpu_fusions, train_step_runner's step)`` as the runner builds them at this
+    batch and slicing: the config's conv forms and fusions, or those measured here as it
+    measures them (:func:`experiments.timing.runner_forms_and_fusions`)."""
+    pair, fusions, built = runner_forms_and_fusions(
+        (self.conv_form, self.kernel_gradient), self.cpu_fusions, self.model(), batch, 40,
+        microbatches, label, self.head_apart)
+    return self.model().clone(conv_form=pair[0], kernel_gradient=pair[1]), fusions, built
 
 
 def networks() -> dict[str, Net]:
@@ -76,9 +77,7 @@ def bench_networks(rounds, quick, peak, report):
   for name, net in nets.items():
     cfg, hidden = net.cfg, net.hidden
     for b, micro in batches[name]:
-      model = net.runner_model(b, micro, name)
-      chosen, (train, infer, _) = runner_cpu_fusions(net.cpu_fusions, model, b, 40, micro,
-                                                     name, net.head_apart)
+      model, chosen, (train, infer, _) = net.runner_step(b, micro, name)
       t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
       fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=model.conv_form)
       equivalent = conv_macs(cfg, True, hidden=hidden)

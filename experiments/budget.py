@@ -36,7 +36,11 @@ it :data:`WARMUP` times, then times one step of each candidate in turn, round af
 ran last.
 
 Each decision is taken in turn, the later ones on the earlier ones' choice: micro-batches
-(in the library's forms where they are measured too), conv forms, then the fusions.
+(in the library's forms where they are measured too), then conv forms and fusions. Where
+both of those are measured, every pair of them is (:func:`forms_and_fusions`): which fusions
+win depends on the forms (the authors' V1 on an Intel Xeon: XLA's convs 1.57x as fast without
+YNNPACK, the library's forms 0.87x), so measuring one and then the other missed the fastest
+pair there.
 """
 
 from __future__ import annotations
@@ -183,6 +187,30 @@ def conv_forms(config, workdir: str, backend: str, prepare: Callable[[tuple], Ca
     return "auto", "auto"
   return tuple(_fastest(workdir, "conv_forms", FORM_CANDIDATES, "/".join, prepare, say,
                         "conv forms"))
+
+
+def forms_and_fusions(config, workdir: str, backend: str,
+                      prepare: Callable[[tuple, str], Callable], say) -> tuple[tuple, str]:
+  """``(conv forms, cpu fusions)`` of the run: where the config measures both (``conv_form =
+  "measured"``, ``cpu_fusions = "auto"``, on the CPU), the fastest of every pair of
+  :data:`FORM_CANDIDATES` and ``steps.FIXED_FUSIONS`` (:func:`alternated` on ``prepare(forms,
+  fusions)``), kept in ``plan.json`` as both choices; otherwise :func:`conv_forms` (under the
+  config's fusions, XLA's default for "auto") then :func:`cpu_fusions` on its choice."""
+  from experiments import steps
+  if config.conv_form == "measured" and config.cpu_fusions == "auto" and backend == "cpu":
+    saved = _load(workdir)
+    if "conv_forms" in saved and "cpu_fusions" in saved:
+      return tuple(saved["conv_forms"]), saved["cpu_fusions"]
+    pairs = [(forms, f) for forms in FORM_CANDIDATES for f in steps.FIXED_FUSIONS]
+    forms, fusions = _fastest(workdir, "forms_and_fusions", pairs,
+                              lambda p: f"{'/'.join(p[0])} {p[1]}", lambda p: prepare(*p), say,
+                              "conv forms and XLA CPU fusions",
+                              lambda p, e: steps.refused(p[1], e))
+    _save(workdir, {"conv_forms": list(forms), "cpu_fusions": fusions})
+    return tuple(forms), fusions
+  fixed = config.cpu_fusions if config.cpu_fusions != "auto" else "default"
+  forms = conv_forms(config, workdir, backend, lambda p: prepare(p, fixed), say)
+  return forms, cpu_fusions(config, workdir, backend, lambda f: prepare(forms, f), say)
 
 
 def _fastest(workdir, key, candidates, name, prepare, say, what, refused=lambda c, e: False):

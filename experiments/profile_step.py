@@ -228,16 +228,13 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
   micro = c.microbatches
   if not micro:        # measured by the runner (experiments/budget.py): here likewise
     micro, _ = timing.fastest_microbatches(m, batch, m.num_classes, c.head_apart)
-  # Its conv forms likewise ("measured"), in the runner's order: after the micro-batches.
-  forms = timing.runner_conv_forms((c.conv_form, c.kernel_gradient), m, batch, m.num_classes,
-                                   micro, head_apart=c.head_apart)
+  # Its conv forms ("measured") and XLA CPU's fusions ("auto") likewise, in the runner's
+  # order: after the micro-batches (the profile builds the config's own step below, so only
+  # the choices are kept).
+  forms, fusions, _ = timing.runner_forms_and_fusions(
+      (c.conv_form, c.kernel_gradient), c.cpu_fusions, m, batch, m.num_classes, micro,
+      head_apart=c.head_apart)
   m = m.clone(conv_form=forms[0], kernel_gradient=forms[1])
-  # XLA CPU's fusions: "auto" is measured by the runner, here likewise (the profile builds
-  # the config's own step below, so only the choice is kept).
-  fusions = c.cpu_fusions
-  if fusions == "auto":
-    fusions, _ = timing.runner_cpu_fusions(fusions, m, batch, m.num_classes, micro,
-                                           head_apart=c.head_apart)
   options = steps.compiler_options(fusions)
   apart = c.head_apart and micro > 1          # the head once, on the whole batch
   parts = cnn_parts(m.action, m.conv_features, m.pools, m.dense_features, m.num_classes,

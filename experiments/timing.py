@@ -138,8 +138,19 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1, head_apart=False)
   from experiments import steps
   if jax.default_backend() != "cpu":
     return "default", {}, None
+  choice, t, built = _fastest_compiled({f: (model, f) for f in steps.FIXED_FUSIONS}, batch,
+                                       classes, microbatches, head_apart)
+  return choice, t, built[choice]
+
+
+def _fastest_compiled(cases: dict, batch, classes, microbatches, head_apart):
+  """``(key, {key: seconds per step}, {key: train_step_runner})`` of ``cases`` (``{key:
+  (model, cpu fusions)}``), each step compiled first, then timed in turns as the runner does
+  (:func:`experiments.budget.alternated`); a case whose fusions this jaxlib refuses is left
+  out, as the runner does."""
+  from experiments import budget, steps
   built = {}
-  for f in steps.FIXED_FUSIONS:
+  for key, (model, f) in cases.items():
     b = train_step_runner(model, batch, classes, microbatches, steps.compiler_options(f),
                           head_apart)
     try:
@@ -148,11 +159,9 @@ def fastest_cpu_fusions(model, batch, classes, microbatches=1, head_apart=False)
       if not steps.refused(f, e):
         raise
       continue
-    built[f] = b
-  from experiments import budget
-  t = budget.alternated({f: b[0] for f, b in built.items()})
-  choice = min(t, key=t.get)
-  return choice, t, built[choice]
+    built[key] = b
+  t = budget.alternated({k: b[0] for k, b in built.items()})
+  return min(t, key=t.get), t, built
 
 
 def runner_cpu_fusions(fusions: str, model, batch, classes, microbatches=1, label: str = "",
@@ -194,6 +203,32 @@ def runner_conv_forms(forms: tuple, model, batch, classes, microbatches=1, label
         f"{'/'.join(best)} (" + ", ".join(f"{'/'.join(p)}: {batch / s:.1f} img/s"
                                          for p, s in t.items()) + ")", flush=True)
   return best
+
+
+def runner_forms_and_fusions(forms: tuple, fusions: str, model, batch, classes, microbatches=1,
+                             label: str = "", head_apart=False):
+  """``((conv_form, kernel_gradient), cpu_fusions, train_step_runner's step)`` as the runner
+  chooses them (:func:`experiments.budget.forms_and_fusions`): where a config measures both
+  (``conv_form = "measured"``, ``cpu_fusions = "auto"``, on the CPU) every pair timed in turns
+  and the fastest printed with what it measured; otherwise :func:`runner_conv_forms`, then
+  :func:`runner_cpu_fusions` on its choice. ``model``: an EquivariantCNN."""
+  import jax
+  from experiments import budget, steps
+  if forms[0] != "measured" or fusions != "auto" or jax.default_backend() != "cpu":
+    pair = runner_conv_forms(forms, model, batch, classes, microbatches, label, head_apart)
+    model = model.clone(conv_form=pair[0], kernel_gradient=pair[1])
+    chosen, built = runner_cpu_fusions(fusions, model, batch, classes, microbatches, label,
+                                       head_apart)
+    return pair, chosen, built
+  best, t, built = _fastest_compiled(
+      {(pair, f): (model.clone(conv_form=pair[0], kernel_gradient=pair[1]), f)
+       for pair in budget.FORM_CANDIDATES for f in steps.FIXED_FUSIONS},
+      batch, classes, microbatches, head_apart)
+  print(f"  {label + ': ' if label else ''}conv forms and XLA CPU fusions measured as the "
+        f"runner does: {'/'.join(best[0])} {best[1]} (" + ", ".join(
+            f"{'/'.join(p)} {f}: {batch / s:.1f} img/s" for (p, f), s in t.items()) + ")",
+        flush=True)
+  return best[0], best[1], built[best]
 
 
 def unit_convs(group, cin: int, cout: int, impl: str) -> list[tuple[int, int, int]]:

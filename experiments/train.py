@@ -163,8 +163,9 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
           forward_in, test_inputs, eval_bs, mesh, say):
   """``(microbatches, cpu_fusions, conv forms, epochs)`` of this run (:mod:`experiments.
   budget`): the config's, or measured on throwaway states (``microbatches = 0``,
-  ``cpu_fusions = "auto"``, ``conv_form = "measured"``, ``train_budget_s > 0``), in that
-  order (each on the choices before it), and kept. ``make_state(total_steps, forms)``,
+  ``conv_form = "measured"``, ``cpu_fusions = "auto"``, ``train_budget_s > 0``), in that
+  order (each on the choices before it; forms and fusions together where both are measured,
+  :func:`experiments.budget.forms_and_fusions`), and kept. ``make_state(total_steps, forms)``,
   ``make_step(micro, fusions, forms)``, ``forward_in(forms)``: the state, the step and the
   jitted forward pass with the convs in ``forms``."""
   if jax.process_count() > 1 and (config.train_budget_s or not config.microbatches
@@ -180,9 +181,8 @@ def _plan(config, workdir, start_time, steps_per_epoch, make_state, make_step, b
   prepare = lambda m, f=fixed, forms=library: budget.stepper(
       lambda: make_step(m, f, forms), probe(forms), batch_args)
   micro = budget.microbatches(config, workdir, mesh.devices.size, prepare, say)
-  backend = jax.default_backend()
-  forms = budget.conv_forms(config, workdir, backend, lambda p: prepare(micro, fixed, p), say)
-  fusions = budget.cpu_fusions(config, workdir, backend, lambda f: prepare(micro, f, forms), say)
+  forms, fusions = budget.forms_and_fusions(config, workdir, jax.default_backend(),
+                                            lambda p, f: prepare(micro, f, p), say)
   measure = lambda: _measure(probe(forms), lambda: make_step(micro, fusions, forms), batch_args,
                              min(30, steps_per_epoch), forward_in(forms), test_inputs, eval_bs,
                              mesh)

@@ -21,14 +21,14 @@ import ml_collections
 
 # Fields a rerun may change and still continue the same run: how long it trains, how it
 # logs and keeps checkpoints, where it reads data from, how it batches evaluation and
-# micro-batches (the same gradient), how XLA's CPU backend fuses the update and the convs'
-# forms (the same step to float rounding), and the learning rate (to continue a diverged run
-# from its last good step with a lower one). Every other field shapes the model, the data or
-# the trajectory.
+# micro-batches and whether the head runs apart from them (the same gradient), how XLA's
+# CPU backend fuses the update and the convs' forms (the same step to float rounding), and
+# the learning rate (to continue a diverged run from its last good step with a lower one).
+# Every other field shapes the model, the data or the trajectory.
 FREE_FIELDS = frozenset({
     "num_epochs", "learning_rate", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "make_figures", "eval_batch_size",
-    "microbatches", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
+    "microbatches", "head_apart", "data_dir", "tfds_data_dir", "tfds_download", "eval_turns",
     "train_budget_s",    # a run keeps the epochs it planned (plan.json)
     "cpu_fusions",       # how XLA compiles the update: the same step to float rounding
     "conv_form", "kernel_gradient",     # how the convs compute: the same function likewise
@@ -39,7 +39,8 @@ CONFIG = "config.json"
 ADDED_FIELDS = {"data_seed": 0, "holdout": "test", "interpolation": "bilinear", "norm": False,
                 "dropout": 0.0, "head_pool": "none", "train_scale": 0.0, "train_shift": 0.0,
                 "train_budget_s": 0.0, "label_smoothing": 0.0,
-                "kernel_sizes": (), "conv_form": "auto", "kernel_gradient": "auto"}
+                "kernel_sizes": (), "conv_form": "auto", "kernel_gradient": "auto",
+                "head_apart": False}
 
 
 class WorkdirError(Exception):

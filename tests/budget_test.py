@@ -62,12 +62,12 @@ def test_a_run_plans_once_and_a_restart_keeps_the_plan(tmp_path, mnist_dir, caps
   times = saved["microbatch_step_s"]
   assert sorted(times) == ["1", "2"] and all(t > 0 for t in times.values())
   assert saved["microbatches"] == int(min(times, key=times.get))
-  fusion_times = saved["cpu_fusions_step_s"]
-  assert sorted(fusion_times) == ["default", "no_ynnpack", "ynnpack_dots"]
-  assert saved["cpu_fusions"] == min(fusion_times, key=fusion_times.get)
-  form_times = saved["conv_forms_step_s"]
-  assert sorted(form_times) == sorted("/".join(p) for p in budget.FORM_CANDIDATES)
-  assert "/".join(saved["conv_forms"]) == min(form_times, key=form_times.get)
+  # Both measured: every pair of conv forms and XLA CPU fusions, timed together.
+  pair_times = saved["forms_and_fusions_step_s"]
+  assert sorted(pair_times) == sorted(f"{'/'.join(p)} {f}" for p in budget.FORM_CANDIDATES
+                                      for f in ("default", "no_ynnpack", "ynnpack_dots"))
+  assert (f"{'/'.join(saved['conv_forms'])} {saved['cpu_fusions']}"
+          == min(pair_times, key=pair_times.get))
   # Each candidate's step traced the network in its forms (the state's apply_fn is what a
   # step traces: a probe state of the config's forms timed one pair four times).
   assert set(budget.FORM_CANDIDATES) <= set(traced)
@@ -179,6 +179,43 @@ def test_candidates_are_timed_in_turns_and_compared_by_their_medians(tmp_path, s
   # After 6 warm-up steps, the timed steps' drifts are 7, 10, 13, 16, 19 / 8, 11, ... /
   # 9, 12 (+100), 15, 18, 21: medians 13, 14 and 18 (the stall is not the median).
   assert times == {"default": 10.0 + 13, "no_ynnpack": 8.0 + 14, "ynnpack_dots": 9.0 + 18}
+
+
+def test_forms_and_fusions_measured_together_find_the_pair_one_after_the_other_misses(
+    tmp_path, spend):
+  """XLA's convs fastest without YNNPACK, the library's forms fastest with XLA's default
+  fusions (V1 on an Intel Xeon): forms under the default fusions, then fusions, keep
+  auto/auto default; every pair measured together keeps xla/xla no_ynnpack, as both choices
+  in plan.json, and a resumed run reads them."""
+  times = {(p, f): 0.5 for p in budget.FORM_CANDIDATES for f in ("default", "no_ynnpack",
+                                                                  "ynnpack_dots")}
+  times[(("auto", "auto"), "default")] = 0.25
+  times[(("xla", "xla"), "no_ynnpack")] = 0.1875                    # exact in binary
+  measured = []
+
+  def prepare(pair, fusions):
+    measured.append((pair, fusions))
+    return lambda: spend(times[(pair, fusions)])
+  for d in "abc":
+    (tmp_path / d).mkdir()
+  c = default.get_config("smoke")
+  c.conv_form, c.kernel_gradient, c.cpu_fusions = "measured", "auto", "auto"
+  said = []
+  assert budget.forms_and_fusions(c, str(tmp_path / "a"), "cpu", prepare, said.append) == (
+      ("xla", "xla"), "no_ynnpack")
+  assert len(measured) == 12 and "xla/xla no_ynnpack" in said[0]
+  plan = json.loads((tmp_path / "a" / budget.FILE).read_text())
+  assert plan["conv_forms"] == ["xla", "xla"] and plan["cpu_fusions"] == "no_ynnpack"
+  assert plan["forms_and_fusions_step_s"]["auto/auto default"] == 0.25
+  assert budget.forms_and_fusions(c, str(tmp_path / "a"), "cpu", prepare, print) == (
+      ("xla", "xla"), "no_ynnpack") and len(measured) == 12            # resumed: not again
+  # One after the other (the fusions fixed, then the forms fixed): the local best only.
+  c.cpu_fusions = "default"
+  assert budget.forms_and_fusions(c, str(tmp_path / "b"), "cpu", prepare, print) == (
+      ("auto", "auto"), "default")
+  c.conv_form, c.cpu_fusions = "auto", "auto"
+  assert budget.forms_and_fusions(c, str(tmp_path / "c"), "cpu", prepare, print) == (
+      ("auto", "auto"), "default")
 
 
 def test_measured_conv_forms_keep_the_fastest_pair_and_a_resumed_run_keeps_it(tmp_path, spend):

@@ -1,5 +1,7 @@
 """Configs: variants parsed one way everywhere, and bad values named before anything runs."""
 
+import json
+
 import pytest
 
 from experiments import validation
@@ -94,3 +96,17 @@ def test_gcnn_hidden_layers_are_checked_before_anything_runs():
     bad[field] = value
     with pytest.raises(validation.ConfigError, match=match):
       validation.validate_config(bad)
+
+
+def test_a_run_saved_before_head_apart_resumes_with_it_on_or_off():
+  """A run's saved config from before the field existed reads as ``head_apart = False``, and
+  the field may change on a rerun (the same gradient), as micro-batches may."""
+  from experiments import workdir
+  c = default.get_config("stacked")
+  saved = json.loads(json.dumps(c.to_dict()))
+  del saved["head_apart"]
+  assert workdir.differences(saved, c) == []
+  c.head_apart = True
+  assert workdir.differences(saved, c) == []
+  c.conv_features = (8, 16, 32)                   # control: a run-shaping field is named
+  assert workdir.differences(saved, c) == ["conv_features: [16, 32, 64] -> [8, 16, 32]"]

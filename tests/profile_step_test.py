@@ -57,8 +57,8 @@ def test_the_profile_times_the_head_once_per_batch_where_the_step_runs_it_apart(
 def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys, monkeypatch):
   """make train's network (hidden="gcnn"): its G-CNN lift and convs, and the turn into own
   frames, not the stacked network's layers; with ``conv_form = "measured"`` and ``cpu_fusions
-  = "auto"`` its conv forms and XLA CPU's fusions measured first, as the runner does, and
-  said."""
+  = "auto"`` its conv forms and XLA CPU's fusions measured first, together, as the runner
+  does, and said."""
   from eqnn import spatial
   from experiments import budget
   traced, forms = [], spatial.forms
@@ -73,12 +73,13 @@ def test_the_profile_of_a_gcnn_network_times_its_own_layers(capsys, monkeypatch)
   c.conv_form = "measured"
   names = [r["part"] for r in profile_step.profile_config(c, 16, 1, timing.alternate)]
   said = capsys.readouterr().out
-  assert "XLA CPU fusions measured as the runner does: " in said
-  assert "default: " in said and "no_ynnpack: " in said
-  assert "conv forms measured as the runner does: " in said
-  assert all(f"{'/'.join(p)}: " in said for p in budget.FORM_CANDIDATES)
+  # Both measured: every pair of forms and fusions, together, as the runner does.
+  head = "conv forms and XLA CPU fusions measured as the runner does: "
+  assert head in said
+  assert all(f"{'/'.join(p)} {f}: " in said for p in budget.FORM_CANDIDATES
+             for f in ("default", "no_ynnpack", "ynnpack_dots"))
   assert set(budget.FORM_CANDIDATES) <= set(traced)        # each timed in its own forms
-  chosen = said.split("conv forms measured as the runner does: ")[1].split(" ")[0]
+  chosen = said.split(head)[1].split(" ")[0]
   assert tuple(chosen.split("/")) in budget.FORM_CANDIDATES
   # The first block fused in the taps form where the chosen conv form is the library's.
   fused = ", taps, fused" if chosen.startswith("auto/") else ""

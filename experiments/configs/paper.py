@@ -42,6 +42,13 @@ def get_config(variant: str = ""):
   # 43.0 and 64.0 / 43.6 images/s; docs/performance.md).
   c.conv_form = "measured"
   c.kernel_gradient = "auto"
+  # And XLA CPU's fusions, measured together with the forms (every pair, experiments/
+  # budget.py; about 8 minutes before a run of hours): on the Intel Xeon XLA's convs ran
+  # 1.49x as fast with YNNPACK's dots alone as with its default fusions (its conv kernel
+  # gradient 3.7x), the library's forms 0.85x, and that pair was the fastest: 69.5 against
+  # 65.8 images/s for the library's forms with the default fusions (128 as 8 x 16, head
+  # apart; `python -m experiments.bench_peers --nets=paper_v1`, docs/performance.md).
+  c.cpu_fusions = "auto"
   c.num_epochs = 10
   c.eval_batch_size = 500
   c.log_every_steps = 5
@@ -51,7 +58,7 @@ def get_config(variant: str = ""):
   if variant in ("short", "smoke"):
     # 30 steps or fewer: not worth measuring; XLA's convs and kernel gradients, as the
     # README's `make paper` row was run.
-    c.conv_form, c.kernel_gradient = "xla", "xla"
+    c.conv_form, c.kernel_gradient, c.cpu_fusions = "xla", "xla", "default"
   if variant == "short":
     c.microbatches = 4          # 30 steps: not worth measuring
     c.max_train_examples = 6000
