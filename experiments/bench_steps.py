@@ -265,7 +265,8 @@ def bench_head_apart(rounds, quick, peak, report):
   """Whole train steps with the head in every micro-batch against once on the whole batch's
   features (``head_apart``, :func:`experiments.steps.update`), alternated: the authors' V1 at
   128 as 4, 8 and 16 slices and make train's network as 8 x 16, in their configs' conv forms
-  (V1's "measured": the library's here, not measured)."""
+  (V1's "measured": the library's here, not measured), compiled XLA's default way (not the
+  configs' fusions: the comparison is the head's place, the rest alike)."""
   nets = networks()
   cases = ([("gcnn", 32, 2)] if quick else
            [("paper_v1", 128, m) for m in (4, 8, 16)] + [("gcnn", 128, 8)])

@@ -38,9 +38,10 @@ ran last.
 Each decision is taken in turn, the later ones on the earlier ones' choice: micro-batches
 (in the library's forms where they are measured too), then conv forms and fusions. Where
 both of those are measured, every pair of them is (:func:`forms_and_fusions`): which fusions
-win depends on the forms (the authors' V1 on an Intel Xeon: XLA's convs 1.57x as fast without
-YNNPACK, the library's forms 0.87x), so measuring one and then the other missed the fastest
-pair there.
+win depends on the forms (the authors' V1 on an Intel Xeon: XLA's convs 1.49x as fast with
+YNNPACK's dots alone as with the default fusions, the library's forms 0.85x; `python -m
+experiments.bench_peers --nets=paper_v1`), so measuring one and then the other missed the
+fastest pair there.
 """
 
 from __future__ import annotations
@@ -189,6 +190,19 @@ def conv_forms(config, workdir: str, backend: str, prepare: Callable[[tuple], Ca
                         "conv forms"))
 
 
+def measured_together(conv_form: str, cpu_fusions: str, backend: str) -> bool:
+  """Whether the conv forms and XLA CPU's fusions are measured as pairs
+  (:func:`forms_and_fusions`): both measured, on the CPU."""
+  return conv_form == "measured" and cpu_fusions == "auto" and backend == "cpu"
+
+
+def form_fusion_pairs() -> list[tuple[tuple, str]]:
+  """What :func:`forms_and_fusions` chooses among: every pair of :data:`FORM_CANDIDATES` and
+  ``steps.FIXED_FUSIONS``."""
+  from experiments import steps
+  return [(forms, f) for forms in FORM_CANDIDATES for f in steps.FIXED_FUSIONS]
+
+
 def forms_and_fusions(config, workdir: str, backend: str,
                       prepare: Callable[[tuple, str], Callable], say) -> tuple[tuple, str]:
   """``(conv forms, cpu fusions)`` of the run: where the config measures both (``conv_form =
@@ -197,12 +211,11 @@ def forms_and_fusions(config, workdir: str, backend: str,
   fusions)``), kept in ``plan.json`` as both choices; otherwise :func:`conv_forms` (under the
   config's fusions, XLA's default for "auto") then :func:`cpu_fusions` on its choice."""
   from experiments import steps
-  if config.conv_form == "measured" and config.cpu_fusions == "auto" and backend == "cpu":
+  if measured_together(config.conv_form, config.cpu_fusions, backend):
     saved = _load(workdir)
     if "conv_forms" in saved and "cpu_fusions" in saved:
       return tuple(saved["conv_forms"]), saved["cpu_fusions"]
-    pairs = [(forms, f) for forms in FORM_CANDIDATES for f in steps.FIXED_FUSIONS]
-    forms, fusions = _fastest(workdir, "forms_and_fusions", pairs,
+    forms, fusions = _fastest(workdir, "forms_and_fusions", form_fusion_pairs(),
                               lambda p: f"{'/'.join(p[0])} {p[1]}", lambda p: prepare(*p), say,
                               "conv forms and XLA CPU fusions",
                               lambda p, e: steps.refused(p[1], e))

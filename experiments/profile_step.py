@@ -154,25 +154,25 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   widths = list(dense_features) + [num_classes]
   dense_impl = ops.resolve_impl(impl, "group_dense", group)
   s = h * h
-  batch = head_batch or batch
+  hb = head_batch or batch           # the head's batch
   parts.append(Part(f"lifted dense {s}x{n}x{cin}->{widths[0]} ({dense_impl})",
                     runner(lambda w, b, y: ops.group_dense(y, w, b, group, impl=impl),
                            (rnd((s * n * cin, widths[0])), rnd((widths[0],)),
-                            rnd((batch, h, h, n, cin))), (0, 1, 2)),
-                    3 * 2 * batch * s * timing.layer_units(group, cin, widths[0], dense_impl),
+                            rnd((hb, h, h, n, cin))), (0, 1, 2)),
+                    3 * 2 * hb * s * timing.layer_units(group, cin, widths[0], dense_impl),
                     head=True))
 
   def head(ws, hid, labels):
     for i, (w, b) in enumerate(ws):
       hid = jax.nn.relu(hid) @ w + b
-    logp = jax.nn.log_softmax(hid.reshape(batch, -1))
+    logp = jax.nn.log_softmax(hid.reshape(hb, -1))
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], 1))
   ws = [(rnd((a, b)) * 0.1, rnd((b,))) for a, b in zip(widths[:-1], widths[1:])]
   head_macs = sum(a * b for a, b in zip(widths[:-1], widths[1:])) * n
   parts.append(Part("shared dense layers + loss",
-                    runner(head, (ws, rnd((batch, n, widths[0])),
-                                  jnp.zeros((batch,), jnp.int32)), (0, 1)),
-                    3 * 2 * batch * head_macs, head=True))
+                    runner(head, (ws, rnd((hb, n, widths[0])),
+                                  jnp.zeros((hb,), jnp.int32)), (0, 1)),
+                    3 * 2 * hb * head_macs, head=True))
   return parts
 
 

@@ -138,8 +138,8 @@ def update(state, inputs, targets, microbatches: int = 1, flat=lambda logits: lo
     variables = {**variables, **new_state}
     loss, grads = loss + li, jax.tree.map(jnp.add, grads, gi)
   grads = jax.tree.map(lambda g: g / microbatches, grads)
-  new_state = {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
-  return _with_state(state.apply_gradients(grads=grads), new_state), loss / microbatches
+  state = _with_state(state.apply_gradients(grads=grads), _state_of(variables))
+  return state, loss / microbatches
 
 
 def _slices(inputs, targets, microbatches):
@@ -179,8 +179,12 @@ def _sliced_features(state, inputs, targets, microbatches, flat, train_key, labe
   loss, (grads, dy) = jax.value_and_grad(head_loss, (0, 1))(variables, jnp.concatenate(ys))
   for pullback, d in zip(pullbacks, jnp.split(dy, microbatches)):
     grads = jax.tree.map(jnp.add, grads, pullback(d)[0])
-  new_state = {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
-  return _with_state(state.apply_gradients(grads=grads), new_state), loss
+  return _with_state(state.apply_gradients(grads=grads), _state_of(variables)), loss
+
+
+def _state_of(variables) -> dict:
+  """The state collections (batch statistics) of ``variables``."""
+  return {k: variables[k] for k in variables if k in STATE_COLLECTIONS}
 
 
 def _with_state(state, new_state):

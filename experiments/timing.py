@@ -213,8 +213,8 @@ def runner_forms_and_fusions(forms: tuple, fusions: str, model, batch, classes, 
   and the fastest printed with what it measured; otherwise :func:`runner_conv_forms`, then
   :func:`runner_cpu_fusions` on its choice. ``model``: an EquivariantCNN."""
   import jax
-  from experiments import budget, steps
-  if forms[0] != "measured" or fusions != "auto" or jax.default_backend() != "cpu":
+  from experiments import budget
+  if not budget.measured_together(forms[0], fusions, jax.default_backend()):
     pair = runner_conv_forms(forms, model, batch, classes, microbatches, label, head_apart)
     model = model.clone(conv_form=pair[0], kernel_gradient=pair[1])
     chosen, built = runner_cpu_fusions(fusions, model, batch, classes, microbatches, label,
@@ -222,8 +222,7 @@ def runner_forms_and_fusions(forms: tuple, fusions: str, model, batch, classes, 
     return pair, chosen, built
   best, t, built = _fastest_compiled(
       {(pair, f): (model.clone(conv_form=pair[0], kernel_gradient=pair[1]), f)
-       for pair in budget.FORM_CANDIDATES for f in steps.FIXED_FUSIONS},
-      batch, classes, microbatches, head_apart)
+       for pair, f in budget.form_fusion_pairs()}, batch, classes, microbatches, head_apart)
   print(f"  {label + ': ' if label else ''}conv forms and XLA CPU fusions measured as the "
         f"runner does: {'/'.join(best[0])} {best[1]} (" + ", ".join(
             f"{'/'.join(p)} {f}: {batch / s:.1f} img/s" for (p, f), s in t.items()) + ")",

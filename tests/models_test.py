@@ -58,18 +58,22 @@ def test_pools_must_match_convs():
                                                               jnp.zeros((1, 8, 8, 1)))
 
 
-@pytest.mark.parametrize("head_pool,hidden", [("none", "stacked"), ("max", "gcnn")])
-def test_the_features_and_the_head_compose_to_the_network(head_pool, hidden):
+@pytest.mark.parametrize("head_pool,hidden,gname", [("none", "stacked", "C4"),
+                                                    ("max", "gcnn", "C4"), ("none", "gcnn", "D4")])
+def test_the_features_and_the_head_compose_to_the_network(head_pool, hidden, gname):
   """``stage="features"`` then ``stage="head"`` is the network, with the same parameters
-  (the head's modules keep their names alone); dropout in the head draws the same mask."""
-  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 1), (16,), head_pool=head_pool,
+  (the head's modules keep their names alone), over C4 and D4 (not abelian); dropout in the
+  head draws the same mask."""
+  act = IMAGE_ACTIONS[gname]
+  model = models.EquivariantCNN(act, (4, 8), (2, 1), (16,), head_pool=head_pool,
                                 hidden=hidden, dropout=0.5)
   x = jax.random.normal(jax.random.key(1), (3, 12, 12, 1))
   params = model.init(jax.random.key(0), x)
   rngs = {"dropout": jax.random.key(2)}
   whole = model.apply(params, x, train=True, rngs=rngs)
   y = model.apply(params, x, stage="features")
-  assert y.shape == ((3, 1, 1, 4, 8) if head_pool == "max" else (3, 6, 6, 4, 8))
+  n = act.group.order
+  assert y.shape == ((3, 1, 1, n, 8) if head_pool == "max" else (3, 6, 6, n, 8))
   head = model.apply(params, y, train=True, stage="head", rngs=rngs)
   assert jnp.allclose(whole, head, atol=1e-5)
   other = model.apply(params, y, train=True, stage="head", rngs={"dropout": jax.random.key(3)})

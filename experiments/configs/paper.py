@@ -44,8 +44,8 @@ def get_config(variant: str = ""):
   c.kernel_gradient = "auto"
   # And XLA CPU's fusions, measured together with the forms (every pair, experiments/
   # budget.py; about 8 minutes before a run of hours): on the Intel Xeon XLA's convs ran
-  # 1.49x as fast with YNNPACK's dots alone as with its default fusions (its conv kernel
-  # gradient 3.7x), the library's forms 0.85x, and that pair was the fastest: 69.5 against
+  # 1.49x as fast with YNNPACK's dots alone as with its default fusions (a lone conv's
+  # kernel gradient 3.7x, scratch), the library's forms 0.85x, and that pair was the fastest: 69.5 against
   # 65.8 images/s for the library's forms with the default fusions (128 as 8 x 16, head
   # apart; `python -m experiments.bench_peers --nets=paper_v1`, docs/performance.md).
   c.cpu_fusions = "auto"
