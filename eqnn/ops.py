@@ -191,13 +191,15 @@ def _add_bias_stacked(y, bias, n, dtype):
   return y if bias is None else y + jnp.tile(bias, n).astype(dtype)
 
 
-def _fourier_apply(x, kernel, group, linear):
-  """``out[g] = sum_i linear(x[i], kernel[g^-1 i])`` (group axis first) in the basis of the
-  group's irreducible representations: :func:`eqnn.fourier.circulant_apply` for C_n,
-  :func:`eqnn.fourier.irrep_apply` for D_n."""
+def _fourier_apply(x, kernel, group, linear, axis: int = 0):
+  """``out[g] = sum_i linear(x[i], kernel[g^-1 i])`` (x's group axis at ``axis``, the
+  kernel's first) in the basis of the group's irreducible representations:
+  :func:`eqnn.fourier.circulant_apply` for C_n (the group axis where it is),
+  :func:`eqnn.fourier.irrep_apply` for D_n (group axis first)."""
   if fourier.is_cyclic_in_order(group):
-    return fourier.circulant_apply(x, kernel, group.order, linear)
-  return fourier.irrep_apply(x, kernel, fourier.dihedral_irreps(group.order // 2), linear)
+    return fourier.circulant_apply(x, kernel, group.order, linear, axis)
+  return jnp.moveaxis(fourier.irrep_apply(
+      jnp.moveaxis(x, axis, 0), kernel, fourier.dihedral_irreps(group.order // 2), linear), 0, axis)
 
 
 # --- lifted layers ----------------------------------------------------------------------
@@ -280,7 +282,7 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   if impl == "fourier":
     spatial = kernel.shape[:-2]
     kb = jnp.moveaxis(kernel.reshape(spatial + (n, -1, kernel.shape[-1])), len(spatial), 0)
-    out = to_channels(_slots_last(_fourier_apply(jnp.moveaxis(y, -2, 0), kb, group, one)))
+    out = to_channels(_fourier_apply(y, kb, group, one, axis=-2))
   else:
     out = one(to_channels(y), block_circulant(kernel, group, -2, -1))
   return from_channels(_add_bias_stacked(out, bias, n, dtype), n)

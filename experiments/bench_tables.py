@@ -145,6 +145,12 @@ def markdown(report) -> str:
             "(`head_apart`) | speed-up |", "| --- | --- | --- | --- | --- |"]
     out += [f"| {r['net']} | {_slices(r)} | {_rate(r, 'in_slices')} | {_rate(r, 'apart')} | "
             f"{r['speedup']:.2f}x |" for r in report["head_apart"]]
+  if report.get("fourier_transforms"):
+    out += ["", "| train step | batch | XLA CPU fusions | transforms as dots | as sums | speed-up "
+            "| the step takes |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {r['net']} | {_slices(r)} | {r['cpu_fusions']} | {_rate(r, 'dots')} | "
+            f"{_rate(r, 'sums')} | {r['speedup']:.2f}x | {r['chosen']} |"
+            for r in report["fourier_transforms"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",

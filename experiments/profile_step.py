@@ -51,7 +51,9 @@ def _vjp_runner(f, args, wrt, compiler_options=None, forms=(None, None)):
   out = jax.eval_shape(f, *args)
   cot = jax.tree.map(lambda o: jax.random.normal(jax.random.key(7), o.shape, o.dtype), out)
 
-  @functools.partial(jax.jit, compiler_options=compiler_options)
+  from experiments import fusions
+
+  @functools.partial(fusions.jit_for, compiler_options=compiler_options)
   def fwd_bwd(cot, *a):
     def loss(*moving):
       full = list(a)
@@ -252,9 +254,9 @@ def profile_config(c, batch: int, rounds: int, alternate) -> list[dict]:
     tx = steps._only_params(tx)
   state = train_state.TrainState.create(apply_fn=m.apply, params=variables, tx=tx)
   key = jax.random.key(3) if steps.takes_train_flag(m) else None
-  step = jax.jit(functools.partial(steps.update, microbatches=micro, flat=task.flat_logits,
-                                   train_key=key, head_apart=c.head_apart), donate_argnums=0,
-                 compiler_options=options)
+  step = steps.jit_for(functools.partial(steps.update, microbatches=micro, flat=task.flat_logits,
+                                         train_key=key, head_apart=c.head_apart),
+                      donate_argnums=0, compiler_options=options)
   holder = [state]
 
   def whole():

@@ -13,6 +13,9 @@ from flax.training import train_state
 
 from eqnn import data, ops
 from experiments import tasks
+# XLA CPU's fusions, re-exported: the step's callers and tests read them from here.
+from experiments.fusions import (CPU_FUSIONS, FIXED_FUSIONS, YNN_FUSION_OPTION,  # noqa: F401
+                                 compiler_options, refused, jit_for)
 
 
 def learning_rate(c: ml_collections.ConfigDict, total_steps: int):
@@ -200,38 +203,6 @@ def all_finite(loss, params) -> jax.Array:
   return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(leaves)))
 
 
-# XLA CPU's fusions of the update program: the compiler's default, none of its fusions into
-# YNNPACK (XNNPACK's successor), or its dots alone (no convolutions, elementwise or reduction
-# fusions). On a 2-core AVX-512 machine without YNNPACK ran the paper's stacked network's step
-# 1.27-1.28x faster (1.43-1.46x on an AMD EPYC, 1.38x with its dots alone; its config sets
-# "auto"), the authors' V1 network's 0.79-0.85x as fast in Winograd's form (0.94x in its
-# config's XLA convs) and MNIST-rot's own step 0.39x as fast (`make rotmnist` with
-# --config.cpu_fusions=auto, its plan.json); `make bench`'s section cpu_fusions,
-# docs/performance.md. "auto" measures every fixed choice before training (experiments/budget.py).
-CPU_FUSIONS = ("default", "no_ynnpack", "ynnpack_dots", "auto")
-FIXED_FUSIONS = CPU_FUSIONS[:-1]          # what "auto" chooses among
-# XLA's DebugOptions field naming the kinds of op fused into YNNPACK ("" for none).
-YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-_YNN_FUSION_TYPES = {"no_ynnpack": "", "ynnpack_dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-
-
-def refused(cpu_fusions: str, error: Exception) -> bool:
-  """Whether ``error`` is this jaxlib's XLA refusing ``cpu_fusions``' (experimental) option,
-  which a measurement leaves out instead of failing; the default is never refused."""
-  return cpu_fusions != "default" and "ynn" in str(error)
-
-
-def compiler_options(cpu_fusions: str) -> dict | None:
-  """``jax.jit``'s ``compiler_options`` for a decided ``cpu_fusions`` (one of
-  :data:`FIXED_FUSIONS`); None (XLA's own) on accelerators, where the option does not apply."""
-  if cpu_fusions not in FIXED_FUSIONS:
-    raise ValueError(f"cpu_fusions = {cpu_fusions!r}: choose one of {FIXED_FUSIONS} "
-                     "('auto' is decided by measuring, before the step is built)")
-  if cpu_fusions == "default" or jax.default_backend() != "cpu":
-    return None
-  return {YNN_FUSION_OPTION: _YNN_FUSION_TYPES[cpu_fusions]}
-
-
 def config_train_step(task: tasks.Task, c: ml_collections.ConfigDict, steps_per_epoch: int,
                       microbatches: int, batch_sharding=None, programs: int = 2,
                       cpu_fusions: str = "default"):
@@ -311,7 +282,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
               task.nearest_elements(angles))
     return x, task.targets(m, g)
 
-  @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
+  @functools.partial(jit_for, donate_argnums=0, compiler_options=options)
   def learn(state, x, targets, key, healthy):
     once("update")
     train_key = (jax.random.fold_in(jax.random.fold_in(key, state.step), 2)
@@ -321,7 +292,7 @@ def make_train_step(task: tasks.Task, batch_size: int, steps_per_epoch: int, *,
     return state, loss, jnp.logical_and(healthy, all_finite(loss, state.params))
 
   if programs == 1:
-    @functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
+    @functools.partial(jit_for, donate_argnums=0, compiler_options=options)
     def fused(state, inputs, labels, perm, key, healthy):
       x, targets = batch.__wrapped__(state.step, inputs, labels, perm, key)
       return learn.__wrapped__(state, x, targets, key, healthy)

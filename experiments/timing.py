@@ -82,7 +82,7 @@ def matmul_peak(rounds: int) -> float:
 
 
 def train_step_runner(model, batch, classes, microbatches=1, compiler_options=None,
-                      head_apart=False):
+                      head_apart=False, transforms=None):
   import functools
   import jax
   import jax.numpy as jnp
@@ -96,7 +96,8 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
   step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits,
                            head_apart=head_apart)
-  jstep = jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
+  jstep = steps.jit_for(step, donate_argnums=0, compiler_options=compiler_options,
+                        transforms=transforms)
   holder = [state]
 
   def run():

@@ -31,6 +31,49 @@ def test_group_conv_fourier_equals_expanded(n):
   np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8])
+def test_both_forms_of_the_transforms_compute_the_same_map(n):
+  """The transforms as dots (group axis first) and as broadcast sums (the group axis where it
+  is): the same block-circulant map, for the group axis first and second to last."""
+  x = jax.random.normal(jax.random.key(0), (n, 7, 3))         # [n, batch, C_in]
+  w = jax.random.normal(jax.random.key(1), (n, 3, 5))
+  mm = lambda a, k: a @ k
+  want = jnp.stack([sum(x[i] @ w[(i - g) % n] for i in range(n)) for g in range(n)])
+  for form in fourier.TRANSFORMS:
+    got = fourier.circulant_apply(x, w, n, mm, form=form)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=form)
+    last = fourier.circulant_apply(jnp.moveaxis(x, 0, 1), w, n, mm, axis=-2, form=form)
+    np.testing.assert_allclose(last, jnp.moveaxis(want, 0, 1), atol=1e-5, rtol=1e-5)
+    with fourier.transforms(form):                               # the block's default
+      np.testing.assert_allclose(fourier.circulant_apply(x, w, n, mm), want, atol=1e-5,
+                                 rtol=1e-5)
+  g = groups.cyclic(n)
+  y = jax.random.normal(jax.random.key(2), (2, 5, 5, n, 3))
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, n * 3, 4))
+  with fourier.transforms("sums"):
+    sums = ops.group_conv(y, kernel, None, g, impl="fourier")
+  np.testing.assert_allclose(sums, ops.group_conv(y, kernel, None, g, impl="expanded"),
+                             atol=2e-5, rtol=1e-5)
+
+
+def test_the_forms_write_their_transforms_as_they_say_and_bad_input_is_named():
+  """"dots" contracts the group axis with dot_general, "sums" with none (the map itself here
+  is a broadcast product, so every dot in the program is a transform's); a bad form, or a
+  group axis of the wrong size, is refused by name."""
+  x, w = jnp.ones((2, 4, 3)), jnp.ones((4, 3, 5))             # group axis 1 of x
+  lin = lambda a, k: jnp.sum(a[..., :, None] * k, -2)
+  text = lambda form: jax.jit(lambda x, w: fourier.circulant_apply(
+      x, w, 4, lin, axis=1, form=form)).lower(x, w).as_text()
+  assert "dot_general" in text("dots") and "dot_general" not in text("sums")
+  with pytest.raises(ValueError, match="Fourier transforms 'fft'"):
+    fourier.circulant_apply(x, w, 4, lin, axis=1, form="fft")
+  with pytest.raises(ValueError, match="Fourier transforms 'fft'"):
+    with fourier.transforms("fft"):
+      pass
+  with pytest.raises(ValueError, match="need 4 blocks"):
+    fourier.circulant_apply(x, w, 4, lin, axis=0)
+
+
 def test_work_shrinks():
   assert fourier.multiply_adds(4, 80, 80) == (6 * 6400, 16 * 6400)
   assert fourier.multiply_adds(5, 1, 1) == (1 + 2 * 4, 25)
