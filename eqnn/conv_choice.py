@@ -1,6 +1,7 @@
 """Which form :func:`eqnn.spatial.conv` computes a conv in, and its kernel's gradient, where
 a call does not say: the defaults of a block (:func:`conv_forms`, :func:`kernel_gradients`,
-both :func:`forms`), read when a function is traced. :mod:`eqnn.spatial` re-exports them.
+both :func:`forms`), read when a function is traced; likewise how a bias's gradient is summed
+(:func:`bias_sums`). :mod:`eqnn.spatial` re-exports them.
 """
 
 from __future__ import annotations
@@ -70,3 +71,33 @@ def default_form() -> str:
 def default_weight_grad() -> str:
   """The innermost block's kernel gradient ("auto" outside any block)."""
   return _weight_grad_default[-1]
+
+
+# How :func:`eqnn.spatial.add_bias` writes ``y + bias``, and so how its gradient in the bias is
+# summed over every position: "reduce", XLA's reduction; "dot", the bias added as
+# ``ones[N, 1] @ bias[1, C]`` (the same values), whose gradient is a dot of ones with the
+# cotangent. XLA CPU's own reduction over the leading axes is slow where YNNPACK's reduction
+# fusions are off: the gradient of a bias over a [16, 28, 28, 320] map, forward and backward
+# with a ReLU, 12.4 ms as a reduction and 2.4 as a dot with YNNPACK's dots alone, 1.8 and 2.2
+# with XLA's default fusions (2-core Intel Xeon, scratch; experiments.fusions chooses per
+# compiled step).
+BIAS_SUMS = ("reduce", "dot")
+_bias_sums_default = ["reduce"]
+
+
+@contextlib.contextmanager
+def bias_sums(form: str):
+  """Within the block, :func:`eqnn.spatial.add_bias` traced there writes ``y + bias`` in
+  ``form`` (one of :data:`BIAS_SUMS`); the same values either way."""
+  if form not in BIAS_SUMS:
+    raise ValueError(f"bias sums {form!r}: choose one of {BIAS_SUMS}")
+  _bias_sums_default.append(form)
+  try:
+    yield
+  finally:
+    _bias_sums_default.pop()
+
+
+def default_bias_sums() -> str:
+  """The innermost block's bias form ("reduce" outside any block)."""
+  return _bias_sums_default[-1]

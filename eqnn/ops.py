@@ -188,7 +188,7 @@ def _add_bias_stacked(y, bias, n, dtype):
   """``y [..., |G| * F]`` plus the bias of each slot: the same values as :func:`_add_bias` on
   ``[..., |G|, F]``, added on the stacked view (a tile), the form the convs' gradients
   have always been summed in."""
-  return y if bias is None else y + jnp.tile(bias, n).astype(dtype)
+  return y if bias is None else _add_bias(y, jnp.tile(bias, n), dtype)
 
 
 def _fourier_apply(x, kernel, group, linear, axis: int = 0):

@@ -19,15 +19,23 @@ import jax.numpy as jnp
 from eqnn import actions as actions_lib
 from eqnn import image_actions
 from eqnn import taps
-from eqnn.conv_choice import (CONV_FORMS, WEIGHT_GRADS, check_forms, conv_forms,  # noqa: F401
-                               default_form, default_weight_grad, forms, kernel_gradients)
+from eqnn.conv_choice import (BIAS_SUMS, CONV_FORMS, WEIGHT_GRADS, bias_sums,  # noqa: F401
+                               check_forms, conv_forms, default_bias_sums, default_form,
+                               default_weight_grad, forms, kernel_gradients)
 from eqnn.conv_impls import (DIMS, _pads, conv_windows_grad, shifted_views, winograd_conv,
                               xla_conv)
 
 
 def add_bias(y: jax.Array, bias: jax.Array | None, dtype: Any = jnp.float32) -> jax.Array:
-  """``y + bias`` (broadcast over the last axis) in ``dtype``; ``y`` itself when there is none."""
-  return y if bias is None else y + bias.astype(dtype)
+  """``y + bias`` (broadcast over the last axis) in ``dtype``; ``y`` itself when there is none.
+  Written as :func:`bias_sums` says where traced (its gradient a reduction or a dot)."""
+  if bias is None:
+    return y
+  b = bias.astype(dtype)
+  if default_bias_sums() == "dot":
+    ones = jnp.ones((y.size // max(y.shape[-1], 1), 1), dtype)
+    return y + (ones @ b[None, :]).reshape(y.shape)
+  return y + b
 
 
 def require_float(x, what: str) -> None:

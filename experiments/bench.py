@@ -17,7 +17,7 @@ import time
 from absl import app, flags
 
 from experiments.bench_conv_forms import bench_conv_forms
-from experiments.bench_fusions import bench_cpu_fusions, bench_fourier_transforms
+from experiments.bench_fusions import bench_cpu_fusions, bench_reduction_forms
 from experiments.bench_lift import bench_lift_overhead
 from experiments.bench_steps import (bench_augmented_step, bench_head_apart,
                                      bench_kernel_gradients, bench_lift_forms, bench_networks)
@@ -200,7 +200,7 @@ def main(argv):
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
             "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
             "groups": [], "huge_pages": [], "conv_forms": [], "lone_conv_forms": [],
-            "head_apart": [], "fourier_transforms": []}
+            "head_apart": [], "reduction_forms": []}
   from experiments import host_memory
   report["machine"]["huge_pages"] = host_memory.status()
   print("matmul peak ...", flush=True)
@@ -225,8 +225,9 @@ def main(argv):
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
       "head_apart": ("train steps: the head in every micro-batch or once per batch",
                      lambda: bench_head_apart(rounds, quick, peak, report)),
-      "fourier_transforms": ("train steps: the Fourier transforms as dots or as sums",
-                             lambda: bench_fourier_transforms(rounds, quick, peak, report)),
+      "reduction_forms": ("train steps: Fourier transforms as dots or sums, bias gradients "
+                          "as reductions or dots", lambda: bench_reduction_forms(
+                              rounds, quick, peak, report)),
       "cpu_fusions": ("XLA CPU's YNNPACK fusions on and off, per compiled program",
                       lambda: bench_cpu_fusions(rounds, quick, peak, report)),
       "huge_pages": ("train steps with and without huge pages for malloc (child processes)",

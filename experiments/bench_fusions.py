@@ -1,10 +1,11 @@
 """`make bench`'s sections `cpu_fusions`: whole train steps and the vmap lift compiled with
 XLA CPU's fusions into YNNPACK on, off, or some of their kinds (``experiments.steps.
-compiler_options``: what a config's ``cpu_fusions`` chooses among); and `fourier_transforms`:
-train steps with the Fourier transforms in each form, under the fusions that choose them.
+compiler_options``: what a config's ``cpu_fusions`` chooses among); and `reduction_forms`:
+train steps with the Fourier transforms and the biases' gradients in each form, under the
+fusions that choose them.
 
     python -m experiments.bench --only=cpu_fusions
-    python -m experiments.bench --only=fourier_transforms
+    python -m experiments.bench --only=reduction_forms
 """
 
 from __future__ import annotations
@@ -128,12 +129,18 @@ def bench_cpu_fusions(rounds, quick, peak, report):
           f"{row['lift_forward_ms']:.1f} / {row['lift_gradient_ms']:.1f} ms)", flush=True)
 
 
-def bench_fourier_transforms(rounds, quick, peak, report):
-  """Train steps with the Fourier transforms as dots and as broadcast sums (``eqnn.fourier.
-  TRANSFORMS``), alternated, each compiled with two of XLA CPU's fusions: the one its config
-  chose on a 2-core Intel Xeon (V1: XLA's convs, YNNPACK's dots alone; the paper's stacking:
-  no YNNPACK) and XLA's default. ``experiments.fusions.fourier_transforms`` picks "sums" for
-  the first kind and "dots" for the default; this is the measurement behind that rule."""
+# The forms a step is traced in (experiments.fusions.jit_for): XLA's default fusions' pair,
+# the Fourier transforms as sums alone, and the pair for XLA's own reductions.
+REDUCTION_FORMS = (("dots", "reduce"), ("sums", "reduce"), ("sums", "dot"))
+
+
+def bench_reduction_forms(rounds, quick, peak, report):
+  """Train steps traced with the Fourier transforms as dots or as sums (``eqnn.fourier.
+  TRANSFORMS``) and the biases' gradients as reductions or dots (``eqnn.spatial.BIAS_SUMS``),
+  alternated, each compiled with two of XLA CPU's fusions: the one its config chose on a
+  2-core Intel Xeon (V1: XLA's convs, YNNPACK's dots alone; the paper's stacking: no
+  YNNPACK) and XLA's default. ``experiments.fusions.jit_for`` takes sums and dots where the
+  fusions leave reductions to XLA, dots and reductions otherwise: this measures that rule."""
   from experiments import fusions as fusions_lib
   from experiments.bench_steps import networks
   nets = networks()
@@ -142,22 +149,27 @@ def bench_fourier_transforms(rounds, quick, peak, report):
            + [("default", 128, 8, f) for f in ("no_ynnpack", "default")])
   model = lambda name: (nets[name].model().clone(conv_form="xla", kernel_gradient="xla")
                         if name == "paper_v1" else nets[name].model())
-  runs = {(name, b, m, f, form): train_step_runner(
+  runs = {(name, b, m, f, forms): train_step_runner(
               model(name), b, 40, m, fusions_lib.compiler_options(f), nets[name].head_apart,
-              transforms=form)[0]
-          for name, b, m, f in cases for form in ("dots", "sums")}
+              transforms=forms[0], biases=forms[1])[0]
+          for name, b, m, f in cases for forms in REDUCTION_FORMS}
   t = alternate(runs, rounds if quick else 5, warmup=2)
   for name, b, m, f in cases:
     net = nets[name]
     fwd = conv_macs(net.cfg, True, hidden=net.hidden, executed=True,
                     conv_form=model(name).conv_form)
+    options = fusions_lib.compiler_options(f)
     row = {"net": name, "batch": b, "microbatches": m, "cpu_fusions": f,
-           "chosen": fusions_lib.fourier_transforms(fusions_lib.compiler_options(f))}
-    for form in ("dots", "sums"):
-      row[f"{form}_images_per_s"] = b / t[(name, b, m, f, form)]
-      row[f"{form}_fraction_of_peak"] = step_flops(fwd, b) / t[(name, b, m, f, form)] / peak
-    row["speedup"] = row["sums_images_per_s"] / row["dots_images_per_s"]
-    report["fourier_transforms"].append(row)
-    print(f"  {name:9s} batch {b} ({m} x {b // m}), {f} fusions: transforms as dots "
-          f"{row['dots_images_per_s']:.1f} img/s, as sums {row['sums_images_per_s']:.1f} "
-          f"img/s ({row['speedup']:.2f}x; the step takes {row['chosen']})", flush=True)
+           "chosen": "+".join((fusions_lib.fourier_transforms(options),
+                               fusions_lib.bias_sums(options)))}
+    for forms in REDUCTION_FORMS:
+      key = "+".join(forms)
+      row[f"{key}_images_per_s"] = b / t[(name, b, m, f, forms)]
+      row[f"{key}_fraction_of_peak"] = step_flops(fwd, b) / t[(name, b, m, f, forms)] / peak
+    row["speedup"] = row["sums+dot_images_per_s"] / row["dots+reduce_images_per_s"]
+    report["reduction_forms"].append(row)
+    print(f"  {name:9s} batch {b} ({m} x {b // m}), {f} fusions: "
+          + ", ".join(f"{'+'.join(k)} {row['+'.join(k) + '_images_per_s']:.1f} img/s"
+                      for k in REDUCTION_FORMS)
+          + f" (sums+dot {row['speedup']:.2f}x dots+reduce; the step takes {row['chosen']})",
+          flush=True)

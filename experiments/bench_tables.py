@@ -145,12 +145,13 @@ def markdown(report) -> str:
             "(`head_apart`) | speed-up |", "| --- | --- | --- | --- | --- |"]
     out += [f"| {r['net']} | {_slices(r)} | {_rate(r, 'in_slices')} | {_rate(r, 'apart')} | "
             f"{r['speedup']:.2f}x |" for r in report["head_apart"]]
-  if report.get("fourier_transforms"):
-    out += ["", "| train step | batch | XLA CPU fusions | transforms as dots | as sums | speed-up "
-            "| the step takes |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    out += [f"| {r['net']} | {_slices(r)} | {r['cpu_fusions']} | {_rate(r, 'dots')} | "
-            f"{_rate(r, 'sums')} | {r['speedup']:.2f}x | {r['chosen']} |"
-            for r in report["fourier_transforms"]]
+  if report.get("reduction_forms"):
+    out += ["", "| train step | batch | XLA CPU fusions | transforms as dots, biases' gradients "
+            "reduced | sums, reduced | sums, as dots | sums and dots against dots and "
+            "reductions | the step takes |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {r['net']} | {_slices(r)} | {r['cpu_fusions']} | {_rate(r, 'dots+reduce')} | "
+            f"{_rate(r, 'sums+reduce')} | {_rate(r, 'sums+dot')} | {r['speedup']:.2f}x | "
+            f"{r['chosen']} |" for r in report["reduction_forms"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",

@@ -1,7 +1,10 @@
-"""XLA CPU's fusions of a compiled step, and the form of the Fourier transforms traced to suit
-them: ``jax.jit``'s ``compiler_options`` for a config's ``cpu_fusions`` (:func:`compiler_options`)
-and :func:`jit_for`, which compiles a function with them and traces it with
-:func:`fourier_transforms`' form of :func:`eqnn.fourier.circulant_apply`."""
+"""XLA CPU's fusions of a compiled step, and the forms of its sums traced to suit them:
+``jax.jit``'s ``compiler_options`` for a config's ``cpu_fusions`` (:func:`compiler_options`)
+and :func:`jit_for`, which compiles a function with them and traces it with the Fourier
+transforms (:func:`fourier_transforms`) and the biases' gradients (:func:`bias_sums`) in the
+forms that suit them: where YNNPACK's reduction fusions are off, XLA compiles a reduction over
+many positions slowly and broadcast sums over the group axis well; with them on, the other
+way round (`python -m experiments.bench --only=reduction_forms`, docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import functools
 
 import jax
 
-from eqnn import fourier
+from eqnn import fourier, spatial
 
 # XLA CPU's fusions of the update program: the compiler's default, none of its fusions into
 # YNNPACK (XNNPACK's successor), or its dots alone (no convolutions, elementwise or reduction
@@ -53,20 +56,38 @@ def fourier_transforms(options: dict | None) -> str:
   head apart) 75.9 images/s in "sums" against 68.4 in "dots", the paper's stacking without
   YNNPACK 1,315 against 1,202; with XLA's default fusions "sums" ran them at 0.44x and 0.35x:
   YNNPACK's reduction fusions take the sums (docs/performance.md)."""
+  return "sums" if native_reductions(options) else "dots"
+
+
+def native_reductions(options: dict | None) -> bool:
+  """Whether ``options`` leave reductions to XLA's own CPU code: YNNPACK's elementwise and
+  reduction fusions off."""
   kinds = (options or {}).get(YNN_FUSION_OPTION)
-  return "sums" if kinds is not None and not any(
-      k in kinds for k in ("ELTWISE", "REDUCE")) else "dots"
+  return kinds is not None and not any(k in kinds for k in ("ELTWISE", "REDUCE"))
+
+
+def bias_sums(options: dict | None) -> str:
+  """How a bias's gradient is summed (:data:`eqnn.spatial.BIAS_SUMS`) for a function compiled
+  with ``options``: "dot" where reductions are XLA's own (:func:`native_reductions`), "reduce"
+  otherwise. `python -m experiments.bench --only=reduction_forms` (2-core Intel Xeon,
+  2026-12-04, peak 295): with the sums, V1's step with YNNPACK's dots alone 88.6 images/s
+  with the biases as dots against 75.6 as reductions, the stacking without YNNPACK 1,502
+  against 1,345; under XLA's default fusions the dots ran V1's and the stacking's steps at
+  0.94x (scratch), so "reduce" stays there."""
+  return "dot" if native_reductions(options) else "reduce"
 
 
 def jit_for(fn, compiler_options: dict | None = None, transforms: str | None = None,
-            **jit_kwargs):
+            biases: str | None = None, **jit_kwargs):
   """``jax.jit(fn, compiler_options=compiler_options, **jit_kwargs)``, with ``fn`` traced in
-  the Fourier transforms' form that suits those options (:func:`fourier_transforms`), or in
-  ``transforms`` where given (the bench that compares the two)."""
+  the forms that suit those options: the Fourier transforms' (:func:`fourier_transforms`) and
+  the biases' (:func:`bias_sums`), or ``transforms`` and ``biases`` where given (the bench
+  that compares them)."""
   form = fourier_transforms(compiler_options) if transforms is None else transforms
+  bias = bias_sums(compiler_options) if biases is None else biases
 
   @functools.wraps(fn)
   def traced(*args, **kwargs):
-    with fourier.transforms(form):
+    with fourier.transforms(form), spatial.bias_sums(bias):
       return fn(*args, **kwargs)
   return jax.jit(traced, compiler_options=compiler_options, **jit_kwargs)

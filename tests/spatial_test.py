@@ -283,3 +283,31 @@ def test_a_network_sets_its_own_conv_forms(act):
   assert (nnx_net.conv_form, nnx_net.kernel_gradient) == ("xla", "xla")
   np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(nnx_net, x),
                              jax.jit(lin.apply)(params, x), atol=1e-5)
+
+
+def test_a_bias_added_either_way_is_the_same_and_its_gradient_is_summed_as_said():
+  """``add_bias`` in ``bias_sums("dot")`` (the bias as ones @ bias) and in the default
+  ("reduce") give equal values, gradients in both arguments and forward-mode tangents; the
+  dot form's gradient in the bias is a dot, the default's none; a bad form is named."""
+  y = jax.random.normal(jax.random.key(0), (3, 5, 5, 4, 6))
+  b = jax.random.normal(jax.random.key(1), (6,))
+  cot = jax.random.normal(jax.random.key(2), y.shape)
+
+  def grads(form):
+    with spatial.bias_sums(form):
+      out = spatial.add_bias(y, b)
+      g = jax.grad(lambda y, b: jnp.vdot(jax.nn.relu(spatial.add_bias(y, b)), cot), (0, 1))(y, b)
+      tangent = jax.jvp(lambda b: spatial.add_bias(y, b), (b,), (jnp.ones_like(b),))[1]
+      text = jax.jit(jax.grad(lambda b: jnp.sum(spatial.add_bias(y, b) ** 2))).lower(
+          b).as_text()
+    return out, g, tangent, text
+  ref, dots = grads("reduce"), grads("dot")
+  np.testing.assert_array_equal(ref[0], dots[0])
+  for a, d in zip(ref[1], dots[1]):
+    np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ref[2], dots[2])
+  assert "dot_general" in dots[3] and "dot_general" not in ref[3]
+  assert spatial.default_bias_sums() == "reduce"                   # the block is left
+  with pytest.raises(ValueError, match="bias sums 'matmul'"):
+    with spatial.bias_sums("matmul"):
+      pass

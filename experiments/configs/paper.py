@@ -48,6 +48,9 @@ def get_config(variant: str = ""):
   # kernel gradient 3.7x, scratch), the library's forms 0.85x, and that pair was the fastest: 69.5 against
   # 65.8 images/s for the library's forms with the default fusions (128 as 8 x 16, head
   # apart; `python -m experiments.bench_peers --nets=paper_v1`, docs/performance.md).
+  # With YNNPACK's reduction fusions off the step traces its Fourier transforms and biases'
+  # gradients in the forms that suit that (experiments/fusions.py): the joint measurement then
+  # chose xla/xla without YNNPACK, 84.8 images/s (make bench-peers, 2026-12-04, evening).
   c.cpu_fusions = "auto"
   c.num_epochs = 10
   c.eval_batch_size = 500
