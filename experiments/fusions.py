@@ -51,11 +51,12 @@ def fourier_transforms(options: dict | None) -> str:
   compiled with ``options`` (:func:`compiler_options`'s): "sums" where the options turn
   YNNPACK's elementwise and reduction fusions off (``no_ynnpack``, ``ynnpack_dots``), "dots"
   otherwise (XLA's default, accelerators). `python -m experiments.bench
-  --only=fourier_transforms` on a 2-core Intel Xeon (2026-12-04, batch 128 as 8 x 16, 5
-  alternated rounds, peak 304): V1's train step with YNNPACK's dots alone (XLA's convs, its
-  head apart) 75.9 images/s in "sums" against 68.4 in "dots", the paper's stacking without
-  YNNPACK 1,315 against 1,202; with XLA's default fusions "sums" ran them at 0.44x and 0.35x:
-  YNNPACK's reduction fusions take the sums (docs/performance.md)."""
+  --only=reduction_forms` on a 2-core Intel Xeon (2026-12-04, batch 128 as 8 x 16, 5
+  alternated rounds, peak 295), the biases' gradients reduced in both: V1's train step with
+  YNNPACK's dots alone (XLA's convs, its head apart) 75.6 images/s in "sums" against 68.0 in
+  "dots", the paper's stacking without YNNPACK 1,345 against 1,238; with XLA's default
+  fusions "sums" ran them at 0.47x and 0.33x: YNNPACK's reduction fusions take the sums
+  (docs/performance.md)."""
   return "sums" if native_reductions(options) else "dots"
 
 
