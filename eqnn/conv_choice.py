@@ -79,8 +79,8 @@ def default_weight_grad() -> str:
 # cotangent. XLA CPU's own reduction over the leading axes is slow where YNNPACK's reduction
 # fusions are off: the gradient of a bias over a [16, 28, 28, 320] map, forward and backward
 # with a ReLU, 12.4 ms as a reduction and 2.4 as a dot with YNNPACK's dots alone, 1.8 and 2.2
-# with XLA's default fusions (2-core Intel Xeon, scratch; experiments.fusions chooses per
-# compiled step).
+# with XLA's default fusions (2-core Intel Xeon, scratch; experiments.fusions.traced_forms
+# chooses per compiled step).
 BIAS_SUMS = ("reduce", "dot")
 _bias_sums_default = ["reduce"]
 

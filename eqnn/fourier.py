@@ -59,7 +59,7 @@ def _frequencies(n: int):
 # Which is faster depends on XLA CPU's fusions: with YNNPACK's elementwise and reduction
 # fusions off "sums" ran V1's train step 1.11x and the paper's stacking's 1.09x as fast, with
 # them on (XLA's default) 0.47x and 0.33x (2-core Intel Xeon, `python -m experiments.bench
-# --only=reduction_forms`; experiments.fusions.fourier_transforms chooses per compiled step).
+# --only=reduction_forms`; experiments.fusions.traced_forms chooses per compiled step).
 TRANSFORMS = ("dots", "sums")
 _transforms_default = ["dots"]
 

@@ -129,11 +129,6 @@ def bench_cpu_fusions(rounds, quick, peak, report):
           f"{row['lift_forward_ms']:.1f} / {row['lift_gradient_ms']:.1f} ms)", flush=True)
 
 
-# The forms a step is traced in (experiments.fusions.jit_for): XLA's default fusions' pair,
-# the Fourier transforms as sums alone, and the pair for XLA's own reductions.
-REDUCTION_FORMS = (("dots", "reduce"), ("sums", "reduce"), ("sums", "dot"))
-
-
 def bench_reduction_forms(rounds, quick, peak, report):
   """Train steps traced with the Fourier transforms as dots or as sums (``eqnn.fourier.
   TRANSFORMS``) and the biases' gradients as reductions or dots (``eqnn.spatial.BIAS_SUMS``),
@@ -143,6 +138,9 @@ def bench_reduction_forms(rounds, quick, peak, report):
   fusions leave reductions to XLA, dots and reductions otherwise: this measures that rule."""
   from experiments import fusions as fusions_lib
   from experiments.bench_steps import networks
+  # The forms a step is traced in (experiments.fusions.jit_for): XLA's default fusions' pair,
+  # the Fourier transforms as sums alone, and the pair for XLA's own reductions.
+  variants = (fusions_lib.FUSED_FORMS, ("sums", "reduce"), fusions_lib.NATIVE_FORMS)
   nets = networks()
   cases = ([("default", 32, 2, "no_ynnpack")] if quick else
            [("paper_v1", 128, 8, f) for f in ("ynnpack_dots", "default")]
@@ -151,8 +149,8 @@ def bench_reduction_forms(rounds, quick, peak, report):
                         if name == "paper_v1" else nets[name].model())
   runs = {(name, b, m, f, forms): train_step_runner(
               model(name), b, 40, m, fusions_lib.compiler_options(f), nets[name].head_apart,
-              transforms=forms[0], biases=forms[1])[0]
-          for name, b, m, f in cases for forms in REDUCTION_FORMS}
+              forms=forms)[0]
+          for name, b, m, f in cases for forms in variants}
   t = alternate(runs, rounds if quick else 5, warmup=2)
   for name, b, m, f in cases:
     net = nets[name]
@@ -160,9 +158,8 @@ def bench_reduction_forms(rounds, quick, peak, report):
                     conv_form=model(name).conv_form)
     options = fusions_lib.compiler_options(f)
     row = {"net": name, "batch": b, "microbatches": m, "cpu_fusions": f,
-           "chosen": "+".join((fusions_lib.fourier_transforms(options),
-                               fusions_lib.bias_sums(options)))}
-    for forms in REDUCTION_FORMS:
+           "chosen": "+".join(fusions_lib.traced_forms(options))}
+    for forms in variants:
       key = "+".join(forms)
       row[f"{key}_images_per_s"] = b / t[(name, b, m, f, forms)]
       row[f"{key}_fraction_of_peak"] = step_flops(fwd, b) / t[(name, b, m, f, forms)] / peak
@@ -170,6 +167,6 @@ def bench_reduction_forms(rounds, quick, peak, report):
     report["reduction_forms"].append(row)
     print(f"  {name:9s} batch {b} ({m} x {b // m}), {f} fusions: "
           + ", ".join(f"{'+'.join(k)} {row['+'.join(k) + '_images_per_s']:.1f} img/s"
-                      for k in REDUCTION_FORMS)
+                      for k in variants)
           + f" (sums+dot {row['speedup']:.2f}x dots+reduce; the step takes {row['chosen']})",
           flush=True)

@@ -1,10 +1,10 @@
 """XLA CPU's fusions of a compiled step, and the forms of its sums traced to suit them:
 ``jax.jit``'s ``compiler_options`` for a config's ``cpu_fusions`` (:func:`compiler_options`)
 and :func:`jit_for`, which compiles a function with them and traces it with the Fourier
-transforms (:func:`fourier_transforms`) and the biases' gradients (:func:`bias_sums`) in the
-forms that suit them: where YNNPACK's reduction fusions are off, XLA compiles a reduction over
-many positions slowly and broadcast sums over the group axis well; with them on, the other
-way round (`python -m experiments.bench --only=reduction_forms`, docs/performance.md)."""
+transforms and the biases' gradients in the forms that suit them (:func:`traced_forms`):
+where YNNPACK's reduction fusions are off, XLA compiles a reduction over many positions
+slowly and broadcast sums over the group axis well; with them on, the other way round
+(`python -m experiments.bench --only=reduction_forms`, docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -46,49 +46,41 @@ def compiler_options(cpu_fusions: str) -> dict | None:
   return {YNN_FUSION_OPTION: _YNN_FUSION_TYPES[cpu_fusions]}
 
 
-def fourier_transforms(options: dict | None) -> str:
-  """The form of the Fourier transforms (:data:`eqnn.fourier.TRANSFORMS`) for a function
-  compiled with ``options`` (:func:`compiler_options`'s): "sums" where the options turn
-  YNNPACK's elementwise and reduction fusions off (``no_ynnpack``, ``ynnpack_dots``), "dots"
-  otherwise (XLA's default, accelerators). `python -m experiments.bench
-  --only=reduction_forms` on a 2-core Intel Xeon (2026-12-04, batch 128 as 8 x 16, 5
-  alternated rounds, peak 295), the biases' gradients reduced in both: V1's train step with
-  YNNPACK's dots alone (XLA's convs, its head apart) 75.6 images/s in "sums" against 68.0 in
-  "dots", the paper's stacking without YNNPACK 1,345 against 1,238; with XLA's default
-  fusions "sums" ran them at 0.47x and 0.33x: YNNPACK's reduction fusions take the sums
-  (docs/performance.md)."""
-  return "sums" if native_reductions(options) else "dots"
-
-
 def native_reductions(options: dict | None) -> bool:
   """Whether ``options`` leave reductions to XLA's own CPU code: YNNPACK's elementwise and
-  reduction fusions off."""
+  reduction fusions off (``no_ynnpack``, ``ynnpack_dots``)."""
   kinds = (options or {}).get(YNN_FUSION_OPTION)
   return kinds is not None and not any(k in kinds for k in ("ELTWISE", "REDUCE"))
 
 
-def bias_sums(options: dict | None) -> str:
-  """How a bias's gradient is summed (:data:`eqnn.spatial.BIAS_SUMS`) for a function compiled
-  with ``options``: "dot" where reductions are XLA's own (:func:`native_reductions`), "reduce"
-  otherwise. `python -m experiments.bench --only=reduction_forms` (2-core Intel Xeon,
-  2026-12-04, peak 295): with the sums, V1's step with YNNPACK's dots alone 88.6 images/s
-  with the biases as dots against 75.6 as reductions, the stacking without YNNPACK 1,502
-  against 1,345; under XLA's default fusions the dots ran V1's and the stacking's steps at
-  0.94x (scratch), so "reduce" stays there."""
-  return "dot" if native_reductions(options) else "reduce"
+# The forms a step is traced in, (Fourier transforms, biases' gradients): eqnn.fourier.
+# TRANSFORMS' and eqnn.spatial.BIAS_SUMS'.
+FUSED_FORMS = ("dots", "reduce")         # XLA's default fusions, accelerators
+NATIVE_FORMS = ("sums", "dot")           # reductions left to XLA's own CPU code
 
 
-def jit_for(fn, compiler_options: dict | None = None, transforms: str | None = None,
-            biases: str | None = None, **jit_kwargs):
+def traced_forms(options: dict | None) -> tuple[str, str]:
+  """``(Fourier transforms, biases' gradients)`` for a function compiled with ``options``
+  (:func:`compiler_options`'s): :data:`NATIVE_FORMS` where :func:`native_reductions`, else
+  :data:`FUSED_FORMS`. `python -m experiments.bench --only=reduction_forms` on a 2-core Intel
+  Xeon (2026-12-04, batch 128 as 8 x 16, 5 alternated rounds, peak 295): V1's train step with
+  YNNPACK's dots alone (XLA's convs, its head apart) 68.0 images/s in the fused forms, 75.6
+  with the transforms as sums, 88.6 with the biases' gradients as dots too; the paper's
+  stacking without YNNPACK 1,238 / 1,345 / 1,502; with XLA's default fusions the sums ran
+  them at 0.47x and 0.33x (YNNPACK's reduction fusions take them), both native forms at 0.51x
+  and 0.34x (docs/performance.md)."""
+  return NATIVE_FORMS if native_reductions(options) else FUSED_FORMS
+
+
+def jit_for(fn, compiler_options: dict | None = None, forms: tuple[str, str] | None = None,
+            **jit_kwargs):
   """``jax.jit(fn, compiler_options=compiler_options, **jit_kwargs)``, with ``fn`` traced in
-  the forms that suit those options: the Fourier transforms' (:func:`fourier_transforms`) and
-  the biases' (:func:`bias_sums`), or ``transforms`` and ``biases`` where given (the bench
-  that compares them)."""
-  form = fourier_transforms(compiler_options) if transforms is None else transforms
-  bias = bias_sums(compiler_options) if biases is None else biases
+  the forms that suit those options (:func:`traced_forms`), or in ``forms`` where given (the
+  bench that compares them)."""
+  transforms, biases = traced_forms(compiler_options) if forms is None else forms
 
   @functools.wraps(fn)
   def traced(*args, **kwargs):
-    with fourier.transforms(form), spatial.bias_sums(bias):
+    with fourier.transforms(transforms), spatial.bias_sums(biases):
       return fn(*args, **kwargs)
   return jax.jit(traced, compiler_options=compiler_options, **jit_kwargs)

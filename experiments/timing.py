@@ -82,7 +82,7 @@ def matmul_peak(rounds: int) -> float:
 
 
 def train_step_runner(model, batch, classes, microbatches=1, compiler_options=None,
-                      head_apart=False, transforms=None, biases=None):
+                      head_apart=False, forms=None):
   import functools
   import jax
   import jax.numpy as jnp
@@ -97,7 +97,7 @@ def train_step_runner(model, batch, classes, microbatches=1, compiler_options=No
   step = functools.partial(steps.update, microbatches=microbatches, flat=readouts.joint_logits,
                            head_apart=head_apart)
   jstep = steps.jit_for(step, donate_argnums=0, compiler_options=compiler_options,
-                        transforms=transforms, biases=biases)
+                        forms=forms)
   holder = [state]
 
   def run():

@@ -16,11 +16,11 @@ def test_each_fusion_choice_traces_the_transforms_that_suit_it():
   f = lambda x, w: fourier.circulant_apply(x, w, 4, lin, axis=1)
   for choice in fusions.FIXED_FUSIONS:
     options = fusions.compiler_options(choice)
-    form = fusions.fourier_transforms(options)
+    form, bias = fusions.traced_forms(options)
     cpu = jax.default_backend() == "cpu"
     native = cpu and choice != "default"
     assert form == ("sums" if native else "dots"), choice
-    assert fusions.bias_sums(options) == ("dot" if native else "reduce"), choice
+    assert bias == ("dot" if native else "reduce"), choice
     text = fusions.jit_for(f, compiler_options=options).lower(x, w).as_text()
     assert ("dot_general" in text) == (form == "dots"), choice
     biased = lambda b: jnp.sum(spatial.add_bias(x, b) ** 2)       # its gradient: a dot or not
