@@ -41,6 +41,20 @@ def test_max_pool_forward_mode_derivative_is_the_argmax_entrys():
   np.testing.assert_array_equal(dy, want)
 
 
+def test_max_pool_derivative_finds_the_max_and_its_entry_in_one_reduction():
+  # One variadic reduction gives both (not a max beside an argmax: two passes), NaN maximal.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  text = jax.jit(lambda x, v: jax.jvp(lambda x: spatial.max_pool(x, 2), (x,), (v,))).lower(
+      x, x).as_text()
+  # The max with its index, and the tangent's sum of the picked entries; no max beside them.
+  assert text.count("stablehlo.reduce") == 2 and "stablehlo.maximum" not in text, text
+  v = jnp.arange(x.size, dtype=x.dtype).reshape(x.shape)
+  with jax.debug_nans(False):                 # tests/conftest.py turns NaNs into errors
+    x = x.at[0, 0, 1, 0].set(jnp.nan)
+    y, dy = jax.jvp(lambda x: spatial.max_pool(x, 2), (x,), (v,))
+    assert np.isnan(np.asarray(y)[0, 0, 0, 0]) and dy[0, 0, 0, 0] == v[0, 0, 1, 0]
+
+
 def test_batch_norm_then_pool_has_a_finite_gradient_under_jit():
   """The regression: a max reduction's gradient divided by the count of entries equal to the
   max, which XLA's recomputed (fused) batch norm made 0 on an AVX-512 CPU: NaN under jit only."""
