@@ -16,7 +16,7 @@ import sys
 import time
 from absl import app, flags
 
-from experiments.bench_conv_forms import bench_conv_forms
+from experiments.bench_conv_forms import bench_conv_forms, bench_conv_passes
 from experiments.bench_fusions import bench_cpu_fusions, bench_reduction_forms
 from experiments.bench_lift import bench_lift_overhead
 from experiments.bench_steps import (bench_augmented_step, bench_head_apart,
@@ -200,7 +200,7 @@ def main(argv):
             "cn_scaling": [], "augmented_step": [], "kernel_gradients": [],
             "lone_kernel_gradients": [], "lift_forms": [], "cpu_fusions": [], "minimal": [],
             "groups": [], "huge_pages": [], "conv_forms": [], "lone_conv_forms": [],
-            "head_apart": [], "reduction_forms": []}
+            "head_apart": [], "reduction_forms": [], "conv_passes": []}
   from experiments import host_memory
   report["machine"]["huge_pages"] = host_memory.status()
   print("matmul peak ...", flush=True)
@@ -221,6 +221,8 @@ def main(argv):
                            lambda: bench_kernel_gradients(rounds, quick, peak, report)),
       "conv_forms": ("train steps and lone convs: XLA's conv, Winograd's, the fused first block",
                      lambda: bench_conv_forms(rounds, quick, peak, report)),
+      "conv_passes": ("lone convs at the networks' shapes: forward, input gradient, kernel "
+                      "gradient", lambda: bench_conv_passes(rounds, quick, peak, report)),
       "lift_forms": ("train steps: the input lift turning images or kernels",
                      lambda: bench_lift_forms(rounds, quick, peak, report)),
       "head_apart": ("train steps: the head in every micro-batch or once per batch",

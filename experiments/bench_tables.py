@@ -35,6 +35,16 @@ def _forms_table(rows, headers: list[str], forms=("xla", "auto")) -> list[str]:
                 + f" | {r['speedup']:.2f}x |" for r in rows]
 
 
+def _passes_share(r) -> str:
+  """The three passes' share of the peak together, and what it would be with the kernel
+  gradient at the forward pass's rate: "57% (71% so)"."""
+  total = sum(r[f"{p}_ms"] for p in ("forward", "input_gradient", "kernel_gradient"))
+  evened = total - r["kernel_gradient_ms"] + r["forward_ms"]
+  share = 3 * r["forward_ms"] * r["forward_fraction_of_peak"]
+  return (f"{100 * share / total:.0f}% ({100 * share / evened:.0f}% with the kernel gradient "
+          f"at the forward's rate)")
+
+
 def _lone_table(rows, title: str, other: str) -> list[str]:
   """Lone convs timed in XLA's form and ``other`` (bench_steps.lone_conv_rows), as lines."""
   if not rows:
@@ -152,6 +162,14 @@ def markdown(report) -> str:
     out += [f"| {r['net']} | {_slices(r)} | {r['cpu_fusions']} | {_rate(r, 'dots+reduce')} | "
             f"{_rate(r, 'sums+reduce')} | {_rate(r, 'sums+dot')} | {r['speedup']:.2f}x | "
             f"{r['chosen']} |" for r in report["reduction_forms"]]
+  if report.get("conv_passes"):
+    out += ["", "| lone 3x3 conv (network) | batch | XLA CPU fusions | forward | input gradient "
+            "| kernel gradient | the three |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    out += [f"| {r['c_in']} -> {r['c_out']} @{r['size']} ({r['net']}) | {r['batch']} | "
+            f"{r['cpu_fusions']} | " + " | ".join(
+                f"{r[f'{p}_ms']:.2f} ms ({100 * r[f'{p}_fraction_of_peak']:.0f}%)"
+                for p in ("forward", "input_gradient", "kernel_gradient"))
+            + f" | {_passes_share(r)} |" for r in report["conv_passes"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",

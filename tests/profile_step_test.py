@@ -175,6 +175,15 @@ def test_bench_tables_show_only_the_sections_that_ran():
   assert ("| paper_v1 | 128 (8 x 16) | ynnpack_dots | 64.4 img/s (40% of peak) | 71.1 img/s "
           "(44% of peak) | 80.5 img/s (50% of peak) | 1.25x | sums+dot |"
           ) in bench_tables.markdown(report)
+  assert "kernel gradient" not in bench_tables.markdown(report)
+  report["conv_passes"] = [{
+      "net": "paper_v1", "batch": 16, "size": 28, "c_in": 80, "c_out": 80,
+      "cpu_fusions": "ynnpack_dots", "forward_ms": 5.4, "forward_fraction_of_peak": 0.85,
+      "input_gradient_ms": 5.4, "input_gradient_fraction_of_peak": 0.85,
+      "kernel_gradient_ms": 10.0, "kernel_gradient_fraction_of_peak": 0.459}]
+  assert ("| 80 -> 80 @28 (paper_v1) | 16 | ynnpack_dots | 5.40 ms (85%) | 5.40 ms (85%) | "
+          "10.00 ms (46%) | 66% (85% with the kernel gradient at the forward's rate) |"
+          ) in bench_tables.markdown(report)
 
 
 def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
