@@ -48,7 +48,7 @@ def bench_cpu_fusions(rounds, quick, peak, report):
   variants = fusions()
   c4 = actions.rotations()
   nets = [("default", default.get_config("stacked"), c4, 128, 1),
-          ("gcnn", default.get_config(), c4, 128, 8)]
+          ("gcnn", default.get_config(), c4, 128, default.get_config().microbatches)]
   if not quick:
     rot = rotated_mnist.get_config()
     nets += [("paper_v1", paper.get_config(), c4, 128, 4),

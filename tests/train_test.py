@@ -90,9 +90,10 @@ def test_other_groups_run_through_the_same_entry_point(tmp_path, mnist_dir, modu
 
 
 def test_make_trains_network_runs_with_gcnn_hidden_layers_in_slices(tmp_path, mnist_dir):
-  """make train's network (default.py): G-CNN hidden layers, the batch in 8 slices; shrunk."""
+  """make train's network (default.py): G-CNN hidden layers, the batch in slices (2 in the
+  config, its XLA CPU fusions measured; 8 here, shrunk)."""
   full = default.get_config()
-  assert (full.hidden, full.microbatches) == ("gcnn", 8)
+  assert (full.hidden, full.microbatches, full.cpu_fusions) == ("gcnn", 2, "auto")
   c = _config(default, "smoke", mnist_dir, hidden="gcnn", microbatches=8)
   results = train.train_and_evaluate(c, str(tmp_path))
   assert results["model"] == "EquivariantCNN" and results["steps"] == 2 * (512 // 64)

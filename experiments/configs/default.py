@@ -122,15 +122,23 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c = base_config()
   variant = variants.parse(variant, VARIANTS, "default")
   if variant == "":
-    # G-CNN hidden layers with half the filters per group element, the batch of 128 as 8
-    # slices of 16 (the same gradient: no batch statistics here). On a 2-core Intel AVX-512
+    # G-CNN hidden layers with half the filters per group element. On a 2-core Intel AVX-512
     # machine (2026-12-02), each alone: 99.0% joint after epoch 4 at 0.40 of the stacked
     # network's time to it, 99.20% at the end against 99.10% (README, "Results"); train
     # steps 2.49x as fast (`python -m experiments.bench --only=networks`), joint accuracy
     # per epoch about the same.
     c.hidden = "gcnn"
     c.conv_features = (8, 16, 32)
-    c.microbatches = 8
+    # The batch of 128 as 2 slices of 64 (the same gradient: no batch statistics here), XLA
+    # CPU's fusions measured before training: with YNNPACK's reduction and conv fusions off
+    # the G-CNN convs run at batch 64-128 at up to twice their rate in 16-image slices under
+    # XLA's default (`python -m experiments.bench --only=conv_passes`); the step in the
+    # default fusions needs the small slices (8 x 16), in the others the large ones. A 2-core
+    # Intel Xeon (2026-12-04): make train 3,484 images/s (YNNPACK's dots alone chosen; the
+    # step 36 ms against 56 in the default fusions) against 2,740 as 8 x 16 in the default
+    # fusions, 99.0% joint at 104 s against 107 (the measurement costs a few seconds).
+    c.microbatches = 2
+    c.cpu_fusions = "auto"
   if variant == "stacked":
     # XLA CPU's YNNPACK fusions or not, measured before training (experiments/budget.py): the
     # stacking's convs (16 -> 32 and 32 -> 64 channels per element in C4's Fourier basis) ran
