@@ -17,6 +17,7 @@ import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from eqnn import groups as groups_lib
@@ -57,7 +58,18 @@ class ImageAction(Action):
     return _pixel_table(self.group, self.pixel_map, h, w)
 
   def apply(self, g, x):
-    return _gather(x, self.table(x.shape[-3], x.shape[-2]), g, x.ndim - 3, 2)
+    """``g . x``: a gather by g's permutation table; for a g known at trace time (a Python
+    or numpy integer) whose table is a turn or mirror of the grid, ``jnp.rot90`` and
+    ``jnp.flip`` instead, the same values (XLA copies them; a gather's gradient is a
+    scatter into zeros)."""
+    h, w = x.shape[-3], x.shape[-2]
+    if isinstance(g, (int, np.integer)) and 0 <= g < self.group.order:
+      turn = _grid_isometries(self.group, self.pixel_map, h, w)[int(g)]
+      if turn is not None:
+        quarter, mirror = turn
+        y = jnp.rot90(x, quarter, axes=(x.ndim - 3, x.ndim - 2))
+        return jnp.flip(y, x.ndim - 2) if mirror else y
+    return _gather(x, self.table(h, w), g, x.ndim - 3, 2)
 
 
 def kernel_table(action, k: int) -> np.ndarray:
@@ -94,6 +106,21 @@ def _centre_isometries(group, pixel_map) -> bool:
       if not any(np.allclose(coords[row], coords @ m.T) for m in mats):
         return False
   return True
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_isometries(group, pixel_map, h, w) -> tuple:
+  """Per element, ``(quarter turns, mirrored)`` where its table on an ``h x w`` grid is
+  ``np.rot90`` of the grid that many times, then (if mirrored) left-right flipped; else None."""
+  grid = np.arange(h * w, dtype=np.int32).reshape(h, w)
+  forms = {}
+  for quarter in range(4):
+    for mirror in (False, True):
+      t = np.rot90(grid, quarter)
+      if t.shape == grid.shape:
+        forms.setdefault((np.flip(t, 1) if mirror else t).tobytes(), (quarter, mirror))
+  return tuple(forms.get(row.reshape(h, w).tobytes())
+               for row in _pixel_table(group, pixel_map, h, w))
 
 
 @functools.lru_cache(maxsize=None)

@@ -48,7 +48,8 @@ from eqnn.spatial import (blur_pool, conv, conv_relu_pool, max_pool, patches,  #
 from eqnn.spatial import add_bias as _add_bias
 # The G-CNN layers (eqnn/gcnn.py), re-exported: ops.gcnn_conv, ops.to_own_frames, ...
 from eqnn.gcnn import (ActsOnTurnedBlocks, LiftsToTurnedBlocks, gcnn_action,  # noqa: F401
-                       gcnn_conv, gcnn_lift_conv, to_own_frames, turn_kernels)
+                       gcnn_conv, gcnn_lift_conv, lift_relu_pool_turned,
+                       pools_in_turned_frames, to_own_frames, turn_kernels)
 
 IMPLS = ("auto", "expanded", "vmap", "fourier", "patches", "kernels")
 # What "auto" picks per layer kind on CPU (measured in whole train steps; `make bench`
@@ -212,13 +213,20 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   ``kernel [k, k, C_in, F]``, ``bias [F] or None``; ``action`` moves the pixels of x. The
   same for sequences: ``x [B, L, C_in]``, ``kernel [k, C_in, F]`` -> ``[B, L, |G|, F]``.
   ``relu_pool`` >= 1: ReLU and max pooling of that window applied to each slot (per channel,
-  so still the lift of a map, the block ``max_pool . relu . conv``); in the ``"vmap"`` form
-  on images that block runs fused over the |G| copies (:func:`eqnn.spatial.conv_relu_pool`).
+  so still the lift of a map, the block ``max_pool . relu . conv``), run fused
+  (:func:`eqnn.spatial.conv_relu_pool`): by "auto" and ``"kernels"`` once with the turned
+  kernels, each pooled slot then turned into its own frame, where the elements are turns and
+  mirrors of the grid and the window tiles the map; in the ``"vmap"`` form (and by "auto"
+  otherwise) over the |G| turned copies of the image.
   """
+  auto = (_per_kind(impl).get("lift_conv", "auto") if "=" in impl else impl) == "auto"
   impl = resolve_impl(impl, "lift_conv", action.group)
   require_float(x, "lift_conv")
   n = action.group.order
   if relu_pool:
+    if (impl == "kernels" or auto) and pools_in_turned_frames(x, kernel, action, padding,
+                                                             relu_pool):
+      return lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, relu_pool)
     if impl == "vmap" and x.ndim == 4:
       copies = lift_lib.lift_inputs(action, x)                        # [G, B, H, W, C]
       y = conv_relu_pool(copies.reshape((-1,) + copies.shape[2:]), kernel, bias, relu_pool,

@@ -85,3 +85,15 @@ def test_bad_inputs_for_resampling_are_named():
     actions.rotations(8)(1, jnp.zeros((8, 8, 1), jnp.uint8))
   with pytest.raises(ValueError, match="order >= 1"):
     actions.rotations(0)
+
+
+def test_a_known_element_turns_by_rot90_and_flip_the_same_as_its_gather():
+  # Static g: jnp.rot90 / jnp.flip where the table is a turn or mirror of the grid (no
+  # gather: its gradient is a scatter); the gather otherwise (torus shifts). The same values.
+  y = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  for act, isometries in ((actions.rotations(), True), (actions.rotations_reflections(), True),
+                          (actions.translations(6, 6, 3), False)):
+    for g in range(act.group.order):
+      np.testing.assert_array_equal(act.apply(g, y), act.apply(jnp.int32(g), y))
+      text = jax.jit(lambda y, g=g: act.apply(g, y)).lower(y).as_text()
+      assert ("gather" not in text) == (isometries or g == 0), (act.what, g)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eqnn import actions, models, ops, spatial
+from eqnn import actions, models, ops, spatial, testing
 
 CASES = [((3, 28, 28, 1), 3, 1, 16, 2, "SAME"), ((3, 27, 25, 3), 3, 3, 8, 2, "SAME"),
          ((2, 13, 13, 1), 5, 1, 6, 3, "VALID"), ((2, 10, 9, 2), 3, 2, 5, 1, "SAME")]
@@ -98,8 +98,13 @@ def test_bad_fused_blocks_are_refused():
 
 @pytest.mark.parametrize("act,impl", [(actions.rotations(), "vmap"), (actions.rotations(), "patches"),
                                       (actions.rotations(8), "vmap"),
-                                      (actions.rotations_reflections(), "vmap")],
-                         ids=["C4", "C4-patches", "C8-resampled", "D4"])
+                                      (actions.rotations_reflections(), "vmap"),
+                                      (actions.rotations(), "auto"), (actions.rotations(), "kernels"),
+                                      (actions.rotations_reflections(), "auto"),
+                                      (actions.rotations(2), "auto"), (actions.rotations(8), "auto"),
+                                      (actions.translations(12, 12, 6), "auto")],
+                         ids=["C4", "C4-patches", "C8-resampled", "D4", "C4-auto", "C4-kernels",
+                              "D4-auto", "C2-auto", "C8-auto", "shifts-auto"])
 def test_a_lift_with_relu_pool_is_the_pooled_lift(act, impl):
   x = jax.random.normal(jax.random.key(0), (2, 12, 12, 1))
   w, b = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)), jnp.arange(4.0) / 8
@@ -109,6 +114,30 @@ def test_a_lift_with_relu_pool_is_the_pooled_lift(act, impl):
                                                             (0, 1))(w, b)))(w, b)
   for g, v in zip(jax.tree.leaves(both(fused)), jax.tree.leaves(both(composed))):
     np.testing.assert_allclose(g, v, rtol=1e-4, atol=1e-4)
+
+
+def test_the_lift_pools_in_turned_frames_only_where_that_is_exact():
+  # "auto" fuses the block with the turned kernels (pooling each slot in the image's frame,
+  # then turning it) where the elements are grid turns and mirrors, the kernel's padding
+  # survives a turn and the window tiles the map; else over the turned copies of the image.
+  x, k3, k2 = jnp.ones((1, 12, 12, 1)), jnp.ones((3, 3, 1, 2)), jnp.ones((2, 2, 1, 2))
+  c4 = actions.rotations()
+  assert ops.pools_in_turned_frames(x, k3, c4, "SAME", 2)
+  assert ops.pools_in_turned_frames(x, k3, actions.rotations_reflections(), "SAME", 3)
+  assert not ops.pools_in_turned_frames(x, k3, c4, "SAME", 5)           # 12 = 2 x 5 + 2
+  assert not ops.pools_in_turned_frames(x, k3, c4, "SAME", 1)           # nothing pooled
+  assert not ops.pools_in_turned_frames(x, k3, c4, "VALID", 4)          # 10 x 10 output
+  assert not ops.pools_in_turned_frames(x, k2, c4, "SAME", 2)           # even kernel, SAME
+  assert ops.pools_in_turned_frames(x[:, :11, :11], k2, c4, "VALID", 2)
+  assert not ops.pools_in_turned_frames(x, k3, actions.rotations(8), "SAME", 2)
+  assert not ops.pools_in_turned_frames(x, k3, actions.translations(12, 12, 6), "SAME", 2)
+  # Where it applies, the slots come out in their own frames: equivariant under the block
+  # action, as the lift by turned images is (C4, and D4, which is not abelian).
+  for act in (c4, actions.rotations_reflections()):
+    x = jax.random.normal(jax.random.key(0), (2, 12, 12, 1))
+    w, b = jax.random.normal(jax.random.key(1), (3, 3, 1, 4)), jnp.arange(4.0) / 8
+    testing.assert_equivariant(lambda x: ops.lift_conv(x, w, b, act, relu_pool=2), act,
+                               ops.block_action(act.group), x[:1], atol=1e-5)
 
 
 def test_a_gcnn_lift_with_relu_pool_is_the_pooled_gcnn_lift():
