@@ -58,7 +58,8 @@ IMPLS = ("auto", "expanded", "vmap", "fourier", "patches", "kernels")
 # eqnn has one, else one conv or matmul with block-circulant weights; the input lift as |G|
 # copies in the batch axis through XLA's conv ("patches" and "kernels" measured no faster in
 # whole steps, within 0.87-1.31x of it from run to run; the grouped conv of "expanded" slower;
-# docs/performance.md, `python -m experiments.bench --only=lift_forms`).
+# docs/performance.md, `python -m experiments.bench --only=lift_forms`); its fused first block
+# (``relu_pool``) by the turned kernels where that is exact (:func:`lift_conv`).
 AUTO = {"lift_conv": "vmap", "group_conv": "fourier", "group_dense": "fourier"}
 VALID = {"lift_conv": ("vmap", "expanded", "patches", "kernels"), "group_conv": ("vmap", "expanded", "fourier"),
          "group_dense": ("vmap", "expanded", "fourier")}
