@@ -220,13 +220,12 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   mirrors of the grid and the window tiles the map; in the ``"vmap"`` form (and by "auto"
   otherwise) over the |G| turned copies of the image.
   """
-  auto = (_per_kind(impl).get("lift_conv", "auto") if "=" in impl else impl) == "auto"
+  turned = lift_pools_turned(impl, x, kernel, action, padding, relu_pool)
   impl = resolve_impl(impl, "lift_conv", action.group)
   require_float(x, "lift_conv")
   n = action.group.order
   if relu_pool:
-    if (impl == "kernels" or auto) and pools_in_turned_frames(x, kernel, action, padding,
-                                                             relu_pool):
+    if turned:
       return lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, relu_pool)
     if impl == "vmap" and x.ndim == 4:
       copies = lift_lib.lift_inputs(action, x)                        # [G, B, H, W, C]
@@ -252,6 +251,14 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
   y = conv(to_channels(_slots_last(copies)), jnp.tile(kernel, (1,) * (kernel.ndim - 1) + (n,)),
            padding, dtype, feature_groups=n)
   return from_channels(_add_bias_stacked(y, bias, n, dtype), n)
+
+
+def lift_pools_turned(impl, x, kernel, action, padding="SAME", relu_pool=0) -> bool:
+  """Whether :func:`lift_conv` with these arguments runs its block by the turned kernels
+  (``impl`` "auto" or "kernels", :func:`eqnn.gcnn.pools_in_turned_frames`)."""
+  kind = _per_kind(impl).get("lift_conv", "auto") if "=" in impl else impl
+  return (bool(relu_pool) and kind in ("auto", "kernels")
+          and pools_in_turned_frames(x, kernel, action, padding, relu_pool))
 
 
 def _lift_conv_kernels(x, kernel, bias, action, padding, dtype):

@@ -91,14 +91,17 @@ def cnn_parts(action, conv_features, pools, dense_features, num_classes, kernel_
   x = rnd((batch, size, size, 1))
   f0 = conv_features[0]
   gcnn = hidden == "gcnn"
-  lift_impl = "G-CNN" if gcnn else ops.resolve_impl(impl, "lift_conv", group)
   fused = models.first_block_fused(norm, hidden, len(conv_features))   # as EquivariantCNN
   first = pools[0] if fused else 0
+  turned = not gcnn and ops.lift_pools_turned(impl, x, jnp.zeros((k, k, 1, f0)), action,
+                                              relu_pool=first)
+  lift_impl = ("G-CNN" if gcnn else "kernels" if turned
+               else ops.resolve_impl(impl, "lift_conv", group))
   lift = ((lambda w, b, x: ops.gcnn_lift_conv(x, w, b, action, relu_pool=first)) if gcnn else
           (lambda w, b, x: ops.lift_conv(x, w, b, action, impl=impl, relu_pool=first)))
   taps = (jax.default_backend() == "cpu" and conv_form in (None, "auto")
           and spatial_lib.taps_fit((k, k, 1, f0), first)
-          and (gcnn or lift_impl == "vmap"))
+          and (gcnn or turned or lift_impl == "vmap"))
   label = (f" + ReLU + {first}x{first} max pool ({lift_impl}{', taps, fused' if taps else ''})"
            if fused else f" ({lift_impl})")
   parts.append(Part(f"input lift 1->{f0} x |G|={n} @{size}{label}",
