@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Callable
 
 import jax
@@ -29,10 +30,8 @@ from eqnn.groups import FiniteGroup
 class ImageAction(Action):
   """A group acting on square (or fixed-size) images ``[..., H, W, C]`` by moving pixels.
 
-  ``pixel_map(g, H, W)`` returns ``int [H, W]``: the image of the index grid under g,
-  so that ``(g.x).flat = x.flat[perm[g]]``. The permutation tables are built once per
-  image size, in numpy.
-  """
+  ``pixel_map(g, grid)`` returns the ``[H, W]`` index grid moved by g, so that ``(g.x).flat =
+  x.flat[table[g]]``; the tables are built once per image size, in numpy."""
 
   group: FiniteGroup
   pixel_map: Callable
@@ -58,18 +57,15 @@ class ImageAction(Action):
     return _pixel_table(self.group, self.pixel_map, h, w)
 
   def apply(self, g, x):
-    """``g . x``: a gather by g's permutation table; for a g known at trace time (a Python
-    or numpy integer) whose table is a turn or mirror of the grid, ``jnp.rot90`` and
-    ``jnp.flip`` instead, the same values (XLA copies them; a gather's gradient is a
-    scatter into zeros)."""
+    """``g . x``: a gather by g's table; for a g known when traced (an int) whose table turns
+    or mirrors the grid, ``jnp.rot90`` and ``jnp.flip``, the same values without a gather."""
     h, w = x.shape[-3], x.shape[-2]
-    if isinstance(g, (int, np.integer)) and 0 <= g < self.group.order:
-      turn = _grid_isometries(self.group, self.pixel_map, h, w)[int(g)]
-      if turn is not None:
-        quarter, mirror = turn
-        y = jnp.rot90(x, quarter, axes=(x.ndim - 3, x.ndim - 2))
-        return jnp.flip(y, x.ndim - 2) if mirror else y
-    return _gather(x, self.table(h, w), g, x.ndim - 3, 2)
+    turn = (_grid_isometries(self.group, self.pixel_map, h, w)[int(g)]
+            if isinstance(g, (int, np.integer)) and 0 <= g < self.group.order else None)
+    if turn is None:
+      return _gather(x, self.table(h, w), g, x.ndim - 3, 2)
+    y = jnp.rot90(x, turn[0], axes=(x.ndim - 3, x.ndim - 2))
+    return jnp.flip(y, x.ndim - 2) if turn[1] else y
 
 
 def kernel_table(action, k: int) -> np.ndarray:
@@ -92,35 +88,23 @@ def kernel_table(action, k: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _centre_isometries(group, pixel_map) -> bool:
   """Whether every element's pixel map is one of the 8 symmetries of the square grid about
-  its centre, checked on 5 x 5 and 6 x 6 grids (odd and even)."""
-  mats = [np.array(m) for m in ([[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]],
-                                [[0, 1], [-1, 0]], [[1, 0], [0, -1]], [[-1, 0], [0, 1]],
-                                [[0, 1], [1, 0]], [[0, -1], [-1, 0]])]
-  for n in (5, 6):
-    try:
-      table = _pixel_table(group, pixel_map, n, n)
-    except ValueError:
-      return False
-    coords = np.stack(np.divmod(np.arange(n * n), n), -1) - (n - 1) / 2    # [n*n, 2]
-    for row in table:           # (g.x)[q] = x[row[q]]: q -> row[q] must be linear about the centre
-      if not any(np.allclose(coords[row], coords @ m.T) for m in mats):
-        return False
-  return True
+  its centre (a turn, then maybe a mirror), checked on 5 x 5 and 6 x 6 grids (odd and even)."""
+  try:
+    return all(t is not None for n in (5, 6) for t in _grid_isometries(group, pixel_map, n, n))
+  except ValueError:                  # not a permutation
+    return False
 
 
 @functools.lru_cache(maxsize=None)
 def _grid_isometries(group, pixel_map, h, w) -> tuple:
   """Per element, ``(quarter turns, mirrored)`` where its table on an ``h x w`` grid is
   ``np.rot90`` of the grid that many times, then (if mirrored) left-right flipped; else None."""
-  grid = np.arange(h * w, dtype=np.int32).reshape(h, w)
-  forms = {}
-  for quarter in range(4):
-    for mirror in (False, True):
-      t = np.rot90(grid, quarter)
-      if t.shape == grid.shape:
-        forms.setdefault((np.flip(t, 1) if mirror else t).tobytes(), (quarter, mirror))
-  return tuple(forms.get(row.reshape(h, w).tobytes())
-               for row in _pixel_table(group, pixel_map, h, w))
+  grid, forms = np.arange(h * w, dtype=np.int32).reshape(h, w), {}
+  for quarter, mirror in itertools.product(range(4), (False, True)):
+    t = np.rot90(grid, quarter)
+    if t.shape == grid.shape:
+      forms.setdefault((np.flip(t, 1) if mirror else t).tobytes(), (quarter, mirror))
+  return tuple(forms.get(r.reshape(h, w).tobytes()) for r in _pixel_table(group, pixel_map, h, w))
 
 
 @functools.lru_cache(maxsize=None)
@@ -211,8 +195,6 @@ def translations(h: int, w: int, step: int = 1) -> ImageAction:
   group = groups_lib.direct_product(groups_lib.cyclic(h // step), groups_lib.cyclic(w // step))
   return ImageAction(group, _Roll(w // step, step), what=f"cyclic translations of {h} x {w} "
                      f"images by multiples of {step} px", square=False, size=(h, w))
-
-
 
 
 # --- turns by any angle: resampling -----------------------------------------------------

@@ -99,9 +99,11 @@ def test_bad_fused_blocks_are_refused():
 @pytest.mark.parametrize("act,impl", [(actions.rotations(), "vmap"), (actions.rotations(), "patches"),
                                       (actions.rotations(8), "vmap"),
                                       (actions.rotations_reflections(), "vmap"),
-                                      (actions.rotations(), "auto"), (actions.rotations(), "kernels"),
+                                      (actions.rotations(), "auto"),
+                                      (actions.rotations(), "kernels"),
                                       (actions.rotations_reflections(), "auto"),
-                                      (actions.rotations(2), "auto"), (actions.rotations(8), "auto"),
+                                      (actions.rotations(2), "auto"),
+                                      (actions.rotations(8), "auto"),
                                       (actions.translations(12, 12, 6), "auto")],
                          ids=["C4", "C4-patches", "C8-resampled", "D4", "C4-auto", "C4-kernels",
                               "D4-auto", "C2-auto", "C8-auto", "shifts-auto"])
