@@ -191,16 +191,15 @@ def lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, window):
   own frame."""
   # The G-CNN lift's block (one conv of the |G| turned kernels side by side, its ReLU and
   # pooling in one op, eqnn.spatial.conv_relu_pool), each slot's pooled map then turned into
-  # its own frame by rot90s and flips (ImageAction.apply of a known element). The same values as
-  # turning the image |G| times first: pooling commutes with a turn whose windows tile the
-  # map. Where a window's maximum is tied, its derivative may go to another of the tied
-  # entries (each is a subgradient). One block of |G| F channels instead of |G| blocks of F:
-  # the paper's stacked network's step 1.06-1.14x faster (2-core Intel Xeon, 2026-12-04,
-  # scratch, alternated).
-  # The turns sit in a conditional whose two branches are the same (as eqnn.taps._kept's):
-  # no fusion crosses it, so XLA does not fold the turned reads of the cotangent into the
-  # block's backward loops; alone the block ran 1.5x faster so, in whole steps D4 1.04-1.05x
-  # and the stacking 0.99-1.00x (scratch).
+  # its own frame by rot90s and flips (ImageAction.apply of a known element): the same
+  # values as turning the image |G| times first, since pooling commutes with a turn whose
+  # windows tile the map. Where a window's maximum is tied, its derivative may go to another
+  # of the tied entries (each is a subgradient). One block of |G| F channels instead of |G|
+  # blocks of F: D4's step 1.33-1.41x, the paper's stacking 1.04-1.08x (2-core Intel Xeon,
+  # 2026-12-04, scratch, alternated). The turns sit in a conditional whose two branches are
+  # the same (as eqnn.taps._kept's): no fusion crosses it, so XLA does not fold the turned
+  # reads of the cotangent into the block's backward loops (the block alone 1.5x faster, D4's
+  # step 1.04-1.05x more).
   z = gcnn_lift_conv(x, kernel, bias, action, padding, dtype, window)
   inverse = action.group.inverse
   turn = lambda z: jnp.stack([action.apply(int(inverse[h]), z[..., h, :])
