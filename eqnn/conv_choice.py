@@ -8,45 +8,60 @@ from __future__ import annotations
 
 import contextlib
 
+
+class TracedDefault:
+  """A choice read when a function is traced, set for a block (``with d.block(value):``):
+  one of ``choices``, ``initial`` outside any block; blocks nest. A jitted function already
+  traced keeps the value it was traced with. A bad value is refused by ``what``'s name."""
+
+  def __init__(self, what: str, choices: tuple[str, ...], initial: str):
+    self.what, self.choices, self._stack = what, choices, [initial]
+
+  def check(self, value: str) -> None:
+    if value not in self.choices:
+      raise ValueError(f"{self.what} {value!r}: choose one of {self.choices}")
+
+  def get(self) -> str:
+    """The innermost block's value."""
+    return self._stack[-1]
+
+  @contextlib.contextmanager
+  def block(self, value: str):
+    self.check(value)
+    self._stack.append(value)
+    try:
+      yield
+    finally:
+      self._stack.pop()
+
+
 WEIGHT_GRADS = ("auto", "xla", "windows")
-_weight_grad_default = ["auto"]
 CONV_FORMS = ("auto", "xla", "winograd")
-_form_default = ["auto"]
+_WEIGHT_GRAD = TracedDefault("kernel gradients", WEIGHT_GRADS, "auto")
+_FORM = TracedDefault("conv form", CONV_FORMS, "auto")
 
 
 def check_forms(conv_form: str | None = None, kernel_gradient: str | None = None) -> None:
   """Refuses by name a conv form or kernel gradient that is neither None nor one of
   :data:`CONV_FORMS` / :data:`WEIGHT_GRADS`."""
-  if conv_form is not None and conv_form not in CONV_FORMS:
-    raise ValueError(f"conv form {conv_form!r}: choose one of {CONV_FORMS}")
-  if kernel_gradient is not None and kernel_gradient not in WEIGHT_GRADS:
-    raise ValueError(f"kernel gradients {kernel_gradient!r}: choose one of {WEIGHT_GRADS}")
+  if conv_form is not None:
+    _FORM.check(conv_form)
+  if kernel_gradient is not None:
+    _WEIGHT_GRAD.check(kernel_gradient)
 
 
-@contextlib.contextmanager
 def kernel_gradients(mode: str):
   """Within the block, convs traced with no ``weight_grad`` of their own use ``mode``: for
   comparing the forms on a whole network (``make bench``). It acts when a function is traced:
   a jitted function already traced keeps the form it was traced with."""
-  check_forms(kernel_gradient=mode)
-  _weight_grad_default.append(mode)
-  try:
-    yield
-  finally:
-    _weight_grad_default.pop()
+  return _WEIGHT_GRAD.block(mode)
 
 
-@contextlib.contextmanager
 def conv_forms(mode: str):
   """Within the block, convs traced with no ``form`` of their own use ``mode`` where it
   applies (as :func:`kernel_gradients` does for the kernel's gradient; convs Winograd's form
   cannot take keep XLA's): for comparing the forms on a whole network (``make bench``)."""
-  check_forms(conv_form=mode)
-  _form_default.append(mode)
-  try:
-    yield
-  finally:
-    _form_default.pop()
+  return _FORM.block(mode)
 
 
 @contextlib.contextmanager
@@ -65,12 +80,12 @@ def forms(conv_form: str | None = None, kernel_gradient: str | None = None):
 
 def default_form() -> str:
   """The innermost block's conv form ("auto" outside any block)."""
-  return _form_default[-1]
+  return _FORM.get()
 
 
 def default_weight_grad() -> str:
   """The innermost block's kernel gradient ("auto" outside any block)."""
-  return _weight_grad_default[-1]
+  return _WEIGHT_GRAD.get()
 
 
 # How :func:`eqnn.spatial.add_bias` writes ``y + bias``, and so how its gradient in the bias is
@@ -82,22 +97,15 @@ def default_weight_grad() -> str:
 # with XLA's default fusions (2-core Intel Xeon, scratch; experiments.fusions.traced_forms
 # chooses per compiled step).
 BIAS_SUMS = ("reduce", "dot")
-_bias_sums_default = ["reduce"]
+_BIAS_SUMS = TracedDefault("bias sums", BIAS_SUMS, "reduce")
 
 
-@contextlib.contextmanager
 def bias_sums(form: str):
   """Within the block, :func:`eqnn.spatial.add_bias` traced there writes ``y + bias`` in
   ``form`` (one of :data:`BIAS_SUMS`); the same values either way."""
-  if form not in BIAS_SUMS:
-    raise ValueError(f"bias sums {form!r}: choose one of {BIAS_SUMS}")
-  _bias_sums_default.append(form)
-  try:
-    yield
-  finally:
-    _bias_sums_default.pop()
+  return _BIAS_SUMS.block(form)
 
 
 def default_bias_sums() -> str:
   """The innermost block's bias form ("reduce" outside any block)."""
-  return _bias_sums_default[-1]
+  return _BIAS_SUMS.get()

@@ -29,13 +29,13 @@ D_n is of real type). For D_n that is about 4n units instead of the expanded for
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
 from eqnn import groups as groups_lib
+from eqnn.conv_choice import TracedDefault
 from eqnn.groups import FiniteGroup
 
 
@@ -61,20 +61,13 @@ def _frequencies(n: int):
 # them on (XLA's default) 0.47x and 0.33x (2-core Intel Xeon, `python -m experiments.bench
 # --only=reduction_forms`; experiments.fusions.traced_forms chooses per compiled step).
 TRANSFORMS = ("dots", "sums")
-_transforms_default = ["dots"]
+_TRANSFORMS = TracedDefault("Fourier transforms", TRANSFORMS, "dots")
 
 
-@contextlib.contextmanager
 def transforms(form: str):
   """Within the block, :func:`circulant_apply` traced with no ``form`` of its own writes its
   transforms in ``form`` (one of :data:`TRANSFORMS`); the same function either way."""
-  if form not in TRANSFORMS:
-    raise ValueError(f"Fourier transforms {form!r}: choose one of {TRANSFORMS}")
-  _transforms_default.append(form)
-  try:
-    yield
-  finally:
-    _transforms_default.pop()
+  return _TRANSFORMS.block(form)
 
 
 def _mix(x: jnp.ndarray, m: np.ndarray) -> jnp.ndarray:
@@ -126,9 +119,8 @@ def circulant_apply(x: jnp.ndarray, kernel: jnp.ndarray, n: int,
   Returns:
     ``[n, ..., C_out]`` (the group axis at ``axis``).
   """
-  form = _transforms_default[-1] if form is None else form
-  if form not in TRANSFORMS:
-    raise ValueError(f"Fourier transforms {form!r}: choose one of {TRANSFORMS}")
+  form = _TRANSFORMS.get() if form is None else form
+  _TRANSFORMS.check(form)
   if x.shape[axis] != n or kernel.shape[0] != n:
     raise ValueError(f"circulant_apply over C_{n}: x's axis {axis} and the kernel's axis 0 "
                      f"need {n} blocks, got x {x.shape}, kernel {kernel.shape}")

@@ -133,11 +133,17 @@ def turn_kernels(kernel: jax.Array, action: Action) -> jax.Array:
   return out.reshape((m.shape[0],) + kernel.shape)
 
 
+def _turns_keep_padding(kernel, padding) -> bool:
+  """Whether a turn of the grid keeps the conv's padding: VALID, or SAME with an odd kernel
+  (an even one pads one side more)."""
+  return padding != "SAME" or kernel.shape[0] % 2 == 1
+
+
 def _check_gcnn_kernel(kernel, padding, what):
   if kernel.ndim != 4:
     raise ValueError(f"{what} is for 2-D convs on images: kernel [k, k, C_in, F], got shape "
                      f"{kernel.shape}")
-  if padding == "SAME" and kernel.shape[0] % 2 == 0:
+  if not _turns_keep_padding(kernel, padding):
     raise ValueError(f"{what} needs an odd kernel with SAME padding (a {kernel.shape[0]} x "
                      f"{kernel.shape[0]} kernel pads one side more, which a turn does not "
                      f"keep); use an odd kernel or VALID padding")
@@ -174,11 +180,10 @@ def pools_in_turned_frames(x, kernel, action, padding, window) -> bool:
   a kernel whose padding a turn keeps, and a window of at least 2 that tiles the conv's
   output. (With no pooling the turned output is the full-resolution map: the authors' V1,
   its lift 1 -> 80 per element, ran its step 0.95x so; scratch, 2026-12-04.)"""
-  if x.ndim != 4 or window < 2 or not isinstance(action, image_actions.ImageAction):
+  if (x.ndim != 4 or window < 2 or not isinstance(action, image_actions.ImageAction)
+      or not _turns_keep_padding(kernel, padding)):
     return False
   k = kernel.shape[0]
-  if padding == "SAME" and k % 2 == 0:
-    return False
   h, w = (x.shape[1], x.shape[2]) if padding == "SAME" else (x.shape[1] - k + 1,
                                                              x.shape[2] - k + 1)
   return (h % window == 0 and w % window == 0
@@ -191,15 +196,16 @@ def lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, window):
   own frame."""
   # The G-CNN lift's block (one conv of the |G| turned kernels side by side, its ReLU and
   # pooling in one op, eqnn.spatial.conv_relu_pool), each slot's pooled map then turned into
-  # its own frame by rot90s and flips (ImageAction.apply of a known element): the same
+  # its own frame by rot90s and flips (ImageAction.apply of a known element; a loop, since a
+  # vmap over the elements would trace them and gather, its gradient a scatter): the same
   # values as turning the image |G| times first, since pooling commutes with a turn whose
   # windows tile the map. Where a window's maximum is tied, its derivative may go to another
   # of the tied entries (each is a subgradient). One block of |G| F channels instead of |G|
-  # blocks of F: D4's step 1.33-1.41x, the paper's stacking 1.04-1.08x (2-core Intel Xeon,
-  # 2026-12-04, scratch, alternated). The turns sit in a conditional whose two branches are
-  # the same (as eqnn.taps._kept's): no fusion crosses it, so XLA does not fold the turned
-  # reads of the cotangent into the block's backward loops (the block alone 1.5x faster, D4's
-  # step 1.04-1.05x more).
+  # blocks of F: the paper's stacking 1.05x and over D4 1.07x (`python -m experiments.bench
+  # --only=lift_forms`, 2-core Intel Xeon, 2026-12-04; d4.py's network 1.33-1.41x, scratch).
+  # The turns sit in a conditional whose two branches are the same (as eqnn.taps._kept's):
+  # no fusion crosses it, so XLA does not fold the turned reads of the cotangent into the
+  # block's backward loops (the block alone 1.5x faster, D4's step 1.04-1.05x more; scratch).
   z = gcnn_lift_conv(x, kernel, bias, action, padding, dtype, window)
   inverse = action.group.inverse
   turn = lambda z: jnp.stack([action.apply(int(inverse[h]), z[..., h, :])

@@ -71,8 +71,7 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
   ``impl`` is one name for every layer kind, or one per kind as ``"kind=name,..."`` (kinds
   not named: "auto"), e.g. ``"lift_conv=kernels"`` or ``"lift_conv=vmap,group_conv=expanded"``.
   """
-  if "=" in impl:
-    impl = _per_kind(impl).get(layer, "auto")
+  impl = _named(impl, layer)
   if impl not in IMPLS:
     raise ValueError(f"unknown implementation {impl!r}; choose one of {IMPLS}")
   has_fourier = group is not None and (fourier.is_cyclic_in_order(group)
@@ -88,6 +87,11 @@ def resolve_impl(impl: str, layer: str, group: FiniteGroup | None = None) -> str
                      f"eqnn's element order, 'patches' and 'kernels' for the input lift; "
                      f"{layer} takes {('auto',) + VALID[layer]}")
   return impl
+
+
+def _named(impl: str, layer: str) -> str:
+  """What ``impl`` names for ``layer`` before "auto" is resolved (a per-kind spec read)."""
+  return _per_kind(impl).get(layer, "auto") if "=" in impl else impl
 
 
 def _per_kind(spec: str) -> dict[str, str]:
@@ -256,8 +260,7 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
 def lift_pools_turned(impl, x, kernel, action, padding="SAME", relu_pool=0) -> bool:
   """Whether :func:`lift_conv` with these arguments runs its block by the turned kernels
   (``impl`` "auto" or "kernels", :func:`eqnn.gcnn.pools_in_turned_frames`)."""
-  kind = _per_kind(impl).get("lift_conv", "auto") if "=" in impl else impl
-  return (bool(relu_pool) and kind in ("auto", "kernels")
+  return (bool(relu_pool) and _named(impl, "lift_conv") in ("auto", "kernels")
           and pools_in_turned_frames(x, kernel, action, padding, relu_pool))
 
 

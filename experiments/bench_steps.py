@@ -182,9 +182,10 @@ def bench_lift_forms(rounds, quick, peak, report):
   """Whole train steps with the input lift in each of its forms, alternated: turning the
   images (``"vmap"``, the copies through XLA's conv; ``"patches"``, their windows times the
   kernel in one matmul) or the kernels (``"kernels"``: one conv with |G|-fold output
-  channels, each slot turned back; not for resampled turns). The default network over C4 and
-  D4 at batch 128, V1 at 128 as 8 x 16, MNIST-rot's C16 network (without its batch norm) at 64
-  as 2 x 32."""
+  channels, each slot turned back, with the first block's ReLU and pooling fused where the
+  window tiles the map, as "auto" runs it since 2026-12-04; not for resampled turns). The
+  default network over C4 and D4 at batch 128, V1 at 128 as 8 x 16, MNIST-rot's C16 network
+  (without its batch norm) at 64 as 2 x 32."""
   from eqnn import actions, models
   from experiments.configs import default, paper, rotated_mnist
   nets = []

@@ -29,7 +29,7 @@ def test_each_fusion_choice_traces_the_transforms_that_suit_it():
     assert ("dot_general" in text) == native, choice
     jitted = fusions.jit_for(f, compiler_options=options)
     assert jnp.allclose(jitted(x, w), fourier.circulant_apply(x, w, 4, lin, axis=1, form="dots"))
-  assert fourier._transforms_default == ["dots"]                  # the blocks are left
+  assert fourier._TRANSFORMS._stack == ["dots"]                   # the blocks are left
   assert spatial.default_bias_sums() == "reduce"
   with pytest.raises(ValueError, match="choose one of"):
     fusions.compiler_options("auto")
