@@ -80,8 +80,10 @@ def bench_conv_passes(rounds, quick, peak, report):
   """Each pass of the networks' lone 3x3 convs on its own, XLA's conv (the forms their configs
   run), compiled with each of XLA CPU's fixed fusion choices, all alternated in one run: the
   forward pass, the input's gradient and the kernel's gradient (the same multiply-adds each),
-  as a share of the run's matmul peak. Where the kernel gradient runs slower than the other
-  two, it bounds every step built on these convs."""
+  as a share of the run's matmul peak, and the CPU cores each kept busy (the process's CPU time
+  over its wall time). Where the kernel gradient runs slower than the other two, it bounds
+  every step built on these convs; its cores say whether the loss is in XLA's threading of it.
+  """
   import functools
   import jax
   from eqnn import spatial
@@ -100,7 +102,8 @@ def bench_conv_passes(rounds, quick, peak, report):
       for name, fn in passes.items():
         jitted = jax.jit(fn, compiler_options=fusions.compiler_options(fusion))
         runs[(net, b, h, c_in, c_out, fusion, name)] = functools.partial(jitted, x, w, ct)
-  t = alternate(runs, rounds, reps=3)
+  cores = {}
+  t = alternate(runs, rounds, reps=3, cores=cores)
   for (net, b, h, c_in, c_out, fusion, name), secs in t.items():
     if name != PASSES[0]:
       continue
@@ -110,7 +113,9 @@ def bench_conv_passes(rounds, quick, peak, report):
     for p in PASSES:
       row[f"{p}_ms"] = 1e3 * t[(net, b, h, c_in, c_out, fusion, p)]
       row[f"{p}_fraction_of_peak"] = flops / t[(net, b, h, c_in, c_out, fusion, p)] / peak
+      row[f"{p}_cores"] = cores[(net, b, h, c_in, c_out, fusion, p)]
     report["conv_passes"].append(row)
     print(f"  {net} 3x3 conv {c_in}->{c_out} @{h}, batch {b}, {fusion}: " + ", ".join(
         f"{p.replace('_', ' ')} {row[f'{p}_ms']:.2f} ms "
-        f"({100 * row[f'{p}_fraction_of_peak']:.0f}%)" for p in PASSES), flush=True)
+        f"({100 * row[f'{p}_fraction_of_peak']:.0f}%, {row[f'{p}_cores']:.2f} cores)"
+        for p in PASSES), flush=True)

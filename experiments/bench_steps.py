@@ -69,7 +69,7 @@ def bench_networks(rounds, quick, peak, report):
   stacking with 16-32-64 filters (``default.py:stacked``, make train's network until
   2026-12-02, kept under its old name so that earlier tables compare), "gcnn", make train's
   network now (G-CNN hidden layers, 8-16-32, the batch as its config's 2 x 64 and, as before
-  2026-12-04, 8 x 16), and the authors' V1."""
+  2026-12-04, 8 x 16), and the authors' V1; with the CPU cores each train step keeps busy."""
   nets = networks()
   # (batch, micro-batches): a batch of 128 as 4 x 32 is the same step (tests/train_test.py).
   batches = {"default": [(128, 1)] if quick else [(64, 1), (128, 1), (256, 1)],
@@ -79,13 +79,16 @@ def bench_networks(rounds, quick, peak, report):
     cfg, hidden = net.cfg, net.hidden
     for b, micro in batches[name]:
       model, chosen, (train, infer, _) = net.runner_step(b, micro, name)
-      t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds)
+      cores = {}
+      t = alternate({"train": train, "infer": infer}, 3 if name == "paper_v1" else rounds,
+                    cores=cores)
       fwd = conv_macs(cfg, True, hidden=hidden, executed=True, conv_form=model.conv_form)
       equivalent = conv_macs(cfg, True, hidden=hidden)
       dense_fwd = conv_macs(cfg, False)
       row = {"net": name, "batch": b, "microbatches": micro, "cpu_fusions": chosen,
              "train_images_per_s": b / t["train"],
-             "infer_images_per_s": b / t["infer"], "train_step_s": t["train"]}
+             "infer_images_per_s": b / t["infer"], "train_step_s": t["train"],
+             "train_cores": cores["train"]}
       row["executed_gflops"] = step_flops(fwd, b) / t["train"] / 1e9
       row["conv_equivalent_gflops"] = step_flops(equivalent, b) / t["train"] / 1e9
       row["dense_equivalent_gflops"] = step_flops(dense_fwd, b) / t["train"] / 1e9
@@ -96,7 +99,8 @@ def bench_networks(rounds, quick, peak, report):
       print(f"  {name:9s} batch {b:4d}{slices:10s}: train {row['train_images_per_s']:8.1f} img/s, "
             f"infer {row['infer_images_per_s']:8.1f} img/s, executed "
             f"{row['executed_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f}% "
-            f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s", flush=True)
+            f"of peak), dense-equivalent {row['dense_equivalent_gflops']:.1f} GFLOP/s, "
+            f"{row['train_cores']:.2f} cores busy training", flush=True)
 
 
 def bench_augmented_step(rounds, quick, report):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from experiments.bench_conv_forms import PASSES
 from experiments.bench_steps import LIFT_FORMS
 from experiments.timing import FUSION_NOTES
 
@@ -38,7 +39,7 @@ def _forms_table(rows, headers: list[str], forms=("xla", "auto")) -> list[str]:
 def _passes_share(r) -> str:
   """The three passes' share of the peak together, and what it would be with the kernel
   gradient at the forward pass's rate: "57% (71% so)"."""
-  total = sum(r[f"{p}_ms"] for p in ("forward", "input_gradient", "kernel_gradient"))
+  total = sum(r[f"{p}_ms"] for p in PASSES)
   evened = total - r["kernel_gradient_ms"] + r["forward_ms"]
   share = 3 * r["forward_ms"] * r["forward_fraction_of_peak"]
   return (f"{100 * share / total:.0f}% ({100 * share / evened:.0f}% with the kernel gradient "
@@ -65,8 +66,8 @@ def markdown(report) -> str:
   # A section that did not run (``--only``) has no rows and gets no table.
   if report.get("networks"):
     out += ["", "| network | batch | train img/s | inference img/s | executed GFLOP/s (% of "
-            "peak) | conv-equivalent GFLOP/s (% of peak) | dense-equivalent GFLOP/s |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "peak) | conv-equivalent GFLOP/s (% of peak) | dense-equivalent GFLOP/s | CPU "
+            "cores busy training |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in report.get("networks", []):
     b = f"{r['batch']}" + (f" ({r['microbatches']} x {r['batch'] // r['microbatches']})"
                            if r["microbatches"] > 1 else "")
@@ -75,7 +76,8 @@ def markdown(report) -> str:
                f"{r['infer_images_per_s']:.1f} | {r['executed_gflops']:.0f} "
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
                f"{gflops_cell(r, 'conv_equivalent_gflops', peak)} | "
-               f"{r['dense_equivalent_gflops']:.0f} |")
+               f"{r['dense_equivalent_gflops']:.0f} | "
+               + (f"{r['train_cores']:.2f} |" if "train_cores" in r else "- |"))
   if report.get("networks"):
     out += ["", "Executed: convs in Winograd's form (where a config's `conv_form` takes it) at "
             "their 16 products per 2 x 2 output tile; conv-equivalent: every conv counted as a "
@@ -164,12 +166,14 @@ def markdown(report) -> str:
             f"{r['chosen']} |" for r in report["reduction_forms"]]
   if report.get("conv_passes"):
     out += ["", "| lone 3x3 conv (network) | batch | XLA CPU fusions | forward | input gradient "
-            "| kernel gradient | the three |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| kernel gradient | the three | CPU cores busy: forward / input / kernel "
+            "gradient |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     out += [f"| {r['c_in']} -> {r['c_out']} @{r['size']} ({r['net']}) | {r['batch']} | "
             f"{r['cpu_fusions']} | " + " | ".join(
                 f"{r[f'{p}_ms']:.2f} ms ({100 * r[f'{p}_fraction_of_peak']:.0f}%)"
-                for p in ("forward", "input_gradient", "kernel_gradient"))
-            + f" | {_passes_share(r)} |" for r in report["conv_passes"]]
+                for p in PASSES) + f" | {_passes_share(r)} | "
+            + " / ".join(f"{r[f'{p}_cores']:.2f}" if f"{p}_cores" in r else "-" for p in PASSES)
+            + " |" for r in report["conv_passes"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
             "faults per step, without / with | kernel s per step, without / with |",

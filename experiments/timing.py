@@ -21,20 +21,30 @@ def ready(x):
 
 
 def alternate(variants: dict[str, Callable[[], object]], rounds: int, reps: int = 1,
-              warmup: int = 1):
+              warmup: int = 1, cores: dict | None = None):
   """Median seconds per call of each variant, the variants alternated within each round,
-  after ``warmup`` untimed calls of each (the first compiles and touches fresh memory)."""
+  after ``warmup`` untimed calls of each (the first compiles and touches fresh memory).
+  ``cores``, a dict where given, receives each variant's median CPU cores in use while it ran
+  (the process's CPU time over the wall time of its timed calls: 2.0 is both cores busy on a
+  2-core machine, 1.0 one core's worth)."""
   for f in variants.values():
     for _ in range(warmup):
       ready(f())
   times = {k: [] for k in variants}
+  busy = {k: [] for k in variants}
   for _ in range(rounds):
     for k, f in variants.items():
+      cpu = time.process_time() if cores is not None else 0.0
       t = time.perf_counter()
       for _ in range(reps):
         out = f()
       ready(out)
-      times[k].append((time.perf_counter() - t) / reps)
+      wall = time.perf_counter() - t
+      times[k].append(wall / reps)
+      if cores is not None:
+        busy[k].append((time.process_time() - cpu) / max(wall, 1e-9))
+  if cores is not None:
+    cores.update({k: statistics.median(v) for k, v in busy.items()})
   return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -180,10 +180,34 @@ def test_bench_tables_show_only_the_sections_that_ran():
       "net": "paper_v1", "batch": 16, "size": 28, "c_in": 80, "c_out": 80,
       "cpu_fusions": "ynnpack_dots", "forward_ms": 5.4, "forward_fraction_of_peak": 0.85,
       "input_gradient_ms": 5.4, "input_gradient_fraction_of_peak": 0.85,
-      "kernel_gradient_ms": 10.0, "kernel_gradient_fraction_of_peak": 0.459}]
+      "kernel_gradient_ms": 10.0, "kernel_gradient_fraction_of_peak": 0.459,
+      "forward_cores": 1.94, "input_gradient_cores": 1.9, "kernel_gradient_cores": 1.55}]
   assert ("| 80 -> 80 @28 (paper_v1) | 16 | ynnpack_dots | 5.40 ms (85%) | 5.40 ms (85%) | "
-          "10.00 ms (46%) | 66% (85% with the kernel gradient at the forward's rate) |"
-          ) in bench_tables.markdown(report)
+          "10.00 ms (46%) | 66% (85% with the kernel gradient at the forward's rate) | "
+          "1.94 / 1.90 / 1.55 |") in bench_tables.markdown(report)
+  report["networks"] = [{
+      "net": "gcnn", "batch": 128, "microbatches": 2, "cpu_fusions": "ynnpack_dots",
+      "train_images_per_s": 3500.0, "infer_images_per_s": 9000.0, "executed_gflops": 160.0,
+      "fraction_of_matmul_peak": 160 / 290, "conv_equivalent_gflops": 160.0,
+      "dense_equivalent_gflops": 400.0, "train_cores": 1.83}]
+  assert ("| gcnn | 128 (2 x 64), YNNPACK dots only | 3500.0 | 9000.0 | 160 (55%) | 160 (55%) "
+          "| 400 | 1.83 |") in bench_tables.markdown(report)
+
+
+def test_alternate_measures_the_cores_each_variant_keeps_busy():
+  """``timing.alternate(..., cores=d)``: the process's CPU time over the wall time of each
+  variant's calls; a Python loop keeps one core busy, a sleep none."""
+  import time
+
+  def spin():
+    end = time.perf_counter() + 0.02
+    while time.perf_counter() < end:
+      pass
+  cores = {}
+  times = timing.alternate({"spin": spin, "sleep": lambda: time.sleep(0.02)}, 3, cores=cores)
+  assert set(cores) == set(times) == {"spin", "sleep"}
+  assert times["sleep"] >= 0.02 and times["spin"] >= 0.02
+  assert cores["sleep"] < 0.25 < 0.4 < cores["spin"] <= 1.5, cores
 
 
 def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
