@@ -167,3 +167,47 @@ def test_bad_cluster_flags_are_clear(tmp_path):
   p = subprocess.run(_cmd(str(tmp_path), "--coordinator_address=localhost:1"), cwd=ROOT,
                      env=_env(1), capture_output=True, text=True, timeout=120)
   assert p.returncode != 0 and "needs --num_processes" in p.stderr
+
+
+_SLICES_OVER_DEVICES = """
+import json, re
+import jax, jax.numpy as jnp, optax
+from flax.training import train_state
+from eqnn import actions, models, readouts
+from experiments import parallel, steps
+model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,))
+x = jax.random.normal(jax.random.key(0), (16, 28, 28, 1))
+y = jax.random.randint(jax.random.key(1), (16,), 0, 40)
+state = train_state.TrainState.create(apply_fn=model.apply, tx=optax.sgd(0.1),
+                                      params=model.init(jax.random.key(2), x[:1]))
+mesh = parallel.mesh()
+shard = parallel.batch_sharded(mesh)
+out = {}
+for apart in (False, True):
+  step = lambda s, x, y, b: steps.update(s, x, y, 4, readouts.joint_logits, head_apart=apart,
+                                         batch_sharding=b)
+  one, _ = jax.jit(lambda s, x, y: step(s, x, y, None))(state, x, y)
+  f = jax.jit(lambda s, x, y: step(s, x, y, shard))
+  args = (parallel.put_tree(state, parallel.replicated(mesh)), parallel.put(x, shard),
+          parallel.put(y, shard))
+  hlo = f.lower(*args).compile().as_text()
+  two, _ = f(*args)
+  out[str(apart)] = {
+      "batches": sorted({int(b) for b in re.findall(r"f32\\[(\\d+),14,14,\\d+\\]\\S* convolution", hlo)}),
+      "diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+          jax.tree.leaves(one.params), jax.tree.leaves(two.params)))}
+print(json.dumps(out))
+"""
+
+
+def test_each_micro_batch_is_spread_over_the_devices():
+  """A batch of 16 sharded over 2 devices in 4 slices: each device's convs run on its 2
+  images of each slice (not on the slice's 4, the whole slice on every device, as a
+  contiguous reshape of the sharded batch compiled), with the head in every slice and apart,
+  and the step is the one-device step."""
+  p = subprocess.run([sys.executable, "-c", _SLICES_OVER_DEVICES], cwd=ROOT, env=_env(2),
+                     capture_output=True, text=True, timeout=180)
+  assert p.returncode == 0, p.stderr[-3000:]
+  for apart, r in json.loads(p.stdout.strip().splitlines()[-1]).items():
+    assert r["batches"] == [2], (apart, r)
+    assert r["diff"] < 1e-6, (apart, r)
