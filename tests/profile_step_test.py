@@ -194,20 +194,24 @@ def test_bench_tables_show_only_the_sections_that_ran():
           "| 400 | 1.83 |") in bench_tables.markdown(report)
 
 
-def test_alternate_measures_the_cores_each_variant_keeps_busy():
-  """``timing.alternate(..., cores=d)``: the process's CPU time over the wall time of each
-  variant's calls; a Python loop keeps one core busy, a sleep none."""
-  import time
+def test_alternate_measures_the_cores_each_variant_keeps_busy(monkeypatch):
+  """``timing.alternate(..., cores=d)``: each variant's median of the process's CPU time over
+  the wall time of its own calls (on a fake clock: variants keeping two cores busy, one, and
+  none), each apart from the others'."""
+  wall, cpu = [0.0], [0.0]
+  monkeypatch.setattr(timing, "time", type("Clock", (), {
+      "perf_counter": lambda: wall[0], "process_time": lambda: cpu[0]}))
 
-  def spin():
-    end = time.perf_counter() + 0.02
-    while time.perf_counter() < end:
-      pass
+  def variant(seconds, cores):
+    def run():
+      wall[0] += seconds
+      cpu[0] += seconds * cores
+    return run
   cores = {}
-  times = timing.alternate({"spin": spin, "sleep": lambda: time.sleep(0.02)}, 3, cores=cores)
-  assert set(cores) == set(times) == {"spin", "sleep"}
-  assert times["sleep"] >= 0.02 and times["spin"] >= 0.02
-  assert cores["sleep"] < 0.25 < 0.4 < cores["spin"] <= 1.5, cores
+  times = timing.alternate({"both": variant(0.02, 2.0), "one": variant(0.05, 1.0),
+                            "sleep": variant(0.01, 0.0)}, 3, cores=cores)
+  assert times == pytest.approx({"both": 0.02, "one": 0.05, "sleep": 0.01})
+  assert cores == pytest.approx({"both": 2.0, "one": 1.0, "sleep": 0.0})
 
 
 def test_the_benches_measure_a_choice_as_the_runner_does(monkeypatch):
