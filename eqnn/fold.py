@@ -68,15 +68,19 @@ def _fold(call, action, x, elements, per_call=None):
     return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outs)
   b, k = jax.tree.leaves(x)[0].shape[0], len(elements)
   from eqnn.lift import lift_inputs   # eqnn.lift imports this module: the g^-1 lives there
-  copies = lift_inputs(action, x, elements)                       # [k, B, ...] per leaf
-  out = call(jax.tree.map(lambda c: c.reshape((k * b,) + c.shape[2:]), copies))
+  # Example-major: row i k + j is example i moved by element j. A batch sharded over devices
+  # in blocks of examples keeps its blocks through the fold (group-major rows, j B + i, had
+  # XLA gather the whole batch onto every device and run F there in full); one device runs
+  # either order at the same speed (scratch, 2026-12-05).
+  copies = lift_inputs(action, x, elements, axis=1)               # [B, k, ...] per leaf
+  out = call(jax.tree.map(lambda c: c.reshape((b * k,) + c.shape[2:]), copies))
 
   def unfold(leaf):
     if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != k * b:
       raise ValueError(f"the lift in f's batch: f returned a leaf of shape {jnp.shape(leaf)}, "
                        f"not one with its batch axis ({k} x {b} = {k * b} rows) first; f must "
                        f"map a batch to a batch")
-    return leaf.reshape((k, b) + leaf.shape[1:])
+    return jnp.moveaxis(leaf.reshape((b, k) + leaf.shape[1:]), 1, 0)      # [k, B, ...]
   return jax.tree.map(unfold, out)
 
 

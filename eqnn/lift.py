@@ -43,8 +43,9 @@ _REDUCTIONS = {
 }
 
 
-def lift_inputs(action: Action, x, elements=None) -> jax.Array:
-  """``[k, ...]``: ``g^-1 . x`` for each g in ``elements`` (default: all of G, in order).
+def lift_inputs(action: Action, x, elements=None, axis: int = 0) -> jax.Array:
+  """``[k, ...]``: ``g^-1 . x`` for each g in ``elements`` (default: all of G, in order),
+  the copies stacked on ``axis`` of every leaf (0 unless given).
 
   What the lift evaluates its map on: ``F_hat(x)[g] = F(lift_inputs(action, x)[g])``. Every
   lifted layer (:mod:`eqnn.ops`) builds its copies with this function, so that the
@@ -60,7 +61,7 @@ def lift_inputs(action: Action, x, elements=None) -> jax.Array:
   x = action.prepare(x)
   elements = np.arange(action.group.order) if elements is None else np.asarray(elements)
   inverses = jnp.asarray(action.group.inverse[elements], jnp.int32)
-  return jax.vmap(lambda g_inv: action.apply(g_inv, x))(inverses)
+  return jax.vmap(lambda g_inv: action.apply(g_inv, x), out_axes=axis)(inverses)
 
 
 def conjugated(action: Action, transform: Callable, s, axis: int = 0):
@@ -177,7 +178,10 @@ def equivarify(f: Callable, action: Action, argnum: int = 0,
       leaf must be a batch: named errors otherwise). Where f couples its examples
       symmetrically (batch statistics), "batch" shows it the |G| B moved examples as one
       batch: still exactly equivariant (h permutes that batch), but ``project(f_hat(x))`` is
-      then not ``f(x)``; "auto" never folds such an f.
+      then not ``f(x)``; "auto" never folds such an f. On a batch sharded over devices the
+      fold and False keep each device on its own examples; the vmap form (True, chunks, and
+      "auto" where the fold is not proved) merges the group into the batch inside JAX's
+      batching rules, group first, and XLA then gathers the batch onto every device.
 
   Returns:
     ``f_hat`` with the same signature; every output leaf gains a leading group axis

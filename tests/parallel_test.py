@@ -212,3 +212,45 @@ def test_each_micro_batch_is_spread_over_the_devices():
   for apart, r in json.loads(p.stdout.strip().splitlines()[-1]).items():
     assert r["batches"] == [2], (apart, r)
     assert r["diff"] < 1e-6, (apart, r)
+
+
+_LIFT_OVER_DEVICES = """
+import json, re
+import jax, jax.numpy as jnp
+import eqnn
+from eqnn import actions
+from experiments import parallel
+k1 = jax.random.normal(jax.random.key(1), (3, 3, 1, 8))
+def f(x):                        # a plain conv net: proved to map each example on its own
+  y = jax.lax.conv_general_dilated(x, k1, (1, 1), "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.nn.relu(y).mean(axis=(1, 2))
+x = jax.random.normal(jax.random.key(0), (16, 28, 28, 1))
+shard = parallel.batch_sharded(parallel.mesh())
+out = {}
+for vectorize in ("auto", "batch"):
+  lifted = jax.jit(eqnn.equivarify(f, actions.rotations_reflections(), vectorize=vectorize))
+  hlo = lifted.lower(parallel.put(x, shard)).compile().as_text()
+  y = lifted(parallel.put(x, shard))
+  convs = re.findall(r"f32\\[(\\d+),28,28,8\\]\\S* convolution", hlo)
+  out[vectorize] = {
+      "batches": sorted({int(b) for b in convs}),
+      "gathers": len(re.findall(r" all-gather\\(", hlo)),
+      "spec": [None if a is None else str(a) for a in y.sharding.spec],
+      "diff": float(jnp.max(jnp.abs(y - lifted(x))))}
+print(json.dumps(out))
+"""
+
+
+def test_the_lift_folded_into_the_batch_keeps_a_sharded_batch_sharded():
+  """D4's 8 moved copies of a batch of 16 sharded over 2 devices, folded into F's batch
+  ("auto" where F is proved per example, and "batch"): each device runs F on its 8 examples'
+  64 copies, no gather of the batch, the output sharded by example and equal to the
+  unsharded lift (the fold's rows once ran group-major, and XLA gathered the whole batch
+  onto every device)."""
+  p = subprocess.run([sys.executable, "-c", _LIFT_OVER_DEVICES], cwd=ROOT, env=_env(2),
+                     capture_output=True, text=True, timeout=180)
+  assert p.returncode == 0, p.stderr[-3000:]
+  for vectorize, r in json.loads(p.stdout.strip().splitlines()[-1]).items():
+    assert r["batches"] == [64] and r["gathers"] == 0, (vectorize, r)
+    assert r["spec"] == [None, "data"] and r["diff"] < 1e-6, (vectorize, r)
