@@ -31,7 +31,7 @@ commutes with the regular action on the group axis, so it may sit between these 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +126,16 @@ def from_channels(y: jax.Array, group_order: int) -> jax.Array:
 def _slots_last(copies: jax.Array) -> jax.Array:
   """``[|G|, B, ..., C]`` (the lift's own layout) -> ``[B, ..., |G|, C]``."""
   return jnp.moveaxis(copies, 0, -2)
+
+
+def _on_copies(fn: Callable, action: actions_lib.Action, x: jax.Array) -> jax.Array:
+  """``fn`` (a map of a batch) on the |G| moved copies of ``x`` folded into one batch example
+  first (row i |G| + j: example i moved by element j, so that a batch sharded over devices
+  stays so; a vmap over G would fold them group first), laid out ``[B, ..., |G|, F]``."""
+  copies = lift_lib.lift_inputs(action, x, axis=1)                    # [B, G, ...]
+  b, n = copies.shape[:2]
+  y = fn(copies.reshape((b * n,) + copies.shape[2:]))
+  return jnp.moveaxis(y.reshape((b, n) + y.shape[1:]), 1, -2)
 
 
 def block_action(group: FiniteGroup) -> actions_lib.TableAction:
@@ -232,18 +242,16 @@ def lift_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
     if turned:
       return lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, relu_pool)
     if impl == "vmap" and x.ndim == 4:
-      copies = lift_lib.lift_inputs(action, x)                        # [G, B, H, W, C]
-      y = conv_relu_pool(copies.reshape((-1,) + copies.shape[2:]), kernel, bias, relu_pool,
-                         padding, dtype)
-      return _slots_last(y.reshape(copies.shape[:2] + y.shape[1:]))
+      return _on_copies(lambda c: conv_relu_pool(c, kernel, bias, relu_pool, padding, dtype),
+                        action, x)
     return max_pool(jax.nn.relu(lift_conv(x, kernel, bias, action, padding, dtype, impl)),
                     relu_pool)
   if impl == "kernels":
     return _lift_conv_kernels(x, kernel, bias, action, padding, dtype)
-  copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
   if impl == "vmap":
-    return _slots_last(jax.vmap(lambda c: _add_bias(conv(c, kernel, padding, dtype), bias,
-                                                    dtype))(copies))
+    return _on_copies(lambda c: _add_bias(conv(c, kernel, padding, dtype), bias, dtype),
+                      action, x)
+  copies = lift_lib.lift_inputs(action, x)                            # [G, B, H, W, C]
   if impl == "patches":
     # Windows of the copies laid out [B, ..., |G|, k^d, C_in]: one matmul then writes the
     # output in its own layout [B, ..., |G|, F], with no transpose of the (large) output.
@@ -295,9 +303,8 @@ def group_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None, group: F
   n = group.order
   one = lambda a, w: conv(a, w, padding, dtype)
   if impl == "vmap":
-    copies = lift_lib.lift_inputs(block_action(group), y)             # [G, B, H, W, G, C]
-    return _slots_last(jax.vmap(
-        lambda c: _add_bias(one(to_channels(c), kernel), bias, dtype))(copies))
+    return _on_copies(lambda c: _add_bias(one(to_channels(c), kernel), bias, dtype),
+                      block_action(group), y)
   if impl == "fourier":
     spatial = kernel.shape[:-2]
     kb = jnp.moveaxis(kernel.reshape(spatial + (n, -1, kernel.shape[-1])), len(spatial), 0)

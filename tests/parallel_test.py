@@ -238,6 +238,16 @@ for vectorize in ("auto", "batch"):
       "gathers": len(re.findall(r" all-gather\\(", hlo)),
       "spec": [None if a is None else str(a) for a in y.sharding.spec],
       "diff": float(jnp.max(jnp.abs(y - lifted(x))))}
+from eqnn import models          # the lifted layers' copies of the image: the vmap forms
+for name, kw in (("norm", {"norm": True}), ("vmap", {"impl": "vmap"})):
+  model = models.EquivariantCNN(actions.rotations(), (4, 8), (2, 2), (16,), **kw)
+  params = model.init(jax.random.key(1), x[:1])
+  apply = jax.jit(model.apply)
+  hlo = apply.lower(params, parallel.put(x, shard)).compile().as_text()
+  y = apply(params, parallel.put(x, shard))
+  out[name] = {"gathers": len(re.findall(r" all-gather\\(", hlo)),
+               "spec": [None if a is None else str(a) for a in y.sharding.spec],
+               "diff": float(jnp.max(jnp.abs(y - apply(params, x))))}
 print(json.dumps(out))
 """
 
@@ -247,10 +257,17 @@ def test_the_lift_folded_into_the_batch_keeps_a_sharded_batch_sharded():
   ("auto" where F is proved per example, and "batch"): each device runs F on its 8 examples'
   64 copies, no gather of the batch, the output sharded by example and equal to the
   unsharded lift (the fold's rows once ran group-major, and XLA gathered the whole batch
-  onto every device)."""
+  onto every device); the same for EquivariantCNN's layers that fold the copies."""
   p = subprocess.run([sys.executable, "-c", _LIFT_OVER_DEVICES], cwd=ROOT, env=_env(2),
                      capture_output=True, text=True, timeout=180)
   assert p.returncode == 0, p.stderr[-3000:]
-  for vectorize, r in json.loads(p.stdout.strip().splitlines()[-1]).items():
+  out = json.loads(p.stdout.strip().splitlines()[-1])
+  for vectorize in ("auto", "batch"):
+    r = out[vectorize]
     assert r["batches"] == [64] and r["gathers"] == 0, (vectorize, r)
     assert r["spec"] == [None, "data"] and r["diff"] < 1e-6, (vectorize, r)
+  # The library's lifted layers where they turn the image's copies (the input lift before
+  # batch norm, and every layer in the "vmap" form) fold them example first too.
+  for name in ("norm", "vmap"):
+    r = out[name]
+    assert r["gathers"] == 0 and r["spec"] == ["data"] and r["diff"] < 1e-5, (name, r)
