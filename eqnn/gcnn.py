@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eqnn import image_actions
+from eqnn import image_actions, taps
 from eqnn.actions import Action, _gather
 from eqnn.groups import FiniteGroup
 from eqnn.spatial import add_bias, conv, conv_relu_pool, require_float
@@ -203,14 +203,14 @@ def lift_relu_pool_turned(x, kernel, bias, action, padding, dtype, window):
   # of the tied entries (each is a subgradient). One block of |G| F channels instead of |G|
   # blocks of F: the paper's stacking 1.05x and over D4 1.07x (`python -m experiments.bench
   # --only=lift_forms`, 2-core Intel Xeon, 2026-12-04; d4.py's network 1.33-1.41x, scratch).
-  # The turns sit in a conditional whose two branches are the same (as eqnn.taps._kept's):
-  # no fusion crosses it, so XLA does not fold the turned reads of the cotangent into the
-  # block's backward loops (the block alone 1.5x faster, D4's step 1.04-1.05x more; scratch).
+  # The turns kept apart (eqnn.taps._kept, a conditional no fusion crosses), so XLA does not
+  # fold the turned reads of the cotangent into the block's backward loops (the block alone
+  # 1.5x faster, D4's step 1.04-1.05x more; scratch).
   z = gcnn_lift_conv(x, kernel, bias, action, padding, dtype, window)
   inverse = action.group.inverse
   turn = lambda z: jnp.stack([action.apply(int(inverse[h]), z[..., h, :])
                               for h in range(len(inverse))], -2)
-  return jax.lax.cond(jnp.all(kernel == kernel), turn, turn, z)
+  return taps._kept(turn, kernel, z)
 
 
 def gcnn_conv(y: jax.Array, kernel: jax.Array, bias: jax.Array | None,

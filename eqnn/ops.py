@@ -129,13 +129,10 @@ def _slots_last(copies: jax.Array) -> jax.Array:
 
 
 def _on_copies(fn: Callable, action: actions_lib.Action, x: jax.Array) -> jax.Array:
-  """``fn`` (a map of a batch) on the |G| moved copies of ``x`` folded into one batch example
-  first (row i |G| + j: example i moved by element j, so that a batch sharded over devices
-  stays so; a vmap over G would fold them group first), laid out ``[B, ..., |G|, F]``."""
-  copies = lift_lib.lift_inputs(action, x, axis=1)                    # [B, G, ...]
-  b, n = copies.shape[:2]
-  y = fn(copies.reshape((b * n,) + copies.shape[2:]))
-  return jnp.moveaxis(y.reshape((b, n) + y.shape[1:]), 1, -2)
+  """``fn`` (a map of a batch) on the |G| moved copies of ``x`` folded into its batch as the
+  lift's fold does (:func:`eqnn.lift.lift_in_batch`: example first, so that a batch sharded
+  over devices stays so; a vmap over G would fold them group first), ``[B, ..., |G|, F]``."""
+  return _slots_last(lift_lib.lift_in_batch(fn, action, x))
 
 
 def block_action(group: FiniteGroup) -> actions_lib.TableAction:

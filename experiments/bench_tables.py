@@ -77,7 +77,7 @@ def markdown(report) -> str:
                f"({100 * r['fraction_of_matmul_peak']:.0f}%) | "
                f"{gflops_cell(r, 'conv_equivalent_gflops', peak)} | "
                f"{r['dense_equivalent_gflops']:.0f} | "
-               + (f"{r['train_cores']:.2f} |" if "train_cores" in r else "- |"))
+               + f"{r['train_cores']:.2f} |")
   if report.get("networks"):
     out += ["", "Executed: convs in Winograd's form (where a config's `conv_form` takes it) at "
             "their 16 products per 2 x 2 output tile; conv-equivalent: every conv counted as a "
@@ -172,7 +172,7 @@ def markdown(report) -> str:
             f"{r['cpu_fusions']} | " + " | ".join(
                 f"{r[f'{p}_ms']:.2f} ms ({100 * r[f'{p}_fraction_of_peak']:.0f}%)"
                 for p in PASSES) + f" | {_passes_share(r)} | "
-            + " / ".join(f"{r[f'{p}_cores']:.2f}" if f"{p}_cores" in r else "-" for p in PASSES)
+            + " / ".join(f"{r[f'{p}_cores']:.2f}" for p in PASSES)
             + " |" for r in report["conv_passes"]]
   if report.get("huge_pages"):
     out += ["", "| train step (config) | temporaries per step | images/s without huge pages | with | ratio | page "
