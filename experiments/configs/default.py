@@ -134,9 +134,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # the G-CNN convs run at batch 64-128 at up to twice their rate in 16-image slices under
     # XLA's default (`python -m experiments.bench --only=conv_passes`); the step in the
     # default fusions needs the small slices (8 x 16), in the others the large ones. A 2-core
-    # Intel Xeon (2026-12-04): make train 3,484 images/s (YNNPACK's dots alone chosen; the
-    # step 36 ms against 56 in the default fusions) against 2,740 as 8 x 16 in the default
-    # fusions, 99.0% joint at 104 s against 107 (the measurement costs a few seconds).
+    # Intel Xeon (2026-12-04): make train 3,543 images/s (YNNPACK's dots alone chosen; the
+    # step 35 ms against 54 in the default fusions) against 2,740 as 8 x 16 in the default
+    # fusions, 99.0% joint at 101 s against 107 (the measurement costs a few seconds; the
+    # README's "Results" and docs/performance.md give both runs' commands).
     c.microbatches = 2
     c.cpu_fusions = "auto"
   if variant == "stacked":
